@@ -1,0 +1,9 @@
+"""The base class of errors meant for users: the CLI prints their message as one line."""
+
+
+class OccoError(Exception):
+    """A problem with the user's input or environment, explained in its message.
+
+    The message says what went wrong, which file, and what to do. ``occo`` prints it on
+    stderr as one line and exits non-zero, without a traceback.
+    """

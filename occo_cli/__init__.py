@@ -1,0 +1,1 @@
+"""occo's command line: Typer commands over the occo library (no tensors, no math here)."""

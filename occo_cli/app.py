@@ -1,0 +1,52 @@
+"""The ``occo`` Typer application: one module per command, registered here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from data.errors import OccoError
+from data.version import OCCO_VERSION
+from occo_cli.console import err
+
+app = typer.Typer(
+    name="occo",
+    help="OCCO infrared-visible image fusion: object masks, training, fusion and metrics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"occo {OCCO_VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """OCCO infrared-visible image fusion: object masks, training, fusion and metrics."""
+
+
+# Each command module adds itself to `app` on import; the order here is the order in --help.
+from occo_cli import metrics as _metrics  # noqa: E402,F401
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line on stderr, exit code 1."""
+    try:
+        app()
+    except (OccoError, FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError) as exc:
+        message = str(exc) or exc.__class__.__name__
+        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
