@@ -36,7 +36,11 @@ def _root(
 
 
 # Each command module adds itself to `app` on import; the order here is the order in --help.
+from occo_cli import masks as _masks  # noqa: E402,F401
+from occo_cli import train as _train  # noqa: E402,F401
+from occo_cli import fuse as _fuse  # noqa: E402,F401
 from occo_cli import metrics as _metrics  # noqa: E402,F401
+from occo_cli import convert as _convert  # noqa: E402,F401
 
 
 def main() -> None:

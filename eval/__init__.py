@@ -1,0 +1,1 @@
+"""Fusion metrics (Tang's toolkit conventions), folder scoring, reports and the fuse manifest."""

@@ -1,0 +1,158 @@
+"""Metrics built from histograms, differences and exact sums: EN, SF, AG, SD, CC, SCD, MI, MSE, PSNR.
+
+Each function takes a :class:`~eval.metrics.inputs.GrayInputs` (A = infrared,
+B = visible, F = fused) and returns a Python float; undefined values (a constant image
+in a correlation, an image one pixel wide) are NaN, as in the toolkit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from eval.metrics.inputs import GrayInputs
+
+
+def _entropy_of_counts(counts: np.ndarray, total: int) -> float:
+    """Shannon entropy in bits of a histogram with ``total`` samples."""
+    p = counts[counts > 0] / total
+    return float(-np.sum(p * np.log2(p)))
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    """Correctly rounded ``numerator / denominator`` for Python ints; NaN for 0 / 0."""
+    if denominator == 0:
+        return math.nan
+    return numerator / denominator
+
+
+def _corr(n: int, sx: int, sy: int, sxx: int, syy: int, sxy: int) -> float:
+    """Pearson correlation from exact integer sums (``corr2``); NaN if either is constant."""
+    cov = n * sxy - sx * sy
+    vx = n * sxx - sx * sx
+    vy = n * syy - sy * sy
+    if vx <= 0 or vy <= 0:
+        return math.nan
+    return cov / (math.sqrt(vx) * math.sqrt(vy))
+
+
+def en(x: GrayInputs) -> float:
+    """EN: entropy (bits) of the 256-bin histogram of F (MATLAB ``entropy``)."""
+    return _entropy_of_counts(x.hist("f"), x.n)
+
+
+def sf(x: GrayInputs) -> float:
+    """SF: ``sqrt(mean(dx^2) + mean(dy^2))``, each mean over its own difference array."""
+    f = x.f
+    dx = (f[:, 1:] - f[:, :-1]).ravel()
+    dy = (f[1:, :] - f[:-1, :]).ravel()
+    # Squares of integer differences summed as float64 stay exact integers.
+    rf = _ratio(int(np.dot(dx, dx)), dx.size)
+    cf = _ratio(int(np.dot(dy, dy)), dy.size)
+    return math.sqrt(rf + cf)
+
+
+def _twice_gradient(f: np.ndarray, axis: int) -> np.ndarray:
+    """``2 * numpy.gradient(f, axis)``: central differences inside, one-sided (doubled) at borders.
+
+    Doubling keeps every value an integer; the factor is folded into AG's constant.
+    """
+    n = f.shape[axis]
+    g = np.zeros_like(f)
+    if n < 2:
+        return g  # MATLAB's gradient of a single row/column is 0
+    src = np.moveaxis(f, axis, 0)
+    dst = np.moveaxis(g, axis, 0)
+    np.subtract(src[2:], src[:-2], out=dst[1:-1])
+    np.subtract(src[1], src[0], out=dst[0])
+    np.subtract(src[-1], src[-2], out=dst[-1])
+    dst[0] *= 2.0
+    dst[-1] *= 2.0
+    return g
+
+
+def ag(x: GrayInputs) -> float:
+    """AG: ``sum(sqrt((gx^2 + gy^2) / 2)) / ((M-1)(N-1))`` with MATLAB ``gradient``."""
+    m, n = x.f.shape
+    if m < 2 or n < 2:
+        return math.nan
+    gx = _twice_gradient(x.f, 1)
+    gy = _twice_gradient(x.f, 0)
+    # (2gx)^2 + (2gy)^2 = 4 (gx^2 + gy^2); dividing by 8 instead of 2 is exact.
+    gx *= gx
+    gy *= gy
+    gx += gy
+    gx *= 0.125
+    np.sqrt(gx, out=gx)
+    return float(gx.sum()) / ((m - 1) * (n - 1))
+
+
+def sd(x: GrayInputs) -> float:
+    """SD: population standard deviation of F."""
+    s, ss = x.total("f"), x.total_sq("f")
+    return math.sqrt((x.n * ss - s * s) / (x.n * x.n))
+
+
+def cc(x: GrayInputs) -> float:
+    """CC: ``(corr(A, F) + corr(B, F)) / 2``, Pearson correlation."""
+    n, sf_, sff = x.n, x.total("f"), x.total_sq("f")
+    total = 0.0
+    for src in ("a", "b"):
+        total += _corr(n, x.total(src), sf_, x.total_sq(src), sff, x.cross(src, "f"))
+    return total / 2.0
+
+
+def scd(x: GrayInputs) -> float:
+    """SCD: ``corr(F - B, A) + corr(F - A, B)`` (sum of the correlations of differences)."""
+    n, s_f, s_ff = x.n, x.total("f"), x.total_sq("f")
+    s_ab = x.cross("a", "b")
+    total = 0.0
+    for src, other in (("a", "b"), ("b", "a")):
+        # D = F - other, correlated with src; all sums expanded into exact integer sums.
+        s_d = s_f - x.total(other)
+        s_dd = s_ff - 2 * x.cross("f", other) + x.total_sq(other)
+        s_ds = x.cross("f", src) - s_ab
+        total += _corr(n, s_d, x.total(src), s_dd, x.total_sq(src), s_ds)
+    return total
+
+
+def _joint_entropy_merged(f8: np.ndarray, s8: np.ndarray) -> float:
+    """Joint entropy (bits) of F and a source with grey levels 254 and 255 merged.
+
+    The toolkit indexes its 256x256 joint histogram with ``uint8 + 1``, which saturates:
+    254 and 255 land in the same bin on both axes.
+    """
+    fi = np.minimum(f8, 254).astype(np.intp)
+    si = np.minimum(s8, 254)
+    fi <<= 8
+    fi |= si
+    counts = np.bincount(fi.ravel(), minlength=65536)
+    return _entropy_of_counts(counts, f8.size)
+
+
+def mi(x: GrayInputs) -> float:
+    """MI: ``[H(A) + H(F) - H(A,F)] + [H(B) + H(F) - H(B,F)]`` in bits (toolkit joint histogram)."""
+    h_f = en(x)
+    total = 0.0
+    for src in ("a", "b"):
+        h_s = _entropy_of_counts(x.hist(src), x.n)
+        total += h_s + h_f - _joint_entropy_merged(x.f8, x.u8(src))
+    return total
+
+
+def mse(x: GrayInputs) -> float:
+    """MSE: ``0.5 mean((F-A)^2) + 0.5 mean((F-B)^2)`` on images divided by 255."""
+    s_ff = x.total_sq("f")
+    sq = 0
+    for src in ("a", "b"):
+        sq += s_ff - 2 * x.cross("f", src) + x.total_sq(src)
+    return sq / (2 * x.n * 255 * 255)
+
+
+def psnr(x: GrayInputs, mse_value: float | None = None) -> float:
+    """PSNR: ``20 log10(255 / sqrt(MSE))`` with the toolkit's MSE (images in [0, 1])."""
+    value = mse(x) if mse_value is None else mse_value
+    if value == 0:
+        return math.inf
+    return 20.0 * math.log10(255.0 / math.sqrt(value))

@@ -1,0 +1,26 @@
+"""Object masks for OCCO: Grounding DINO + SAM (or label maps) into an HDF5 store.
+
+The trainer needs only :func:`open_mask_store` and :func:`split_regions`; the models are
+imported when mask generation starts, never at ``import masks``.
+"""
+
+from masks.regions import Regions, split_regions
+from masks.store import (
+    MaskReader,
+    MaskStoreError,
+    ModalityMasks,
+    PairMasks,
+    SettingsMismatchError,
+    open_mask_store,
+)
+
+__all__ = [
+    "MaskReader",
+    "MaskStoreError",
+    "ModalityMasks",
+    "PairMasks",
+    "Regions",
+    "SettingsMismatchError",
+    "open_mask_store",
+    "split_regions",
+]

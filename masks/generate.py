@@ -1,0 +1,394 @@
+"""The batched pipeline: pairs -> boxes -> masks -> store; resumable, sharded by rank.
+
+The pairs still missing from the store are cut into a fixed schedule of chunks of
+``batch_size`` pairs. Chunk ``k`` goes to rank ``k % world_size``; each finished chunk is
+written to the journal (``<store>.parts/``) atomically; rank 0 merges the journal into
+the store when every chunk is done. Because the schedule depends only on the dataset,
+the store and the batch size, a killed and resumed run, or a run on N GPUs, computes
+each pair in the same batch as one uninterrupted process and ends with the same store.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from data.io import read_image
+from data.version import OCCO_VERSION
+from masks.detector import (
+    DEFAULT_DETECTOR,
+    DEFAULT_PROMPT,
+    GroundingDinoDetector,
+    model_source,
+    normalize_prompt,
+    to_rgb8,
+)
+from masks.segmenter import DEFAULT_SEGMENTER, BoxSegmenter, load_segmenter, segmenter_source
+from masks.store import (
+    FORMAT,
+    STORE_VERSION,
+    MaskStoreError,
+    ModalityMasks,
+    PairMasks,
+    PartsJournal,
+    SettingsMismatchError,
+    now_utc,
+    read_store_attrs,
+    settings_differences,
+)
+
+#: One pair as ``data.pairing.pair_images`` gives it: (stem, infrared path, visible path).
+Pair = tuple[str, Path, Path]
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class MaskSource(Protocol):
+    """Something that turns pairs into masks: the models, or label maps."""
+
+    settings: dict[str, Any]
+
+    def load(self, pairs: Sequence[Pair]) -> Any:
+        """Read what :meth:`process` needs (runs in a background thread)."""
+
+    def process(self, loaded: Any) -> list[PairMasks]:
+        """Masks of the loaded pairs, in order."""
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> the GPU if there is one, else the CPU; ``cuda`` -> this rank's GPU.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
+        local_rank: the process's rank on its node (torchrun's LOCAL_RANK).
+
+    Returns:
+        The device to use.
+    """
+    text = str(device)
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cuda":
+        text = f"cuda:{local_rank}"
+    return torch.device(text)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """``auto`` -> float16 on GPU (half precision), float32 elsewhere; names are checked."""
+    if dtype == "auto":
+        return "float16" if device.type == "cuda" else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype '{dtype}'; use auto, {', '.join(DTYPES)}")
+    return dtype
+
+
+@dataclass
+class DistContext:
+    """This process's place among torchrun's ranks (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    """Global rank."""
+    world_size: int = 1
+    """Number of processes."""
+    local_rank: int = 0
+    """Rank on this node (picks the GPU)."""
+    owns_group: bool = False
+    """Whether :meth:`from_env` started the process group (and :meth:`close` ends it)."""
+
+    @classmethod
+    def from_env(cls, timeout_hours: float = 6.0) -> DistContext:
+        """Read torchrun's environment; start a gloo process group when there are several ranks.
+
+        Gloo only carries barriers here (no tensors), on CPUs and GPUs alike. The timeout
+        covers the slowest rank finishing its share and rank 0 merging.
+        """
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        owns = False
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=_dt.timedelta(hours=timeout_hours))
+            owns = True
+        return cls(rank=rank, world_size=world, local_rank=local, owns_group=owns)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@dataclass
+class ModelMaskConfig:
+    """Settings of Grounding DINO + SAM mask generation (defaults: the paper's / Grounded-SAM's)."""
+
+    prompt: str = DEFAULT_PROMPT
+    """Text prompt for Grounding DINO, on both modalities."""
+    detector: str = DEFAULT_DETECTOR
+    """Grounding DINO hub id or folder."""
+    segmenter: str = DEFAULT_SEGMENTER
+    """SAM hub id or folder, or ``sam:KIND:PATH`` for a Meta checkpoint."""
+    box_threshold: float = 0.3
+    """Keep boxes scoring above this (above 1 keeps none)."""
+    text_threshold: float = 0.25
+    """Prompt tokens above this form a box's phrase."""
+    max_boxes: int = 0
+    """At most this many boxes per image, best first (0: no limit)."""
+    dtype: str = "float32"
+    """float32, or float16/bfloat16 autocast (half precision on GPU)."""
+
+    def __post_init__(self) -> None:
+        self.prompt = normalize_prompt(self.prompt)
+        if self.box_threshold < 0 or self.text_threshold < 0:
+            raise ValueError("--box-threshold and --text-threshold must be >= 0")
+        if self.max_boxes < 0:
+            raise ValueError("--max-boxes must be >= 0 (0: no limit)")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype '{self.dtype}'; use {', '.join(DTYPES)}")
+
+
+class ModelMaskSource:
+    """Grounding DINO boxes prompting SAM, both loaded once (on first use).
+
+    Args:
+        config: prompt, models, thresholds, precision.
+        device: where both models run.
+    """
+
+    def __init__(self, config: ModelMaskConfig, device: str | torch.device = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.settings = {
+            "source": "models",
+            "prompt": config.prompt,
+            "detector": model_source(config.detector),
+            "segmenter": segmenter_source(config.segmenter),
+            "box_threshold": float(config.box_threshold),
+            "text_threshold": float(config.text_threshold),
+            "max_boxes": int(config.max_boxes),
+            "dtype": config.dtype,
+        }
+        self.detector: GroundingDinoDetector | None = None
+        self.segmenter: BoxSegmenter | None = None
+
+    def load_models(self) -> None:
+        """Load both models (idempotent)."""
+        dtype = DTYPES[self.config.dtype]
+        if self.detector is None:
+            self.detector = GroundingDinoDetector(
+                self.config.detector,
+                device=self.device,
+                dtype=dtype,
+                box_threshold=self.config.box_threshold,
+                text_threshold=self.config.text_threshold,
+                max_boxes=self.config.max_boxes,
+            )
+        if self.segmenter is None:
+            self.segmenter = load_segmenter(self.config.segmenter, device=self.device, dtype=dtype)
+
+    def load(self, pairs: Sequence[Pair]) -> list[tuple]:
+        """Read the pairs' images as ``(H, W, 3)`` uint8 (infrared repeated to 3 channels)."""
+        return [
+            (stem, to_rgb8(read_image(ir)), to_rgb8(read_image(vi)), Path(ir).name, Path(vi).name)
+            for stem, ir, vi in pairs
+        ]
+
+    def process(self, loaded: list[tuple]) -> list[PairMasks]:
+        """Detect on all 2B images in one batch, then segment the ones with boxes."""
+        self.load_models()
+        assert self.detector is not None and self.segmenter is not None
+        images = [img for _, ir, vi, _, _ in loaded for img in (ir, vi)]  # ir0 vi0 ir1 vi1 ...
+        detections = self.detector.detect(images, self.config.prompt)
+        masks = self.segmenter.segment(images, [d.boxes for d in detections])
+        results = []
+        for i, (stem, _, _, ir_name, vi_name) in enumerate(loaded):
+            entries = {}
+            for j, (modality, name) in enumerate((("ir", ir_name), ("vi", vi_name))):
+                det = detections[2 * i + j]
+                entries[modality] = ModalityMasks(
+                    mask=masks[2 * i + j], boxes=det.boxes, scores=det.scores, labels=det.labels, source=name
+                )
+            results.append(PairMasks(stem=stem, **entries))
+        return results
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class GenerateResult:
+    """What a run did (numbers for this process; ``stored`` from rank 0)."""
+
+    store: Path
+    """The mask store."""
+    pairs: int
+    """Pairs in the dataset."""
+    skipped: int
+    """Pairs already in the store before the run."""
+    resumed: int
+    """Pairs of this rank's share found done in an interrupted run's journal."""
+    computed: int
+    """Pairs this process computed."""
+    stored: int
+    """Pairs in the store after the run (rank 0; 0 on other ranks or when unchanged)."""
+    empty_ir: int
+    """Computed pairs whose infrared mask is empty."""
+    empty_vi: int
+    """Computed pairs whose visible mask is empty."""
+    seconds: float
+    """Wall time of the compute loop (pairs / seconds is the throughput)."""
+
+
+def plan(pairs: Sequence[Pair], done: set[str], batch_size: int) -> list[list[Pair]]:
+    """The fixed schedule: the pairs not yet done, sorted by stem, in chunks of ``batch_size``."""
+    if batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    todo = sorted((p for p in pairs if p[0] not in done), key=lambda p: p[0])
+    return [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+
+
+def generate_masks(
+    pairs: Sequence[Pair],
+    out: str | Path,
+    source: MaskSource,
+    *,
+    batch_size: int = 4,
+    overwrite: bool = False,
+    meta: dict[str, Any] | None = None,
+    dist: DistContext | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> GenerateResult:
+    """Make (or complete) a mask store for the pairs.
+
+    Args:
+        pairs: ``(stem, ir_path, vi_path)`` of the dataset.
+        out: the store (``masks.h5``).
+        source: what makes the masks (:class:`ModelMaskSource`, ``masks.labels.LabelMaskSource``).
+        batch_size: pairs per batch (2 x images for the models); also the journal's unit.
+        overwrite: replace a store or journal made with other settings (and redo all pairs).
+        meta: extra root attributes that describe files (ir_dir, vi_dir, ...).
+        dist: the process's rank; default: one process.
+        progress: called as ``progress(done, total)`` for this rank's share.
+
+    Returns:
+        A :class:`GenerateResult`.
+
+    Raises:
+        SettingsMismatchError: the store or journal holds other settings and no overwrite.
+        MaskStoreError: ``out`` exists and is not a mask store, or no pairs.
+    """
+    out = Path(out)
+    dist = dist or DistContext()
+    if not pairs:
+        raise MaskStoreError("no image pairs to make masks for")
+    settings = dict(source.settings)
+    created = now_utc()
+    previous: Path | None = None
+    done: set[str] = set()
+    if out.exists():
+        attrs = read_store_attrs(out)
+        diff = settings_differences(attrs, settings)
+        if diff and not overwrite:
+            raise SettingsMismatchError(
+                f"{out} was made with other settings ({'; '.join(diff)}); use the same settings to "
+                f"add to it, another --out, or --overwrite to replace it"
+            )
+        if not overwrite:
+            previous = out
+            created = str(attrs.get("created_utc", created))
+            from masks.store import MaskReader
+
+            done = set(MaskReader(out).stems())
+    chunks = plan(pairs, done, batch_size)
+    chunk_stems = [[p[0] for p in chunk] for chunk in chunks]
+    journal = PartsJournal(out)
+    result = GenerateResult(out, len(pairs), len(pairs) - sum(map(len, chunks)), 0, 0, 0, 0, 0, 0.0)
+
+    if not chunks:  # everything is in the store already
+        if dist.rank == 0 and journal.exists():
+            journal.remove()  # left by a kill after the last merge
+        return result
+
+    if dist.rank == 0:
+        journal.prepare(settings, chunk_stems, overwrite)
+    dist.barrier()
+
+    mine = [k for k in range(len(chunks)) if k % dist.world_size == dist.rank]
+    total = sum(len(chunks[k]) for k in mine)
+    todo = [k for k in mine if not journal.has(k, chunk_stems[k])]
+    result.resumed = total - sum(len(chunks[k]) for k in todo)
+    if progress:
+        progress(result.resumed, total)
+    start = time.perf_counter()
+    finished = result.resumed
+    # Read the next chunk's images while the models work on this one.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(source.load, chunks[todo[0]]) if todo else None
+        for n, k in enumerate(todo):
+            assert pending is not None
+            loaded = pending.result()
+            pending = reader.submit(source.load, chunks[todo[n + 1]]) if n + 1 < len(todo) else None
+            masks = source.process(loaded)
+            journal.write(k, masks)
+            result.computed += len(masks)
+            result.empty_ir += sum(1 for m in masks if not m.ir.mask.any())
+            result.empty_vi += sum(1 for m in masks if not m.vi.mask.any())
+            finished += len(masks)
+            if progress:
+                progress(finished, total)
+    result.seconds = time.perf_counter() - start
+
+    dist.barrier()
+    if dist.rank == 0:
+        attrs = {
+            "format": FORMAT,
+            "version": STORE_VERSION,
+            "occo_version": OCCO_VERSION,
+            "created_utc": created,
+            "updated_utc": now_utc(),
+            **(meta or {}),
+            **settings,
+        }
+        result.stored = journal.merge(attrs, chunk_stems, previous)
+        journal.remove()
+    dist.barrier()
+    return result
+
+
+__all__ = [
+    "DistContext",
+    "GenerateResult",
+    "MaskSource",
+    "ModelMaskConfig",
+    "ModelMaskSource",
+    "Pair",
+    "SettingsMismatchError",
+    "generate_masks",
+    "plan",
+    "resolve_device",
+    "resolve_dtype",
+]

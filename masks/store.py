@@ -1,0 +1,606 @@
+"""The HDF5 mask store: layout, crash-safe writing through a parts journal, and the reader.
+
+Layout (DESIGN.md, Formats)::
+
+    /            attrs: format="occo-masks", version, occo_version, created_utc, updated_utc,
+                 the run's settings (prompt, detector, segmenter, thresholds, ...)
+    /ir/<stem>   uint8 (H, W) 0/1 mask, chunked + gzip; attrs boxes (N, 4) xyxy pixels,
+                 scores (N,), labels (N,) matched phrases, source (image file name)
+    /vi/<stem>   the same for the visible image
+
+Crash safety: the store file is only ever written whole, to a temporary file that
+``os.replace`` puts in place, so it is always either the old complete store or the new
+one. Work in progress lives in a journal folder ``<store>.parts/``: one small HDF5 file per
+finished chunk of pairs, each also written atomically. A killed run (even SIGKILL) leaves
+complete parts and at most a stray temporary file; the next run reuses the parts, cleans
+the rest, and merges everything into the store at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from data.errors import OccoError
+from data.io import write_bytes_atomic
+
+FORMAT = "occo-masks"
+PART_FORMAT = "occo-masks-part"
+#: Version of the layout above; readers refuse newer versions.
+STORE_VERSION = 1
+MODALITIES = ("ir", "vi")
+#: Root attributes that describe the file, not the masks: never compared between runs.
+META_KEYS = frozenset(
+    {"format", "version", "occo_version", "created_utc", "updated_utc", "ir_dir", "vi_dir", "labels_dir"}
+)
+#: Masks up to this many pixels are stored as one HDF5 chunk (whole-image reads, one inflate).
+_ONE_CHUNK_PIXELS = 4 * 1024 * 1024
+
+
+class MaskStoreError(OccoError, ValueError):
+    """A mask store or journal that cannot be used as asked."""
+
+
+class SettingsMismatchError(MaskStoreError):
+    """The store (or an interrupted run's journal) was made with other settings."""
+
+
+@dataclass
+class ModalityMasks:
+    """The mask of one image and the detections that produced it."""
+
+    mask: np.ndarray
+    """``(H, W)`` uint8 object mask, values 0/1."""
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    """``(N, 4)`` float32 boxes x0 y0 x1 y1 in pixels."""
+    scores: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    """``(N,)`` float32 box scores."""
+    labels: list[str] = field(default_factory=list)
+    """``N`` matched phrases (or class names for label-map masks)."""
+    source: str = ""
+    """File name of the image the mask belongs to."""
+
+    def __post_init__(self) -> None:
+        mask = np.asarray(self.mask)
+        if mask.ndim != 2:
+            raise ValueError(f"a mask must be (H, W), got shape {mask.shape}")
+        self.mask = (mask > 0).astype(np.uint8)
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, np.float32).reshape(-1)
+        self.labels = [str(label) for label in self.labels]
+        if not len(self.boxes) == len(self.scores) == len(self.labels):
+            raise ValueError(f"{len(self.boxes)} boxes, {len(self.scores)} scores, {len(self.labels)} labels")
+
+
+@dataclass
+class PairMasks:
+    """Both masks of one infrared-visible pair."""
+
+    stem: str
+    """The pair's file stem (its key in the store)."""
+    ir: ModalityMasks
+    """Infrared image's mask and detections."""
+    vi: ModalityMasks
+    """Visible image's mask and detections."""
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_pair(h5: h5py.File, pair: PairMasks) -> None:
+    """Add one pair to an open store or part file (groups /ir and /vi are created if needed)."""
+    for modality in MODALITIES:
+        entry: ModalityMasks = getattr(pair, modality)
+        group = h5.require_group(modality)
+        mask = entry.mask
+        chunks = mask.shape if mask.size <= _ONE_CHUNK_PIXELS else True
+        dataset = group.create_dataset(
+            pair.stem, data=mask, chunks=chunks, compression="gzip", compression_opts=4, track_times=False
+        )
+        dataset.attrs["boxes"] = entry.boxes
+        dataset.attrs["scores"] = entry.scores
+        dataset.attrs["labels"] = np.array(entry.labels, dtype=h5py.string_dtype())
+        dataset.attrs["source"] = entry.source
+
+
+def read_pair(h5: h5py.File, stem: str) -> PairMasks:
+    """Read one pair (masks and detections) from an open store or part file."""
+    entries = {}
+    for modality in MODALITIES:
+        dataset = h5[modality][stem]
+        attrs = dataset.attrs
+        entries[modality] = ModalityMasks(
+            mask=dataset[()],
+            boxes=attrs.get("boxes", np.zeros((0, 4), np.float32)),
+            scores=attrs.get("scores", np.zeros((0,), np.float32)),
+            labels=[str(x) for x in attrs.get("labels", [])],
+            source=str(attrs.get("source", "")),
+        )
+    return PairMasks(stem=stem, **entries)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_h5_atomic(
+    path: str | Path, attrs: Mapping[str, Any], fill: Callable[[h5py.File], None], tmp_dir: str | Path | None = None
+) -> None:
+    """Write an HDF5 file so that ``path`` is either its old self or complete, never partial.
+
+    Args:
+        path: destination.
+        attrs: root attributes.
+        fill: writes the content into the open temporary file.
+        tmp_dir: folder for the temporary file (same file system as ``path``; default its folder).
+    """
+    path = Path(path)
+    folder = Path(tmp_dir) if tmp_dir is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w", locking=False) as h5:
+            for key, value in attrs.items():
+                h5.attrs[key] = _attr_value(value)
+            fill(h5)
+        with open(tmp, "rb+") as handle:  # durable before it becomes visible
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _attr_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):
+            return np.array(value, dtype=h5py.string_dtype())
+        return np.asarray(value)
+    return value
+
+
+def _python(value: Any) -> Any:
+    """An attribute as plain Python (str, int, float, bool, list)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [_python(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list):
+        return [_python(v) for v in value]
+    return value
+
+
+def now_utc() -> str:
+    """The current time as ISO 8601 UTC, seconds precision."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def settings_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Settings that differ between a store and a run, as ``key: stored -> wanted`` lines.
+
+    Keys in :data:`META_KEYS` are ignored (they describe files, not masks).
+    """
+    keys = sorted((set(stored) | set(wanted)) - META_KEYS)
+    return [
+        f"{key}: {stored.get(key, '(none)')!r} -> {wanted.get(key, '(none)')!r}"
+        for key in keys
+        if _python(stored.get(key)) != _python(wanted.get(key))
+    ]
+
+
+def _h5_stems(h5: h5py.File) -> list[str]:
+    """Stems present in both modality groups (complete pairs), sorted."""
+    groups = [set(h5[m].keys()) if m in h5 else set() for m in MODALITIES]
+    return sorted(set.intersection(*groups))
+
+
+# ----------------------------------------------------------------------------- journal
+
+
+class PartsJournal:
+    """The folder ``<store>.parts/`` of an unfinished run: one atomic HDF5 file per chunk.
+
+    Chunk ``k`` holds the pairs ``todo[k * B : (k + 1) * B]`` of the run's fixed schedule;
+    a part is reused only if its stems are exactly the chunk's stems, so a resumed (or
+    differently sharded) run computes every pair in the same batch as an uninterrupted one.
+
+    Args:
+        store: the mask store the journal belongs to.
+    """
+
+    SETTINGS = "settings.json"
+
+    def __init__(self, store: str | Path) -> None:
+        self.store = Path(store)
+        self.dir = self.store.with_name(self.store.name + ".parts")
+        self._lock: Any = None
+
+    def part_path(self, index: int) -> Path:
+        return self.dir / f"chunk-{index:06d}.h5"
+
+    def exists(self) -> bool:
+        return self.dir.is_dir()
+
+    def read_settings(self) -> dict | None:
+        """The settings of the run that made the journal, or None."""
+        try:
+            return json.loads((self.dir / self.SETTINGS).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def prepare(self, settings: Mapping[str, Any], chunks: Sequence[Sequence[str]], overwrite: bool) -> int:
+        """Make the journal ready for a run (call on one process only, before any writer).
+
+        Checks the settings of an earlier interrupted run, deletes temporary files left by
+        a kill, and deletes parts that do not match this run's schedule.
+
+        Args:
+            settings: this run's settings.
+            chunks: the stems of every chunk of this run's schedule.
+            overwrite: discard an interrupted run made with other settings.
+
+        Returns:
+            The number of pairs already done in reusable parts.
+
+        Raises:
+            SettingsMismatchError: an interrupted run with other settings and no overwrite.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        previous = self.read_settings()
+        wanted = json.loads(json.dumps(dict(settings)))
+        if previous is not None and settings_differences(previous, wanted):
+            if not overwrite:
+                diff = "; ".join(settings_differences(previous, wanted))
+                raise SettingsMismatchError(
+                    f"{self.dir} holds an interrupted run made with other settings ({diff}); "
+                    f"rerun with its settings to resume, or add --overwrite to discard it"
+                )
+            previous = None
+        for path in self.dir.iterdir():
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)  # a write cut short by a kill
+            elif path.name.startswith("chunk-") and previous is None:
+                path.unlink(missing_ok=True)
+        write_bytes_atomic(self.dir / self.SETTINGS, json.dumps(wanted, indent=1, sort_keys=True).encode())
+        expected = {self.part_path(k).name: list(stems) for k, stems in enumerate(chunks)}
+        reused = 0
+        for path in sorted(self.dir.glob("chunk-*.h5")):
+            stems = expected.get(path.name)
+            if stems is not None and self.part_stems(path) == stems:
+                reused += len(stems)
+            else:
+                path.unlink(missing_ok=True)  # another schedule, or unreadable
+        return reused
+
+    @staticmethod
+    def part_stems(path: Path) -> list[str] | None:
+        """The complete stems of a part file, or None if it is missing or unreadable."""
+        try:
+            with h5py.File(path, "r", locking=False) as h5:
+                if h5.attrs.get("format") != PART_FORMAT:
+                    return None
+                stems = [str(s) for s in h5.attrs.get("stems", [])]
+                return stems if _h5_stems(h5) == sorted(stems) else None
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def has(self, index: int, stems: Sequence[str]) -> bool:
+        """True if chunk ``index`` is done with exactly these stems."""
+        return self.part_stems(self.part_path(index)) == list(stems)
+
+    def write(self, index: int, pairs: Sequence[PairMasks]) -> None:
+        """Record a finished chunk (atomically)."""
+        stems = [pair.stem for pair in pairs]
+
+        def fill(h5: h5py.File) -> None:
+            for pair in pairs:
+                write_pair(h5, pair)
+
+        write_h5_atomic(self.part_path(index), {"format": PART_FORMAT, "stems": stems}, fill)
+
+    def merge(
+        self, attrs: Mapping[str, Any], chunks: Sequence[Sequence[str]], previous_store: Path | None
+    ) -> int:
+        """Write the store: the previous store's pairs, then every chunk's, atomically.
+
+        Args:
+            attrs: the store's root attributes.
+            chunks: the stems of every chunk (all must be done).
+            previous_store: a store whose pairs are kept, or None.
+
+        Returns:
+            The number of pairs in the new store.
+
+        Raises:
+            MaskStoreError: a chunk is missing (a rank failed).
+        """
+        missing = [k for k, stems in enumerate(chunks) if not self.has(k, stems)]
+        if missing:
+            raise MaskStoreError(
+                f"{len(missing)} chunk(s) of {self.dir} are missing (first: {self.part_path(missing[0]).name}); "
+                f"run the same command again to finish them"
+            )
+        count = 0
+
+        def copy_all(source: h5py.File, stems: Iterable[str], dest: h5py.File) -> None:
+            nonlocal count
+            for stem in stems:
+                for modality in MODALITIES:
+                    group = dest.require_group(modality)
+                    if stem in group:
+                        raise MaskStoreError(f"stem '{stem}' appears twice while merging {self.dir}")
+                    source.copy(source[modality][stem], group, name=stem)
+                count += 1
+
+        def fill(dest: h5py.File) -> None:
+            for modality in MODALITIES:
+                dest.require_group(modality)
+            if previous_store is not None:
+                with h5py.File(previous_store, "r", locking=False) as old:
+                    copy_all(old, _h5_stems(old), dest)
+            for k, stems in enumerate(chunks):
+                with h5py.File(self.part_path(k), "r", locking=False) as part:
+                    copy_all(part, stems, dest)
+
+        write_h5_atomic(self.store, attrs, fill, tmp_dir=self.dir)
+        return count
+
+    def remove(self) -> None:
+        """Delete the journal (after a successful merge, or when nothing is left to do)."""
+        self._release_lock()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _acquire_lock(self) -> None:
+        """Refuse a second writer on the same store (released by the OS if killed)."""
+        if self._lock is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one writer is the user's job
+            return
+        handle = open(self.dir / ".lock", "a+")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.close()
+            raise MaskStoreError(
+                f"another `occo masks gen` is writing {self.store} (lock {self.dir / '.lock'}); "
+                f"wait for it to finish"
+            ) from exc
+        self._lock = handle
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_store_attrs(path: str | Path) -> dict[str, Any]:
+    """The root attributes of a mask store as plain Python values.
+
+    Raises:
+        FileNotFoundError: no such file.
+        MaskStoreError: not an occo mask store, or a newer version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask store not found: {path}; make one with `occo masks gen DATASET`")
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            attrs = {key: _python(value) for key, value in h5.attrs.items()}
+    except OSError as exc:
+        raise MaskStoreError(f"{path} is not a readable HDF5 file ({exc}); regenerate it with occo masks gen") from exc
+    if attrs.get("format") != FORMAT:
+        raise MaskStoreError(f"{path} is not an occo mask store (format attribute missing); make one with occo masks gen")
+    if int(attrs.get("version", 0)) > STORE_VERSION:
+        raise MaskStoreError(f"{path} is a version {attrs['version']} mask store; upgrade occo to read it")
+    return attrs
+
+
+class MaskReader:
+    """Read-only access to a mask store, safe to pass to DataLoader worker processes.
+
+    The HDF5 file is opened lazily, once per process (h5py handles must not cross a fork);
+    pickling drops the handle.
+
+    Args:
+        path: the store (``masks.h5``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._settings = read_store_attrs(self.path)
+        with h5py.File(self.path, "r", locking=False) as h5:
+            self._stems = _h5_stems(h5)
+        self._index = set(self._stems)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Root attributes: format, version, prompt, models, thresholds, ..."""
+        return dict(self._settings)
+
+    def stems(self) -> list[str]:
+        """Stems with both masks written, sorted."""
+        return list(self._stems)
+
+    def __len__(self) -> int:
+        return len(self._stems)
+
+    def __contains__(self, stem: object) -> bool:
+        return stem in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stems())
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r", locking=False)
+            self._pid = os.getpid()
+        return self._file
+
+    def _check(self, stem: str) -> None:
+        if stem not in self._index:
+            raise KeyError(f"stem '{stem}' is not in mask store {self.path}")
+
+    def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """Both masks of a pair.
+
+        Args:
+            stem: the pair's file stem.
+
+        Returns:
+            ``(mask_ir, mask_vi)``, each ``(H, W)`` uint8 with values 0/1.
+        """
+        self._check(stem)
+        h5 = self._h5()
+        return h5["ir"][stem][()], h5["vi"][stem][()]
+
+    def read_pair(self, stem: str) -> PairMasks:
+        """Masks plus boxes, scores, phrases and source file names of a pair."""
+        self._check(stem)
+        return read_pair(self._h5(), stem)
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            with contextlib.suppress(Exception):
+                self._file.close()
+        self._file = None
+        self._pid = None
+
+    def __enter__(self) -> MaskReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+
+def open_mask_store(path: str | Path) -> MaskReader:
+    """Open a mask store for reading (the trainer's entry point).
+
+    Args:
+        path: ``masks.h5`` made by ``occo masks gen``.
+
+    Returns:
+        A :class:`MaskReader`: ``.stems()``, ``.read(stem) -> (mask_ir, mask_vi)``, ``.settings``.
+    """
+    return MaskReader(path)
+
+
+# ----------------------------------------------------------------------------- summary, export
+
+
+def summarize_store(reader: MaskReader, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Counts and coverage statistics of a store (what ``occo masks info`` shows).
+
+    Args:
+        reader: an open store.
+        progress: called as ``progress(done, total)`` while masks are read.
+
+    Returns:
+        ``{"pairs", "both_empty", "ir": {...}, "vi": {...}, "regions": {...}}`` where each
+        modality has ``empty``, ``boxes_mean``, ``boxes_max`` and ``coverage`` (fraction of
+        mask pixels: mean, median, min, max) and regions the mean fraction of each region
+        over pairs whose two masks have one size.
+    """
+    from masks.regions import split_regions
+
+    stems = reader.stems()
+    cover: dict[str, list[float]] = {m: [] for m in MODALITIES}
+    boxes: dict[str, list[int]] = {m: [] for m in MODALITIES}
+    region_sums = {"shared": 0.0, "unique_vi": 0.0, "unique_ir": 0.0, "background": 0.0}
+    same_size = both_empty = 0
+    for n, stem in enumerate(stems):
+        pair = reader.read_pair(stem)
+        for modality in MODALITIES:
+            entry: ModalityMasks = getattr(pair, modality)
+            cover[modality].append(float(entry.mask.mean()) if entry.mask.size else 0.0)
+            boxes[modality].append(len(entry.boxes))
+        both_empty += int(not pair.ir.mask.any() and not pair.vi.mask.any())
+        if pair.ir.mask.shape == pair.vi.mask.shape:
+            regions = split_regions(pair.vi.mask, pair.ir.mask)
+            for name in region_sums:
+                region_sums[name] += float(getattr(regions, name).mean())
+            same_size += 1
+        if progress:
+            progress(n + 1, len(stems))
+
+    def stats(values: list[float]) -> dict[str, float]:
+        if not values:
+            return {"mean": 0.0, "median": 0.0, "min": 0.0, "max": 0.0}
+        arr = np.asarray(values)
+        return {"mean": float(arr.mean()), "median": float(np.median(arr)), "min": float(arr.min()), "max": float(arr.max())}
+
+    summary: dict[str, Any] = {"pairs": len(stems), "both_empty": both_empty}
+    for modality in MODALITIES:
+        summary[modality] = {
+            "empty": sum(1 for c in cover[modality] if c == 0.0),
+            "boxes_mean": float(np.mean(boxes[modality])) if stems else 0.0,
+            "boxes_max": int(max(boxes[modality], default=0)),
+            "coverage": stats(cover[modality]),
+        }
+    summary["regions"] = {k: (v / same_size if same_size else 0.0) for k, v in region_sums.items()}
+    return summary
+
+
+def export_masks(
+    reader: MaskReader,
+    out_dir: str | Path,
+    stems: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write ``mask_vi/`` and ``mask_ir/`` folders of 0/255 PNGs named ``mask_<stem>.png``.
+
+    This is the layout the OCCO release reads (``mask_<name>`` for PNG sources). Each file
+    is written atomically.
+
+    Args:
+        reader: an open store.
+        out_dir: destination folder (created).
+        stems: pairs to export (default: all).
+        progress: called as ``progress(done, total)``.
+
+    Returns:
+        The number of pairs written.
+    """
+    from data.io import write_image_atomic
+
+    out_dir = Path(out_dir)
+    stems = reader.stems() if stems is None else list(stems)
+    for n, stem in enumerate(stems):
+        mask_ir, mask_vi = reader.read(stem)
+        write_image_atomic(out_dir / "mask_ir" / f"mask_{stem}.png", mask_ir * np.uint8(255))
+        write_image_atomic(out_dir / "mask_vi" / f"mask_{stem}.png", mask_vi * np.uint8(255))
+        if progress:
+            progress(n + 1, len(stems))
+    return len(stems)

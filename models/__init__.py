@@ -1,0 +1,1 @@
+"""FIFN: the fusion network, its weights and the Fuser (inference)."""

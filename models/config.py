@@ -1,0 +1,71 @@
+"""Configuration of the Feature Interaction Fusion Network (FIFN)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class FIFNConfig:
+    """Shape of a FIFN; the defaults are the authors' released network (FACTS section 1)."""
+
+    widths: tuple[int, ...] = (32, 64, 112, 160)
+    """Feature channels of the encoder levels, shallow to deep (one FIFB per level)."""
+    heads: tuple[int, ...] = (4, 4, 4, 1)
+    """Attention heads of each level's FIFB; each must divide the level's width."""
+    in_channels: int = 1
+    """Channels of each input image (the visible Y channel and the infrared image)."""
+
+    def __post_init__(self) -> None:
+        # Accept lists (from JSON or YAML) but store tuples, so the config stays hashable.
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+        if len(self.widths) < 2:
+            raise ValueError(f"FIFNConfig.widths needs at least 2 levels, got {self.widths}")
+        if len(self.heads) != len(self.widths):
+            raise ValueError(
+                f"FIFNConfig.heads {self.heads} must have one entry per level of widths {self.widths}"
+            )
+        for width, heads in zip(self.widths, self.heads, strict=True):
+            if width <= 0 or heads <= 0:
+                raise ValueError(f"FIFNConfig widths and heads must be positive, got {width}/{heads}")
+            if width % heads:
+                raise ValueError(f"FIFNConfig: {heads} heads do not divide width {width}")
+        if self.in_channels <= 0:
+            raise ValueError(f"FIFNConfig.in_channels must be positive, got {self.in_channels}")
+
+    @property
+    def levels(self) -> int:
+        """Number of encoder levels."""
+        return len(self.widths)
+
+    @property
+    def min_size(self) -> int:
+        """Smallest image side the network accepts: the deepest level needs one pixel."""
+        return 2 ** (self.levels - 1)
+
+    def to_json(self) -> str:
+        """The config as a JSON string (stored in weight-file metadata)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FIFNConfig:
+        """Build a config from a dict, rejecting unknown keys by name.
+
+        Args:
+            values: field name to value, e.g. parsed from JSON or YAML.
+
+        Returns:
+            The validated config.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown FIFNConfig field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> FIFNConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))

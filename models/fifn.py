@@ -1,0 +1,101 @@
+"""FIFN, the Feature Interaction Fusion Network of OCCO, as the authors released it."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.blocks import FIFB, ConvBlock, UpBlock
+from models.config import FIFNConfig
+
+
+def minmax_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Min-max normalise each image of a batch to [0, 1] (as the released test does).
+
+    Args:
+        x: (B, C, H, W); each batch element is normalised over all its C*H*W values.
+        eps: guards constant images, which map to 0.
+
+    Returns:
+        (B, C, H, W) in [0, 1].
+    """
+    flat = x.flatten(1)
+    lo = flat.amin(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    hi = flat.amax(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    return (x - lo) / (hi - lo).clamp_min(eps)
+
+
+class FIFN(nn.Module):
+    """Feature Interaction Fusion Network.
+
+    Two unshared encoders (visible, infrared) of ``levels`` conv levels with 2x2 max
+    pooling between them; a FIFB fuses the two features of every level; a U-Net decoder
+    climbs back from the deepest fused map using the shallower fused maps as skips; a
+    1x1 conv head gives the fused Y channel. Any H, W >= ``config.min_size`` works.
+
+    Args:
+        config: widths and heads per level; defaults are the release's.
+    """
+
+    def __init__(self, config: FIFNConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or FIFNConfig()
+        widths = config.widths
+        ins = (config.in_channels, *widths[:-1])
+        self.encoder_vi = nn.ModuleList(ConvBlock(i, o) for i, o in zip(ins, widths, strict=True))
+        self.encoder_ir = nn.ModuleList(ConvBlock(i, o) for i, o in zip(ins, widths, strict=True))
+        self.fusion = nn.ModuleList(FIFB(w, h) for w, h in zip(widths, config.heads, strict=True))
+        # Deepest step first: decoder[0] merges level L-2's skip with level L-1.
+        self.decoder = nn.ModuleList(
+            UpBlock(widths[level], widths[level + 1]) for level in reversed(range(len(widths) - 1))
+        )
+        self.head = nn.Conv2d(widths[0], config.in_channels, 1)
+
+    def encode(self, vi_y: Tensor, ir: Tensor) -> list[Tensor]:
+        """Fused features of every level, shallow to deep.
+
+        Args:
+            vi_y: (B, 1, H, W) visible luminance in [0, 1].
+            ir: (B, 1, H, W) infrared in [0, 1].
+
+        Returns:
+            One (B, C_l, H_l, W_l) map per level, H_l = floor(H / 2^l).
+        """
+        fused = []
+        x, y = vi_y, ir
+        for level, (enc_vi, enc_ir, fifb) in enumerate(
+            zip(self.encoder_vi, self.encoder_ir, self.fusion, strict=True)
+        ):
+            if level:  # the pooled output of the last level is unused, so pool lazily
+                x, y = F.max_pool2d(x, 2), F.max_pool2d(y, 2)
+            x, y = enc_vi(x), enc_ir(y)
+            fused.append(fifb(x, y))
+        return fused
+
+    def forward(self, vi_y: Tensor, ir: Tensor) -> Tensor:
+        """Fuse.
+
+        Args:
+            vi_y: (B, 1, H, W) visible luminance in [0, 1].
+            ir: (B, 1, H, W) infrared in [0, 1], same size.
+
+        Returns:
+            (B, 1, H, W) raw fused luminance, NOT min-max normalised (see
+            :func:`minmax_normalize`).
+        """
+        if vi_y.shape != ir.shape:
+            raise ValueError(f"vi_y {tuple(vi_y.shape)} and ir {tuple(ir.shape)} differ in shape")
+        if min(vi_y.shape[-2:]) < self.config.min_size:
+            raise ValueError(
+                f"image {tuple(vi_y.shape[-2:])} is too small: FIFN needs at least "
+                f"{self.config.min_size} pixels per side"
+            )
+        *skips, deep = self.encode(vi_y, ir)
+        for up, skip in zip(self.decoder, reversed(skips), strict=True):
+            deep = up(skip, deep)
+        return self.head(deep)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,584 @@
+"""The Fuser: FIFN inference on image pairs (normalisation, colour, batching, tiling, AMP).
+
+Pipeline for one pair (FACTS section 1):
+
+1. Infrared to one channel in [0, 1]: 8-bit / 255; 16-bit by a robust per-image stretch
+   (see :func:`ir_to_unit`). Visible to [0, 1] (8-bit / 255, 16-bit / 65535); a colour
+   visible image is split into Y, Cb, Cr with the release's coefficients.
+2. FIFN(vi_y, ir) -> raw map, optionally in overlapping tiles (:func:`tiled_apply`).
+3. Min-max normalise the raw map over the whole image (as the release does per image).
+4. Colour: fused Y with the visible image's Cb and Cr, back to RGB, clamped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from data.color import rgb_to_ycbcr, ycbcr_to_rgb
+from data.io import is_gray_content, read_image, write_image_atomic
+from models.fifn import FIFN, minmax_normalize
+
+IR16Mode = Literal["percentile", "minmax", "full"]
+#: Percentiles of the 16-bit infrared stretch: robust to dead and saturated pixels.
+IR16_PERCENTILES = (0.1, 99.9)
+# Release luminance weights, also used to gray a colour-mapped infrared image.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+# --- preparing arrays ---------------------------------------------------------------------
+
+
+def ir_to_unit(ir: np.ndarray, ir16: IR16Mode = "percentile") -> np.ndarray:
+    """Infrared image to one float32 channel in [0, 1].
+
+    8-bit is divided by 255 (the release's test). 16-bit thermal data usually fills only a
+    narrow band of the 16-bit range (raw radiometric counts), so dividing by 65535 would
+    give an almost flat image; it is stretched per image instead:
+
+    - ``percentile`` (default): the 0.1th..99.9th percentiles map to 0..1, clipped; a few
+      dead or saturated pixels cannot squash the scene.
+    - ``minmax``: the image's min..max map to 0..1 (how the release normalised training data).
+    - ``full``: divide by 65535.
+
+    Args:
+        ir: (H, W) or (H, W, 3) uint8 / uint16 (gray content stored as RGB is common).
+        ir16: the 16-bit stretch.
+
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
+    if ir.ndim == 3:
+        ir = ir[..., 0] if is_gray_content(ir) else ir.astype(np.float32) @ _LUMA
+    x = ir.astype(np.float32)
+    if ir.dtype == np.uint8:
+        return x / 255.0
+    if ir.dtype == np.float32:  # a colour-mapped 8-bit image, grayed above
+        return np.clip(x / 255.0, 0.0, 1.0)
+    if ir16 == "full":
+        return x / 65535.0
+    if ir16 == "percentile":
+        lo, hi = np.percentile(x, IR16_PERCENTILES)
+    elif ir16 == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+    else:
+        raise ValueError(f"ir16 must be percentile, minmax or full, got {ir16!r}")
+    return np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+
+
+def vi_to_unit(vi: np.ndarray) -> np.ndarray:
+    """Visible image to float32 in [0, 1]; gray content stored as RGB becomes one channel.
+
+    Args:
+        vi: (H, W) or (H, W, 3) uint8 / uint16.
+
+    Returns:
+        (1, H, W) gray or (3, H, W) RGB, float32 in [0, 1].
+    """
+    scale = 255.0 if vi.dtype == np.uint8 else 65535.0
+    if vi.ndim == 3 and is_gray_content(vi):
+        vi = vi[..., 0]
+    x = vi.astype(np.float32) / scale
+    return x[None] if x.ndim == 2 else np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+@dataclass
+class PreparedPair:
+    """One infrared/visible pair ready for the network (made in decode worker threads)."""
+
+    ir: Tensor
+    """(1, H, W) float32 infrared in [0, 1]."""
+    vi: Tensor
+    """(1, H, W) gray or (3, H, W) RGB float32 visible in [0, 1]."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return tuple(self.ir.shape[-2:])
+
+    @property
+    def color(self) -> bool:
+        """Whether the visible image (and so the output) is colour."""
+        return self.vi.shape[0] == 3
+
+
+def prepare_pair(ir: np.ndarray, vi: np.ndarray, ir16: IR16Mode = "percentile") -> PreparedPair:
+    """Arrays as read by ``data.io.read_image`` to a :class:`PreparedPair`.
+
+    Args:
+        ir: (H, W) or (H, W, 3) uint8 / uint16.
+        vi: (H, W) or (H, W, 3) uint8 / uint16, same H, W.
+        ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
+
+    Returns:
+        The prepared pair.
+
+    Raises:
+        ValueError: the two images differ in size.
+    """
+    if ir.shape[:2] != vi.shape[:2]:
+        raise ValueError(
+            f"infrared {ir.shape[1]}x{ir.shape[0]} and visible {vi.shape[1]}x{vi.shape[0]} differ in size"
+        )
+    return PreparedPair(ir=torch.from_numpy(ir_to_unit(ir, ir16))[None], vi=torch.from_numpy(vi_to_unit(vi)))
+
+
+def to_uint8(image: Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] to an 8-bit image array, rounded.
+
+    Args:
+        image: (1, H, W) or (3, H, W) tensor.
+
+    Returns:
+        (H, W) or (H, W, 3) uint8.
+    """
+    x = (image.float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    return x[0] if x.shape[0] == 1 else np.ascontiguousarray(x.transpose(1, 2, 0))
+
+
+def compose_color(fused_y: Tensor, vi: Tensor) -> Tensor:
+    """Put the fused luminance into the visible image's colour (Y replaced, Cb/Cr kept).
+
+    Args:
+        fused_y: (B, 1, H, W) in [0, 1].
+        vi: (B, 1, H, W) gray or (B, 3, H, W) RGB visible in [0, 1].
+
+    Returns:
+        (B, 1, H, W) when ``vi`` is gray, else (B, 3, H, W) RGB in [0, 1].
+    """
+    if vi.shape[1] == 1:
+        return fused_y
+    ycbcr = rgb_to_ycbcr(vi.float())  # (B, 3, H, W)
+    return ycbcr_to_rgb(torch.cat((fused_y.float(), ycbcr[:, 1:]), dim=1))
+
+
+def luminance(vi: Tensor) -> Tensor:
+    """(B, 1|3, H, W) visible -> (B, 1, H, W) Y with the release's coefficients."""
+    return vi if vi.shape[1] == 1 else rgb_to_ycbcr(vi)[:, :1]
+
+
+# --- tiling -------------------------------------------------------------------------------
+
+
+def _window_starts(length: int, window: int, overlap: int) -> list[int]:
+    """Start offsets of windows of ``window`` px covering ``length`` px, overlapping >= ``overlap``."""
+    if length <= window:
+        return [0]
+    stride = max(window - overlap, 1)
+    count = math.ceil((length - window) / stride) + 1
+    return [round(i * (length - window) / (count - 1)) for i in range(count)]
+
+
+def _blend_profile(window: int, margin: int, ramp_start: bool, ramp_end: bool) -> Tensor:
+    """1-D blending weights of a window along one axis.
+
+    At an inner edge (one shared with a neighbouring window) the outer ``margin // 2`` px
+    get weight 0, since the network saw no context beyond them, and the next ``margin`` px
+    rise with a raised cosine; image borders keep full weight. Neighbours overlap by at
+    least ``2 * margin``, so every pixel keeps a positive total weight.
+    """
+    discard = margin // 2
+    i = torch.arange(window, dtype=torch.float32)
+    rise = torch.sin(0.5 * math.pi * ((i - discard + 0.5) / max(margin, 1)).clamp(0, 1)) ** 2
+    rise[:discard] = 0.0
+    w = torch.ones(window)
+    if ramp_start:
+        w = w * rise
+    if ramp_end:
+        w = w * rise.flip(0)
+    return w
+
+
+def tiled_apply(
+    fn: Callable[..., Tensor],
+    inputs: Sequence[Tensor],
+    tile: int,
+    margin: int,
+    batch_size: int = 1,
+) -> Tensor:
+    """Apply an image-to-image function in overlapping tiles and blend them seamlessly.
+
+    Windows of ``tile + 2 * margin`` px (capped to the image) overlap by at least
+    ``2 * margin`` px. At inner edges each window's outer ``margin // 2`` px are discarded
+    (their context was cut off) and the next ``margin`` px cross-fade with the neighbour
+    under a raised-cosine ramp, so no seam shows; image borders keep full weight.
+
+    Args:
+        fn: maps tensors (N, C_i, h, w) to (N, C_out, h, w).
+        inputs: tensors (B, C_i, H, W) of the same B, H, W.
+        tile: core tile size in pixels.
+        margin: extra context on each side of a tile.
+        batch_size: windows per call of ``fn``.
+
+    Returns:
+        (B, C_out, H, W) float32 on the inputs' device.
+    """
+    b, _, height, width = inputs[0].shape
+    win_h, win_w = min(tile + 2 * margin, height), min(tile + 2 * margin, width)
+    boxes = [
+        (top, left)
+        for top in _window_starts(height, win_h, 2 * margin)
+        for left in _window_starts(width, win_w, 2 * margin)
+    ]
+    device = inputs[0].device
+    out: Tensor | None = None
+    weight_sum = torch.zeros(1, 1, height, width, device=device)
+    # Every window of every image, processed batch_size at a time.
+    jobs = [(i, top, left) for i in range(b) for top, left in boxes]
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        crops = [
+            torch.stack([x[i, :, top : top + win_h, left : left + win_w] for i, top, left in chunk])
+            for x in inputs
+        ]
+        result = fn(*crops).float()  # (n, C_out, win_h, win_w)
+        if out is None:
+            out = torch.zeros(b, result.shape[1], height, width, device=device)
+        for (i, top, left), tile_out in zip(chunk, result, strict=True):
+            wy = _blend_profile(win_h, margin, top > 0, top + win_h < height).to(device)
+            wx = _blend_profile(win_w, margin, left > 0, left + win_w < width).to(device)
+            weight = wy[:, None] * wx[None, :]  # (win_h, win_w)
+            out[i, :, top : top + win_h, left : left + win_w] += tile_out * weight
+            if i == 0:
+                weight_sum[0, 0, top : top + win_h, left : left + win_w] += weight
+    assert out is not None
+    return out / weight_sum
+
+
+# --- the Fuser ----------------------------------------------------------------------------
+
+
+class Fuser:
+    """Fuse infrared/visible pairs with a FIFN: eval mode, inference_mode, AMP, tiles.
+
+    Args:
+        model: the network (moved to ``device``, set to eval mode).
+        device: where to run.
+        amp: autocast dtype: True = bf16 (fp16 where the GPU lacks bf16), False = float32,
+            ``"auto"`` = on for CUDA, off on CPU, or an explicit ``torch.dtype``.
+        tile: core tile size in px for images too large for memory; None = whole images.
+        batch_size: pairs (or tiles) per network call.
+        tile_margin: context added around each tile; None = max(32, tile // 8).
+        ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
+    """
+
+    def __init__(
+        self,
+        model: FIFN,
+        device: str | torch.device = "cpu",
+        amp: bool | str | torch.dtype = "auto",
+        tile: int | None = None,
+        batch_size: int = 1,
+        tile_margin: int | None = None,
+        ir16: IR16Mode = "percentile",
+    ) -> None:
+        self.device = torch.device(device)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if tile is not None and tile < 2 * model.config.min_size:
+            raise ValueError(f"tile must be at least {2 * model.config.min_size} px, got {tile}")
+        self.batch_size = batch_size
+        self.tile = tile
+        self.tile_margin = max(32, tile // 8) if tile and tile_margin is None else tile_margin
+        self.ir16 = ir16
+        self.amp_dtype = self._resolve_amp(amp)
+        # channels_last lets FIFB's token views (B, HW, C) share memory with the feature
+        # maps instead of copying, and suits oneDNN / cuDNN convolutions.
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+
+    def _resolve_amp(self, amp: bool | str | torch.dtype) -> torch.dtype | None:
+        if isinstance(amp, torch.dtype):
+            return amp
+        if amp == "auto":
+            amp = self.device.type == "cuda"
+        if not amp:
+            return None
+        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+
+    def _network(self, vi_y: Tensor, ir: Tensor) -> Tensor:
+        """Raw FIFN output for whole inputs (B, 1, h, w), float32."""
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        )
+        with autocast:
+            vi_y = vi_y.contiguous(memory_format=torch.channels_last)
+            ir = ir.contiguous(memory_format=torch.channels_last)
+            return self.model(vi_y, ir).float()
+
+    @torch.inference_mode()
+    def raw(self, vi_y: Tensor, ir: Tensor) -> Tensor:
+        """Raw network output, tiled when a tile size is set and the image exceeds it.
+
+        Args:
+            vi_y: (B, 1, H, W) visible luminance in [0, 1].
+            ir: (B, 1, H, W) infrared in [0, 1].
+
+        Returns:
+            (B, 1, H, W) float32, not normalised.
+        """
+        vi_y, ir = vi_y.to(self.device), ir.to(self.device)
+        height, width = ir.shape[-2:]
+        if self.tile is None or max(height, width) <= self.tile + 2 * self.tile_margin:
+            return torch.cat([self._network(v, i) for v, i in zip(
+                vi_y.split(self.batch_size), ir.split(self.batch_size), strict=True
+            )])
+        return tiled_apply(self._network, (vi_y, ir), self.tile, self.tile_margin, self.batch_size)
+
+    @torch.inference_mode()
+    def fuse(self, vi: Tensor, ir: Tensor) -> Tensor:
+        """Fuse a batch of same-size pairs.
+
+        Args:
+            vi: (B, 1, H, W) gray or (B, 3, H, W) RGB visible in [0, 1].
+            ir: (B, 1, H, W) infrared in [0, 1].
+
+        Returns:
+            (B, 1, H, W) or (B, 3, H, W) fused image in [0, 1], on the Fuser's device;
+            the luminance is min-max normalised per image.
+        """
+        vi, ir = vi.to(self.device, torch.float32), ir.to(self.device, torch.float32)
+        fused_y = minmax_normalize(self.raw(luminance(vi), ir))
+        return compose_color(fused_y, vi)
+
+    def fuse_pairs(self, pairs: Sequence[PreparedPair]) -> list[np.ndarray]:
+        """Fuse prepared pairs of any sizes, batching the same-size ones.
+
+        Args:
+            pairs: from :func:`prepare_pair`.
+
+        Returns:
+            One uint8 image per pair, in order: (H, W) gray or (H, W, 3) RGB.
+        """
+        results: list[np.ndarray | None] = [None] * len(pairs)
+        groups: dict[tuple[tuple[int, int], bool], list[int]] = {}
+        for index, pair in enumerate(pairs):
+            groups.setdefault((pair.size, pair.color), []).append(index)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                vi = torch.stack([pairs[i].vi for i in chunk])
+                ir = torch.stack([pairs[i].ir for i in chunk])
+                for i, image in zip(chunk, self.fuse(vi, ir), strict=True):
+                    results[i] = to_uint8(image)
+        return results  # type: ignore[return-value]
+
+    def fuse_arrays(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        """Fuse one pair given as arrays (as read by ``data.io.read_image``).
+
+        Args:
+            ir: (H, W) or (H, W, 3) uint8 / uint16 infrared.
+            vi: (H, W) or (H, W, 3) uint8 / uint16 visible, same size.
+
+        Returns:
+            (H, W) uint8, or (H, W, 3) RGB uint8 when the visible image is colour.
+        """
+        return self.fuse_pairs([prepare_pair(ir, vi, self.ir16)])[0]
+
+
+# --- folders of files: decode, fuse and encode overlap ------------------------------------
+
+
+@dataclass
+class FuseJob:
+    """One pair to fuse from files."""
+
+    stem: str
+    """Name shared by the pair's files."""
+    ir_path: Path
+    """Infrared image file."""
+    vi_path: Path
+    """Visible image file."""
+    out_path: Path
+    """Where the fused PNG goes."""
+
+
+@dataclass
+class FuseOutcome:
+    """What happened to one pair."""
+
+    stem: str
+    """The pair's stem."""
+    error: str | None = None
+    """Why the pair failed (names the file), None on success."""
+    out_path: Path | None = None
+    """The written image on success."""
+
+
+@dataclass
+class FileFuseStats:
+    """Timings of a :class:`FileFuser` run, seconds."""
+
+    decode_s: float = 0.0
+    """Reading and preparing pairs (summed over worker threads)."""
+    model_s: float = 0.0
+    """Network, colour and transfer back (main thread)."""
+    encode_s: float = 0.0
+    """Encoding and writing PNGs (summed over worker threads)."""
+    wall_s: float = 0.0
+    """End to end."""
+    fused: int = 0
+    """Pairs written."""
+    failed: int = 0
+    """Pairs that failed."""
+
+
+class PairError(ValueError):
+    """A pair that cannot be fused (unreadable file, size mismatch); the message names it."""
+
+
+def read_pair(job: FuseJob, ir16: IR16Mode = "percentile", resize_vi: bool = False) -> PreparedPair:
+    """Read and prepare one pair of files.
+
+    Args:
+        job: the pair.
+        ir16: 16-bit infrared stretch (see :func:`ir_to_unit`).
+        resize_vi: resize the visible image to the infrared size when they differ
+            (area interpolation when shrinking, cubic when enlarging); otherwise a size
+            mismatch is an error, never a silent resize.
+
+    Returns:
+        The prepared pair.
+
+    Raises:
+        PairError: unreadable file or different sizes.
+    """
+    try:
+        ir, vi = read_image(job.ir_path), read_image(job.vi_path)
+    except (OSError, ValueError) as exc:
+        raise PairError(str(exc)) from None
+    if ir.shape[:2] != vi.shape[:2]:
+        if not resize_vi:
+            raise PairError(
+                f"{job.ir_path.name} is {ir.shape[1]}x{ir.shape[0]} but {job.vi_path.name} is "
+                f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to resize visible images to the infrared size"
+            )
+        shrink = vi.shape[0] * vi.shape[1] > ir.shape[0] * ir.shape[1]
+        vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    return prepare_pair(ir, vi, ir16)
+
+
+class FileFuser:
+    """Fuse pairs of image files, overlapping decoding and encoding with the network.
+
+    Worker threads read and prepare pairs ahead (in order); same-size pairs are grouped
+    into batches; fused images are encoded and written atomically by worker threads.
+    A bad pair is reported and skipped; the others go on.
+
+    Args:
+        fuser: the :class:`Fuser`.
+        workers: reader threads (one more thread writes).
+        resize_vi: see :func:`read_pair`.
+    """
+
+    def __init__(self, fuser: Fuser, workers: int = 2, resize_vi: bool = False) -> None:
+        self.fuser = fuser
+        self.workers = max(1, workers)
+        self.resize_vi = resize_vi
+        self.stats = FileFuseStats()
+
+    def _read(self, job: FuseJob) -> tuple[PreparedPair | None, str | None, float]:
+        start = time.perf_counter()
+        try:
+            pair, error = read_pair(job, self.fuser.ir16, self.resize_vi), None
+        except PairError as exc:
+            pair, error = None, str(exc)
+        return pair, error, time.perf_counter() - start
+
+    def _write(self, job: FuseJob, image: np.ndarray) -> tuple[str | None, float]:
+        start = time.perf_counter()
+        try:
+            write_image_atomic(job.out_path, image)
+            error = None
+        except (OSError, ValueError) as exc:
+            error = f"cannot write {job.out_path}: {exc}"
+        return error, time.perf_counter() - start
+
+    def _fuse_group(self, group: list[tuple[FuseJob, PreparedPair]]) -> list[tuple[FuseJob, np.ndarray | str]]:
+        """Fuse a group as one batch; if that fails, pair by pair to name the culprit."""
+        start = time.perf_counter()
+        try:
+            images: list[np.ndarray | str] = list(self.fuser.fuse_pairs([p for _, p in group]))
+        except (RuntimeError, ValueError) as exc:  # includes torch.OutOfMemoryError
+            if len(group) == 1:
+                images = [f"{group[0][0].stem}: fusion failed: {str(exc).splitlines()[0]}"]
+            else:
+                self.stats.model_s += time.perf_counter() - start
+                return [out for item in group for out in self._fuse_group([item])]
+        self.stats.model_s += time.perf_counter() - start
+        return [(job, image) for (job, _), image in zip(group, images, strict=True)]
+
+    def run(self, jobs: Sequence[FuseJob]) -> Iterator[FuseOutcome]:
+        """Fuse every job, yielding one outcome per pair as it finishes (any order).
+
+        Args:
+            jobs: the pairs.
+
+        Yields:
+            :class:`FuseOutcome` per job; ``stats`` is complete when the iterator ends.
+        """
+        started = time.perf_counter()
+        batch = self.fuser.batch_size
+        lookahead = 2 * batch + self.workers
+        max_waiting = 4 * batch  # bounds memory when many sizes interleave
+        groups: dict[tuple, list[tuple[FuseJob, PreparedPair]]] = {}
+        writes: deque[tuple[FuseJob, Future]] = deque()
+        with ThreadPoolExecutor(self.workers) as readers, ThreadPoolExecutor(1) as writer:
+            reads = deque((job, readers.submit(self._read, job)) for job in jobs[:lookahead])
+            upcoming = iter(jobs[lookahead:])
+
+            def submit_fused(group: list[tuple[FuseJob, PreparedPair]]) -> Iterator[FuseOutcome]:
+                for job, image in self._fuse_group(group):
+                    if isinstance(image, str):
+                        yield self._failed(job.stem, image)
+                    else:
+                        writes.append((job, writer.submit(self._write, job, image)))
+
+            def finished_writes(wait: bool) -> Iterator[FuseOutcome]:
+                while writes and (wait or writes[0][1].done()):
+                    job, future = writes.popleft()
+                    error, seconds = future.result()
+                    self.stats.encode_s += seconds
+                    if error:
+                        yield self._failed(job.stem, error)
+                    else:
+                        self.stats.fused += 1
+                        yield FuseOutcome(job.stem, out_path=job.out_path)
+
+            while reads:
+                job, future = reads.popleft()
+                pair, error, seconds = future.result()
+                self.stats.decode_s += seconds
+                if (following := next(upcoming, None)) is not None:
+                    reads.append((following, readers.submit(self._read, following)))
+                if pair is None:
+                    yield self._failed(job.stem, error or "unreadable pair")
+                    continue
+                key = (pair.size, pair.color)
+                groups.setdefault(key, []).append((job, pair))
+                if len(groups[key]) >= batch:
+                    yield from submit_fused(groups.pop(key))
+                elif sum(len(g) for g in groups.values()) > max_waiting:
+                    yield from submit_fused(groups.pop(max(groups, key=lambda k: len(groups[k]))))
+                yield from finished_writes(wait=False)
+            for key in list(groups):
+                yield from submit_fused(groups.pop(key))
+            yield from finished_writes(wait=True)
+        self.stats.wall_s = time.perf_counter() - started
+
+    def _failed(self, stem: str, error: str) -> FuseOutcome:
+        self.stats.failed += 1
+        return FuseOutcome(stem, error=error)

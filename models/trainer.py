@@ -1,0 +1,749 @@
+"""The training loop: FIFN with the OCCO objective, resumable, mixed precision, DDP.
+
+One :class:`Trainer` runs in every process (``torchrun`` starts one per GPU). Rank 0 alone
+writes logs, checkpoints, weights and samples. The loop reports through an ``on_event``
+callback (the CLI draws its progress bar from it) and never prints.
+
+Run folder::
+
+    config.yaml         the resolved TrainConfig
+    checkpoint.pt       resumable state (model, optimizer, step, epoch, RNG), atomic
+    last.safetensors    latest weights (occo format)
+    best.safetensors    weights with the best validation score
+    log.jsonl           one JSON object per logged step, validation and skipped step
+    samples/epoch_NNN/  a few fused validation images
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from data.errors import OccoError
+from data.io import write_bytes_atomic, write_image_atomic
+from data.training import FusionCropDataset, GroupedBatchSampler, MaskReader, seed_worker
+from data.version import OCCO_VERSION
+from models.checkpoint import save_weights
+from models.fifn import FIFN, minmax_normalize
+from models.train_config import RESUMABLE_CHANGES, TrainConfig
+
+CHECKPOINT_FORMAT = "occo-train-checkpoint"
+Pair = tuple[str, Path, Path]
+#: ``on_event(kind, info)``; kinds: start, step, skipped, validation, checkpoint, epoch, done.
+EventHandler = Callable[[str, dict[str, Any]], None]
+
+
+class TrainingError(OccoError, RuntimeError):
+    """Training cannot start or continue (explained in the message)."""
+
+
+class DivergedError(TrainingError):
+    """The loss stayed non-finite for ``max_nonfinite`` steps in a row."""
+
+
+# --- distributed plumbing -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in a (possibly single-process) run."""
+
+    rank: int = 0
+    """This process's rank."""
+    world_size: int = 1
+    """Number of processes."""
+    local_rank: int = 0
+    """Rank on this machine (picks the GPU)."""
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes every file."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """More than one process."""
+        return self.world_size > 1
+
+
+def init_distributed(device: str | torch.device) -> tuple[DistInfo, torch.device]:
+    """Join the process group torchrun describes in the environment, if any.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; under torchrun a CUDA
+            device becomes ``cuda:LOCAL_RANK``.
+
+    Returns:
+        ``(DistInfo, device)``; a single process when ``WORLD_SIZE`` is unset or 1.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if world > 1:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local)
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local), dev
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU; anything else is checked."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {device} was asked for but CUDA is not available; use --device cpu")
+    return dev
+
+
+class AllReduceBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d with statistics over all processes, for backends without SyncBatchNorm.
+
+    torch's SyncBatchNorm only runs on GPUs; this one runs anywhere (gloo on CPU) through
+    the differentiable all-reduce of ``torch.distributed.nn``, so N processes normalise a
+    batch exactly as one process does. Same parameters and buffers as BatchNorm2d.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W)
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = (0, 2, 3)
+        count = all_reduce(x.new_tensor([x.numel() / x.shape[1]]))
+        mean = all_reduce(x.sum(dims)) / count
+        # Two passes (mean, then squared deviations) for the precision of a local BN.
+        var = all_reduce((x - mean[None, :, None, None]).square().sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                unbiased = var.detach() * count / (count - 1).clamp_min(1)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+        scale = torch.rsqrt(var + self.eps)
+        y = (x - mean[None, :, None, None]) * scale[None, :, None, None]
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y
+
+
+def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Make every BatchNorm2d synchronise its statistics across processes.
+
+    Args:
+        module: the network (changed in place where possible).
+        device: CUDA uses torch's SyncBatchNorm, anything else :class:`AllReduceBatchNorm2d`.
+
+    Returns:
+        The converted module.
+    """
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, AllReduceBatchNorm2d):
+            child.__class__ = AllReduceBatchNorm2d  # same state, synchronised forward
+        else:
+            convert_batchnorm(child, device)
+    return module
+
+
+# --- checkpoint files ------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Counters saved in checkpoints."""
+
+    step: int = 0
+    """Batches processed so far (including skipped ones)."""
+    epoch: int = 0
+    """Current epoch (0-based)."""
+    batch_in_epoch: int = 0
+    """Batches of the current epoch already processed."""
+    skipped: int = 0
+    """Steps skipped for a non-finite loss, in all."""
+    consecutive_nonfinite: int = 0
+    """Non-finite steps in a row just before this state."""
+    best_value: float | None = None
+    """Best validation score so far."""
+    best_step: int | None = None
+    """Step of the best validation score."""
+
+
+def save_torch_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``: never a half-written file."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random state a step may consume, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a resumable checkpoint (tensors and plain values only).
+
+    Args:
+        path: ``checkpoint.pt`` of a run folder.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        TrainingError: missing, unreadable or not an occo training checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"no checkpoint to resume at {path}; start without --resume")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise TrainingError(f"cannot read checkpoint {path}: {exc}; start a new run with another --out") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not an occo training checkpoint")
+    return payload
+
+
+# --- the trainer -----------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run left behind."""
+
+    state: TrainState
+    """Counters at the end."""
+    interrupted: bool
+    """Stopped early by a stop request (Ctrl-C); the checkpoint allows --resume."""
+    out_dir: Path
+    """The run folder."""
+    last_weights: Path | None = None
+    """``last.safetensors`` (rank 0)."""
+    best_weights: Path | None = None
+    """``best.safetensors`` (rank 0), when validation ran."""
+    validation: dict[str, float] = field(default_factory=dict)
+    """The latest validation scores."""
+
+
+class Trainer:
+    """Trains a FIFN on salient crops with the configured objective.
+
+    Args:
+        config: the resolved training config.
+        train_pairs: ``(stem, ir_path, vi_path)`` to train on.
+        out_dir: the run folder (created).
+        mask_source: factory of a mask reader (see ``data.training``); required by the
+            ``occo`` objective, optional with ``pixel`` (then only for salient crops).
+        val_pairs: pairs fused and scored after each epoch; empty skips validation.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        objective: the loss module; None builds ``losses.objective.FusionObjective``
+            from ``config.objective`` (with VGG19 from its ``vgg_weights`` when needed).
+        regions_fn: ``(mask_vi, mask_ir) -> Regions``; None uses ``masks.regions.split_regions``.
+        metadata: extra string entries for the weight files (e.g. ``trained_on``).
+        resume: continue from ``out_dir/checkpoint.pt``.
+        on_event: progress callback, ``on_event(kind, info)``.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_pairs: Sequence[Pair],
+        out_dir: str | Path,
+        *,
+        mask_source: Callable[[], MaskReader] | None = None,
+        val_pairs: Sequence[Pair] = (),
+        device: str | torch.device = "auto",
+        objective: nn.Module | None = None,
+        regions_fn: Callable[[Tensor, Tensor], Any] | None = None,
+        metadata: dict[str, str] | None = None,
+        resume: bool = False,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.info, self.device = init_distributed(device)
+        self.on_event = on_event or (lambda kind, info: None)
+        self.metadata = dict(metadata or {})
+        self.train_pairs, self.val_pairs = list(train_pairs), list(val_pairs)
+        self.state = TrainState()
+        self._stop = False
+        checkpoint = None
+        if resume:
+            checkpoint = load_checkpoint(self.out_dir / "checkpoint.pt")
+            config = self._resumed_config(TrainConfig.from_dict(checkpoint["config"]), config)
+            saved = checkpoint.get("train_stems")
+            if saved is not None and saved != [p[0] for p in self.train_pairs]:
+                raise TrainingError(
+                    f"the training pairs differ from those of the checkpoint in {self.out_dir} "
+                    f"({len(saved)} then, {len(self.train_pairs)} now); resume with the same dataset and masks"
+                )
+        self.config = config
+        if config.uses_groups and mask_source is None:
+            raise TrainingError("the occo objective needs object masks; give a mask store or use objective=pixel")
+        self.mask_source = mask_source
+
+        torch.manual_seed(config.seed)  # same initial weights in every process
+        self.model = FIFN(config.model).to(self.device)
+        self.amp_dtype = self._amp_dtype()
+        if self.device.type == "cuda" and config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.objective = (objective if objective is not None else self._build_objective()).to(self.device)
+        self.regions_fn = regions_fn
+        if config.uses_groups and regions_fn is None:
+            from masks.regions import split_regions
+
+            self.regions_fn = split_regions
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.net: nn.Module = self.model
+        if self.info.distributed:
+            convert_batchnorm(self.model, self.device)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+        self.sampler = GroupedBatchSampler(
+            len(self.train_pairs),
+            config.batch_size,
+            groups=config.batch_groups,
+            crops_per_image=config.crops_per_image,
+            seed=config.seed,
+            rank=self.info.rank,
+            world_size=self.info.world_size,
+            distinct=config.uses_groups,
+        )
+        dataset = FusionCropDataset(
+            self.train_pairs,
+            crop=config.crop,
+            mask_source=mask_source,
+            crop_tries=config.crop_tries,
+            salient=config.salient_crops,
+            seed=config.seed,
+            prepare=prepare_training_pair,
+        )
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.sampler,
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=seed_worker,
+            # Its own generator: creating a loader iterator must not consume the global RNG,
+            # or a resumed run would draw different random numbers than an uninterrupted one.
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        self.batches_per_epoch = len(self.sampler.global_batches())
+        self.total_steps = config.epochs * self.batches_per_epoch
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        self._log = None
+        self._tb = None
+
+    # --- setup helpers -----------------------------------------------------------------
+
+    def _resumed_config(self, saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+        """The checkpoint's config with the changes a resume allows taken from ``given``."""
+        changed = saved.changed_fields(given)
+        blocked = [name for name in changed if name not in RESUMABLE_CHANGES]
+        if blocked:
+            raise TrainingError(
+                f"cannot change {', '.join(blocked)} when resuming {self.out_dir} (the run would not "
+                "continue exactly); drop those options or start a new run with another --out"
+            )
+        return saved.replace({name: getattr(given, name) for name in changed})
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if not self.config.amp or self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _build_objective(self) -> nn.Module:
+        from losses.objective import FusionObjective
+
+        vgg = None
+        if self.config.uses_groups:
+            from losses.vgg import build_vgg_features
+
+            vgg = build_vgg_features(
+                getattr(self.config.objective, "vgg_weights", None),
+                device=self.device,
+                channels_last=self.device.type == "cuda" and self.config.channels_last,
+            )
+        return FusionObjective(self.config.objective, vgg)
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = TrainState(**checkpoint["state"])
+        set_rng_state(checkpoint["rng"])
+
+    # --- control -----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the loop to save a checkpoint and return after the current step (signal-safe)."""
+        self._stop = True
+
+    def _agree(self, flag: bool, any_rank: bool = True) -> bool:
+        """``flag`` combined over processes: true if true on any rank (or on all ranks)."""
+        if not self.info.distributed:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX if any_rank else dist.ReduceOp.MIN)
+        return bool(value.item() > 0.5)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Train until the configured epochs (or ``max_steps``) are done or a stop is requested.
+
+        Returns:
+            A :class:`TrainResult`.
+
+        Raises:
+            DivergedError: ``max_nonfinite`` non-finite losses in a row (a checkpoint of
+                the last good state is kept).
+        """
+        cfg, state = self.config, self.state
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(self.out_dir / "config.yaml", cfg.to_yaml().encode())
+            self._open_logs()
+        self.on_event(
+            "start",
+            {"total_steps": self.total_steps, "step": state.step, "batches_per_epoch": self.batches_per_epoch,
+             "train_pairs": len(self.train_pairs), "val_pairs": len(self.val_pairs),
+             "device": str(self.device), "world_size": self.info.world_size,
+             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"},
+        )
+        interrupted = False
+        validation: dict[str, float] = {}
+        try:
+            while state.epoch < cfg.epochs and not self._done():
+                self.sampler.set_epoch(state.epoch)
+                self.sampler.set_start(state.batch_in_epoch)
+                self.model.train()
+                for batch in self._batches():
+                    self.train_step(batch)
+                    state.step += 1
+                    state.batch_in_epoch += 1
+                    if self._agree(self._stop):
+                        interrupted = True
+                        break
+                    if state.step % cfg.checkpoint_every == 0:
+                        self._save_checkpoint()
+                    if self._done():
+                        break
+                if interrupted:
+                    break
+                if state.batch_in_epoch >= self.batches_per_epoch:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+                    if cfg.val_every and state.epoch % cfg.val_every == 0:
+                        validation = self.validate() or validation
+                    self._save_checkpoint(weights=True)
+                    self.on_event("epoch", {"epoch": state.epoch, "step": state.step})
+            if not interrupted and self._done() and state.batch_in_epoch and cfg.val_every:
+                validation = self.validate() or validation  # a run cut by max_steps mid-epoch
+            self._save_checkpoint(weights=True)
+        finally:
+            self._close_logs()
+        result = TrainResult(state, interrupted, self.out_dir, validation=validation)
+        if self.info.is_main:
+            result.last_weights = self.out_dir / "last.safetensors"
+            best = self.out_dir / "best.safetensors"
+            result.best_weights = best if best.is_file() else None
+        self.on_event("done", {"step": state.step, "interrupted": interrupted})
+        return result
+
+    def _done(self) -> bool:
+        return self.config.max_steps is not None and self.state.step >= self.config.max_steps
+
+    def _batches(self) -> Iterator[dict[str, Tensor]]:
+        yield from self.loader
+
+    def train_step(self, batch: dict[str, Tensor]) -> float | None:
+        """One optimisation step on a batch from the loader (counters are the caller's).
+
+        Args:
+            batch: ``vi``, ``ir`` ``(b, 1, c, c)`` and, with masks, ``mask_vi``, ``mask_ir``.
+
+        Returns:
+            The loss of this process's batch, or None when it was not finite and skipped.
+        """
+        cfg, state = self.config, self.state
+        start = time.perf_counter()
+        vi, ir = self._to_device(batch["vi"]), self._to_device(batch["ir"])  # (b, 1, c, c)
+        regions = None
+        if self.regions_fn is not None and "mask_vi" in batch:
+            regions = self.regions_fn(self._to_device(batch["mask_vi"]), self._to_device(batch["mask_ir"]))
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        )
+        with autocast:
+            raw = self.net(vi, ir)
+            # The network's output is min-max normalised per image, as at inference.
+            fused = minmax_normalize(raw.float())
+            total, parts = self.objective(fused, vi, ir, regions)
+        finite = self._agree(bool(torch.isfinite(total).item()), any_rank=False)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not finite:
+            state.skipped += 1
+            state.consecutive_nonfinite += 1
+            info = {"step": state.step + 1, "epoch": state.epoch, "loss": _number(total),
+                    "parts": {k: _number(v) for k, v in parts.items()},
+                    "in_a_row": state.consecutive_nonfinite}
+            self._write_log({"event": "nonfinite", **info})
+            self.on_event("skipped", info)
+            if state.consecutive_nonfinite >= cfg.max_nonfinite:
+                raise DivergedError(
+                    f"the loss was not finite for {state.consecutive_nonfinite} steps in a row (up to step "
+                    f"{state.step + 1}); stopped. Lower --lr, check the data and masks, or try --no-amp; "
+                    f"the last good checkpoint is {self.out_dir / 'checkpoint.pt'}"
+                )
+            return None
+        state.consecutive_nonfinite = 0
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        step = state.step + 1
+        if step % cfg.log_every == 0 or step == 1 or step == self.total_steps:
+            values = {k: float(v.detach()) for k, v in parts.items()}
+            loss = float(total.detach())
+            if self.info.distributed:  # log the global batch's loss, not rank 0's share
+                packed = torch.tensor([loss, *values.values()], device=self.device)
+                dist.all_reduce(packed)
+                packed /= self.info.world_size
+                loss, values = float(packed[0]), dict(zip(values, packed[1:].tolist(), strict=True))
+            record = {"event": "step", "step": step, "epoch": state.epoch, "loss": loss, **values,
+                      "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start,
+                      "time": time.time()}
+            self._write_log(record)
+        else:
+            record = None
+        self.on_event("step", {"step": step, "epoch": state.epoch, "record": record})
+        return float(total.detach())
+
+    def _to_device(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.device.type == "cuda" and self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # --- validation --------------------------------------------------------------------
+
+    def validate(self) -> dict[str, float]:
+        """Fuse the validation pairs, score them, save samples; picks ``best.safetensors``.
+
+        Returns:
+            Mean score per metric (empty without validation pairs, and on ranks > 0).
+        """
+        if not self.val_pairs or not self.config.val_every:
+            return {}
+        scores: dict[str, float] = {}
+        if self.info.is_main:
+            scores = self._validate_main()
+        if self.info.distributed:
+            dist.barrier()
+        return scores
+
+    def _validate_main(self) -> dict[str, float]:
+        from eval.metrics import compute_metrics
+
+        from data.io import read_image
+
+        from models.fuser import Fuser
+
+        cfg, state = self.config, self.state
+        pairs = self.val_pairs[: cfg.val_max_pairs]
+        folder = self.out_dir / "samples" / f"epoch_{state.epoch:03d}"
+        totals: dict[str, float] = {}
+        fuser = Fuser(self.model, self.device, amp=self.amp_dtype or False)
+        try:
+            for index, (stem, ir_path, vi_path) in enumerate(pairs):
+                ir_img, vi_img = read_image(ir_path), read_image(vi_path)
+                fused = fuser.fuse_arrays(ir_img, vi_img)  # exactly what `occo fuse` writes
+                scores = compute_metrics(fused, ir=ir_img, vi=vi_img, metrics=list(cfg.val_metrics))
+                for name, value in scores.items():
+                    totals[name] = totals.get(name, 0.0) + float(value)
+                if index < cfg.val_samples:
+                    write_image_atomic(folder / f"{stem}.png", fused)
+        finally:
+            # The Fuser switched to eval mode and channels_last; training goes on as before.
+            self.model.train()
+            if not (self.device.type == "cuda" and cfg.channels_last):
+                self.model.to(memory_format=torch.contiguous_format)
+        means = {name: value / len(pairs) for name, value in totals.items()}
+        record = {"event": "validation", "step": state.step, "epoch": state.epoch, "pairs": len(pairs), **means}
+        value = means.get(cfg.best_metric)
+        if value is not None and math.isfinite(value) and (state.best_value is None or value > state.best_value):
+            state.best_value, state.best_step = value, state.step
+            save_weights(self.out_dir / "best.safetensors", self.model, self._weights_metadata(best=True))
+            record["best"] = True
+        self._write_log(record)
+        self.on_event("validation", record)
+        return means
+
+    # --- files ---------------------------------------------------------------------------
+
+    def _weights_metadata(self, best: bool = False) -> dict[str, str]:
+        cfg = self.config
+        meta = {
+            "trained_with": f"objective={getattr(cfg.objective, 'objective', 'occo')}",
+            "steps": str(self.state.step),
+            "epoch": str(self.state.epoch),
+            "train_config": cfg.to_json(),
+            "occo_version": OCCO_VERSION,
+        }
+        if best and self.state.best_value is not None:
+            meta["selected_by"] = f"best validation {cfg.best_metric} = {self.state.best_value:.4f}"
+        meta.update(self.metadata)
+        return meta
+
+    def _save_checkpoint(self, weights: bool = False) -> None:
+        if not self.info.is_main:
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "version": OCCO_VERSION,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "state": asdict(self.state),
+            "rng": rng_state(),
+            "world_size": self.info.world_size,
+            "train_stems": [p[0] for p in self.train_pairs],
+        }
+        save_torch_atomic(self.out_dir / "checkpoint.pt", payload)
+        if weights:
+            save_weights(self.out_dir / "last.safetensors", self.model, self._weights_metadata())
+        self.on_event("checkpoint", {"step": self.state.step, "path": str(self.out_dir / "checkpoint.pt")})
+
+    def _open_logs(self) -> None:
+        self._log = open(self.out_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        if self.config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _close_logs(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def _write_log(self, record: dict[str, Any]) -> None:
+        if self._log is None:
+            return
+        self._log.write(json.dumps(record, default=_number) + "\n")
+        self._log.flush()
+        if self._tb is not None:
+            prefix = {"step": "train", "validation": "val"}.get(record.get("event", ""), "")
+            for key, value in record.items():
+                if prefix and isinstance(value, float) and key not in ("time", "seconds"):
+                    self._tb.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+
+def prepare_training_pair(ir: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training inputs prepared exactly as the Fuser prepares inference inputs.
+
+    8-bit images are divided by 255 (not stretched per image as the release's training
+    did, since its test divided by 255); 16-bit infrared gets the Fuser's percentile
+    stretch; colour visible images give their Y channel.
+
+    Args:
+        ir: infrared as read by ``data.io.read_image``.
+        vi: visible as read, same size.
+
+    Returns:
+        ``(ir, vi_y)``, each ``(H, W)`` float32 in [0, 1].
+    """
+    from models.fuser import luminance, prepare_pair
+
+    pair = prepare_pair(ir, vi)
+    return pair.ir[0].numpy(), luminance(pair.vi[None])[0, 0].numpy()
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM ask ``trainer`` to save and stop; a second Ctrl-C aborts.
+
+    Args:
+        trainer: the trainer to stop.
+    """
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer._stop:  # second request: stop now, without saving
+            raise KeyboardInterrupt
+        trainer.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        value = float(value.detach().float().mean()) if value.numel() else float("nan")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

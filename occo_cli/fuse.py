@@ -1,0 +1,169 @@
+"""``occo fuse``: fuse folders of infrared/visible pairs with a FIFN."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from occo_cli.app import app
+from occo_cli.console import err, fail, note, out, progress_bar, warn
+
+_IR16 = ("percentile", "minmax", "full")
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        fail(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
+    """Refuse an output folder equal to or inside an input folder (inputs are never touched)."""
+    for label, folder in (("IR_DIR", ir_dir), ("VI_DIR", vi_dir)):
+        if not folder.is_dir():
+            fail(f"{label} {folder} is not a folder")
+    out_resolved = out_dir.resolve()
+    for folder in (ir_dir, vi_dir):
+        if out_resolved == folder.resolve() or out_resolved.is_relative_to(folder.resolve()):
+            fail(f"OUT_DIR {out_dir} is inside the input folder {folder}; choose a folder outside the inputs")
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"OUT_DIR {out_dir} exists and is not a folder")
+
+
+@app.command("fuse")
+def fuse(
+    ir_dir: Path = typer.Argument(..., help="Folder of infrared images."),
+    vi_dir: Path = typer.Argument(..., help="Folder of visible images (paired with IR_DIR by file stem)."),
+    out_dir: Path = typer.Argument(..., help="Folder for the fused PNGs (created; outside the inputs)."),
+    weights: Path | None = typer.Option(
+        None, "--weights", "-w", help="occo FIFN weights (.safetensors) [default: occo's bundled weights]."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Same-size pairs (or tiles) per network call."),
+    tile: int | None = typer.Option(
+        None, "--tile", min=16, help="Fuse in overlapping NxN tiles, for images too large for memory."
+    ),
+    amp: bool | None = typer.Option(
+        None, "--amp/--no-amp", help="bf16/fp16 autocast [default: on for CUDA, off on CPU]."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
+    resize_vi: bool = typer.Option(
+        False, "--resize-vi", help="Resize visible images to the infrared size when they differ."
+    ),
+    ir16: str = typer.Option(
+        "percentile", "--ir16", help="16-bit infrared stretch: percentile (0.1-99.9%), minmax or full (/65535)."
+    ),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads reading images ahead."),
+) -> None:
+    """Fuse every infrared/visible pair of two folders into OUT_DIR (PNG, named by stem).
+
+    Outputs keep the input size, and colour when the visible image is colour (the fused
+    luminance replaces the visible Y; its Cb/Cr are kept). Existing outputs are skipped,
+    so an interrupted run resumes. Bad pairs are reported and skipped; the exit code is 1
+    if any pair failed. OUT_DIR/occo-fuse.json records sources, weights, settings and
+    timings, so `occo metrics OUT_DIR` finds the sources by itself.
+
+    \b
+    Example:
+        occo convert occo.pth fifn.safetensors
+        occo fuse data/tno/ir data/tno/vi fused/tno --weights fifn.safetensors
+        occo fuse ir/ vi/ fused/ --device cuda --batch-size 16 --tile 1024
+        occo metrics fused/tno
+    """
+    from data.errors import OccoError
+    from data.pairing import pair_images
+    from eval.manifest import write_fuse_manifest
+    from models.checkpoint import load_weights, read_weights_metadata, resolve_weights
+    from models.fuser import FileFuser, FuseJob, Fuser
+
+    if ir16 not in _IR16:
+        fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")
+    _check_folders(ir_dir, vi_dir, out_dir)
+    pairing = pair_images(ir_dir, vi_dir)
+    failures: dict[str, str] = {}
+    for path in pairing.only_first:
+        failures[path.stem] = f"{path} has no visible partner in {vi_dir}"
+    for path in pairing.only_second:
+        failures[path.stem] = f"{path} has no infrared partner in {ir_dir}"
+    if not pairing.pairs:
+        fail(f"no pairs: no file stem is in both {ir_dir} and {vi_dir}")
+
+    weights_path = resolve_weights(weights)
+    source = read_weights_metadata(weights_path).get("source", "")
+    device = _resolve_device(device)
+    model = load_weights(weights_path)
+    try:
+        fuser = Fuser(model, device=device, amp="auto" if amp is None else amp, tile=tile,
+                      batch_size=batch_size, ir16=ir16)  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc))
+    note(f"weights: {weights_path}" + (f" ({source})" if source else ""))
+
+    jobs = [FuseJob(stem, ir, vi, out_dir / f"{stem}.png") for stem, ir, vi in pairing.pairs]
+    todo = jobs if overwrite else [job for job in jobs if not job.out_path.exists()]
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        note(f"skipping {skipped} pair(s) already fused in {out_dir} (--overwrite redoes them)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    runner = FileFuser(fuser, workers=workers, resize_vi=resize_vi)
+    started = time.perf_counter()
+    with progress_bar(disable=not todo) as progress:
+        task = progress.add_task("fusing", total=len(todo), status="")
+        for outcome in runner.run(todo):
+            if outcome.error:
+                failures[outcome.stem] = outcome.error
+                progress.console.print(f"[yellow]failed:[/] {outcome.error}", highlight=False)
+            progress.advance(task)
+            progress.update(task, status=f"{len(failures)} failed" if failures else "")
+    stats = runner.stats
+    done = [job for job in jobs if job.stem not in failures and job.out_path.exists()]
+
+    settings = {
+        "batch_size": batch_size, "tile": tile, "tile_margin": fuser.tile_margin,
+        "amp": str(fuser.amp_dtype).removeprefix("torch.") if fuser.amp_dtype else None,
+        "ir16": ir16, "resize_vi": resize_vi, "overwrite": overwrite, "workers": workers,
+    }  # fmt: skip
+    timings = {
+        "wall_s": round(stats.wall_s, 3),
+        "model_s": round(stats.model_s, 3),
+        "decode_s": round(stats.decode_s, 3),
+        "encode_s": round(stats.encode_s, 3),
+        "fused": stats.fused,
+        "pairs_per_s": round(stats.fused / stats.wall_s, 3) if stats.wall_s > 0 else None,
+    }
+    try:
+        write_fuse_manifest(
+            out_dir, ir_dir, vi_dir,
+            weights={"path": str(weights_path.resolve()), "source": source},
+            settings=settings, device=device, timings=timings,
+            pairs=[{"stem": j.stem, "ir": j.ir_path.name, "vi": j.vi_path.name, "fused": j.out_path.name}
+                   for j in done],
+            failures=failures,
+        )  # fmt: skip
+    except (OccoError, OSError) as exc:
+        warn(f"could not write the manifest in {out_dir}: {exc}")
+
+    elapsed = time.perf_counter() - started
+    rate = f", {stats.fused / stats.wall_s:.2f} pairs/s" if stats.fused and stats.wall_s > 0 else ""
+    out.print(
+        f"fused {stats.fused} pair(s) into {out_dir} in {elapsed:.1f} s{rate} on {device}"
+        + (f"; {skipped} already there" if skipped else "")
+        + (f"; [bold red]{len(failures)} failed[/]" if failures else ""),
+        highlight=False,
+    )
+    if failures:
+        err.print("[bold red]failed pairs:[/]", highlight=False)
+        for stem, reason in sorted(failures.items()):
+            err.print(f"  {stem}: {reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

@@ -1,0 +1,306 @@
+"""``occo masks``: make object masks (gen), look at them (show), export and inspect them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from occo_cli.app import app
+from occo_cli.console import err, fail, note, out, progress_bar, warn
+
+masks_app = typer.Typer(
+    name="masks",
+    help="Object masks: Grounding DINO + SAM (or label maps) into an HDF5 store.",
+    no_args_is_help=True,
+)
+app.add_typer(masks_app, name="masks")
+
+#: Folder names recognised inside DATASET, compared case-insensitively.
+IR_NAMES = ("ir", "infrared", "thermal", "lwir", "ir_images")
+VI_NAMES = ("vi", "visible", "vis", "rgb", "vi_images")
+
+
+def _find_folder(dataset: Path, names: tuple[str, ...], what: str, option: str) -> Path:
+    if not dataset.is_dir():
+        fail(f"dataset folder not found: {dataset}")
+    children = {child.name.lower(): child for child in dataset.iterdir() if child.is_dir()}
+    for name in names:
+        if name in children:
+            return children[name]
+    fail(f"no {what} folder in {dataset} (looked for {', '.join(n + '/' for n in names)}); pass {option} DIR")
+
+
+def _dataset_pairs(dataset: Path, ir_dir: Path | None, vi_dir: Path | None) -> tuple[list, Path, Path]:
+    from data.pairing import pair_images
+
+    ir_dir = ir_dir or _find_folder(dataset, IR_NAMES, "infrared", "--ir-dir")
+    vi_dir = vi_dir or _find_folder(dataset, VI_NAMES, "visible", "--vi-dir")
+    pairing = pair_images(ir_dir, vi_dir)
+    if pairing.unpaired:
+        names = ", ".join(p.name for p in pairing.unpaired[:5])
+        more = f" and {len(pairing.unpaired) - 5} more" if len(pairing.unpaired) > 5 else ""
+        warn(f"{len(pairing.unpaired)} file(s) without a partner are left out: {names}{more}")
+    if not pairing.pairs:
+        fail(f"no image pairs: no file stem is in both {ir_dir} and {vi_dir}")
+    return pairing.pairs, ir_dir.resolve(), vi_dir.resolve()
+
+
+def _quiet_transformers() -> None:
+    """Model loading chatter (weight-loading bars, init notes) would bury the progress bar."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+@masks_app.command("gen")
+def gen(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder with ir/ and vi/ (or Infrared/, Visible/...).")],
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Mask store to write. [default: DATASET/masks.h5]")
+    ] = None,
+    prompt: Annotated[str, typer.Option(help="Text prompt for Grounding DINO.")] = (
+        "The scene captures a group of pedestrians or cars."
+    ),
+    detector: Annotated[
+        str, typer.Option(help="Grounding DINO: hub id or folder.")
+    ] = "IDEA-Research/grounding-dino-tiny",
+    segmenter: Annotated[
+        str, typer.Option(help="SAM: hub id or folder (SlimSAM too), or sam:KIND:PATH for a Meta checkpoint.")
+    ] = "facebook/sam-vit-huge",
+    box_threshold: Annotated[float, typer.Option(help="Keep boxes scoring above this.")] = 0.3,
+    text_threshold: Annotated[float, typer.Option(help="Prompt tokens above this name a box.")] = 0.25,
+    max_boxes: Annotated[int, typer.Option(help="At most this many boxes per image, best first (0: all).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per batch (2x images).")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (float16 on GPU), float32, float16, bfloat16.")] = "auto",
+    labels: Annotated[
+        Path | None, typer.Option(help="Make masks from label maps in this folder instead of the models.")
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="Object classes of the label maps, e.g. 1,2 (MSRS: car 1, person 2).")
+    ] = None,
+    ir_dir: Annotated[Path | None, typer.Option(help="Infrared folder (default: found in DATASET).")] = None,
+    vi_dir: Annotated[Path | None, typer.Option(help="Visible folder (default: found in DATASET).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a store made with other settings.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Make object masks for every pair: Grounding DINO boxes prompting SAM.
+
+    Resumable: run the same command again after an interruption (even kill -9); pairs
+    already in the store are skipped. On several GPUs run it under torchrun.
+
+    \b
+    Example:
+        occo masks gen data/FMB --batch-size 8
+        occo masks gen data/FMB --detector ./grounding-dino-base --segmenter sam:vit_h:sam_vit_h_4b8939.pth
+        occo masks gen data/MSRS --labels data/MSRS/Segmentation_labels --classes 1,2
+        torchrun --nproc-per-node 4 -m occo_cli masks gen data/FMB
+    """
+    from masks.generate import (
+        DistContext,
+        ModelMaskConfig,
+        ModelMaskSource,
+        generate_masks,
+        resolve_device,
+        resolve_dtype,
+    )
+
+    pairs, ir_found, vi_found = _dataset_pairs(dataset, ir_dir, vi_dir)
+    out_path = out_path or dataset / "masks.h5"
+    meta = {"ir_dir": str(ir_found), "vi_dir": str(vi_found)}
+    dist = DistContext.from_env()
+    lead = dist.rank == 0
+    try:
+        if labels is not None:
+            from masks.labels import LabelMaskSource, parse_classes
+
+            if not classes:
+                fail("--labels needs --classes, e.g. --classes 1,2 (MSRS: car 1, person 2)")
+            source = LabelMaskSource(labels, parse_classes(classes))
+            source.check([stem for stem, _, _ in pairs])
+            meta["labels_dir"] = str(labels.resolve())
+            what = f"label maps in {labels}"
+        else:
+            if classes:
+                fail("--classes goes with --labels DIR")
+            torch_device = resolve_device(device, dist.local_rank)
+            config = ModelMaskConfig(
+                prompt=prompt,
+                detector=detector,
+                segmenter=segmenter,
+                box_threshold=box_threshold,
+                text_threshold=text_threshold,
+                max_boxes=max_boxes,
+                dtype=resolve_dtype(dtype, torch_device),
+            )
+            source = ModelMaskSource(config, torch_device)
+            _quiet_transformers()
+            what = f"{config.detector} + {config.segmenter} on {torch_device} ({config.dtype})"
+    except ValueError as exc:
+        fail(str(exc))
+    if batch_size < 1:
+        fail("--batch-size must be >= 1")
+
+    if lead:
+        ranks = f", {dist.world_size} ranks" if dist.world_size > 1 else ""
+        note(f"masks for {len(pairs)} pairs -> {out_path} ({what}{ranks})")
+    with progress_bar(disable=quiet or not lead) as bar:
+        task = bar.add_task("masks", total=None, status="")
+
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = generate_masks(
+                pairs, out_path, source, batch_size=batch_size, overwrite=overwrite, meta=meta, dist=dist, progress=report
+            )
+        finally:
+            dist.close()
+    if not lead:
+        return
+    if result.computed == 0 and result.resumed == 0:
+        out.print(f"all {result.pairs} pairs are already in {out_path}; nothing to do")
+        return
+    rate = result.computed / result.seconds if result.seconds > 0 else 0.0
+    parts = [f"{result.computed} computed"]
+    if result.resumed:
+        parts.append(f"{result.resumed} resumed")
+    if result.skipped:
+        parts.append(f"{result.skipped} already there")
+    out.print(
+        f"wrote {out_path}: {result.stored} pairs ({', '.join(parts)}); "
+        f"{rate:.2f} pairs/s; empty masks: infrared {result.empty_ir}, visible {result.empty_vi}",
+        highlight=False,
+    )
+
+
+def _open(store: Path):
+    from masks.store import open_mask_store
+
+    return open_mask_store(store)
+
+
+@masks_app.command("show")
+def show(
+    store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
+    stems: Annotated[list[str] | None, typer.Argument(help="Pairs to draw (default: all).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG overlays.")] = Path("mask-overlays"),
+    ir_dir: Annotated[Path | None, typer.Option(help="Infrared folder (default: as recorded in the store).")] = None,
+    vi_dir: Annotated[Path | None, typer.Option(help="Visible folder (default: as recorded in the store).")] = None,
+) -> None:
+    """Draw masks, boxes, scores and the shared/unique/background split as PNGs.
+
+    One PNG per pair: visible | infrared | regions.
+
+    \b
+    Example:
+        occo masks show data/FMB/masks.h5 00012 00034 --out overlays/
+    """
+    from data.io import read_image, write_image_atomic
+    from masks.overlay import render_pair
+
+    reader = _open(store)
+    folders = {}
+    for name, given in (("ir_dir", ir_dir), ("vi_dir", vi_dir)):
+        folder = given or (Path(reader.settings[name]) if reader.settings.get(name) else None)
+        if folder is None or not folder.is_dir():
+            fail(f"image folder {folder} of {store} not found; pass --{name.replace('_', '-')} DIR")
+        folders[name] = folder
+    chosen = list(stems) if stems else reader.stems()
+    unknown = [s for s in chosen if s not in reader]
+    if unknown:
+        fail(f"{len(unknown)} stem(s) not in {store} (first: {unknown[0]}); `occo masks info {store}` lists counts")
+    with progress_bar() as bar:
+        task = bar.add_task("overlays", total=len(chosen), status="")
+        for stem in chosen:
+            pair = reader.read_pair(stem)
+            ir = read_image(folders["ir_dir"] / pair.ir.source)
+            vi = read_image(folders["vi_dir"] / pair.vi.source)
+            write_image_atomic(out_dir / f"{stem}.png", render_pair(ir, vi, pair))
+            bar.advance(task)
+    out.print(f"wrote {len(chosen)} overlay(s) to {out_dir}", highlight=False)
+
+
+@masks_app.command("export")
+def export(
+    store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder that receives mask_vi/ and mask_ir/.")],
+) -> None:
+    """Export masks as mask_vi/ and mask_ir/ folders of 0/255 PNGs (the OCCO release's naming).
+
+    \b
+    Example:
+        occo masks export data/FMB/masks.h5 data/FMB
+    """
+    from masks.store import export_masks
+
+    reader = _open(store)
+    with progress_bar() as bar:
+        task = bar.add_task("export", total=len(reader), status="")
+        count = export_masks(reader, out_dir, progress=lambda done, total: bar.update(task, completed=done))
+    out.print(f"wrote {count} pairs to {out_dir / 'mask_vi'} and {out_dir / 'mask_ir'}", highlight=False)
+
+
+@masks_app.command("info")
+def info(
+    store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Settings, counts, empty masks and coverage of a mask store.
+
+    \b
+    Example:
+        occo masks info data/FMB/masks.h5
+    """
+    from masks.store import PartsJournal, summarize_store
+
+    reader = _open(store)
+    with progress_bar(disable=as_json or len(reader) < 200) as bar:
+        task = bar.add_task("reading", total=len(reader), status="")
+        summary = summarize_store(reader, progress=lambda done, total: bar.update(task, completed=done))
+    journal = PartsJournal(store)
+    pending = len(list(journal.dir.glob("chunk-*.h5"))) if journal.exists() else 0
+    if as_json:
+        out.print_json(json.dumps({"store": str(store), "settings": reader.settings, **summary, "pending_chunks": pending}))
+        return
+    settings = Table(title=f"{store}", show_header=False, title_justify="left")
+    settings.add_column("setting", style="bold")
+    settings.add_column("value")
+    for key, value in reader.settings.items():
+        settings.add_row(key, str(value))
+    out.print(settings)
+    stats = Table(title=f"{summary['pairs']} pairs, {summary['both_empty']} with both masks empty", title_justify="left")
+    for column in ("modality", "empty", "boxes mean", "boxes max", "coverage mean", "median", "min", "max"):
+        stats.add_column(column, justify="left" if column == "modality" else "right")
+    for modality, label in (("vi", "visible"), ("ir", "infrared")):
+        row = summary[modality]
+        cov = row["coverage"]
+        stats.add_row(
+            label,
+            str(row["empty"]),
+            f"{row['boxes_mean']:.2f}",
+            str(row["boxes_max"]),
+            *(f"{100 * cov[k]:.2f}%" for k in ("mean", "median", "min", "max")),
+        )
+    out.print(stats)
+    regions = summary["regions"]
+    out.print(
+        "regions (mean area): "
+        + ", ".join(f"{name.replace('_', ' ')} {100 * value:.2f}%" for name, value in regions.items()),
+        highlight=False,
+    )
+    if pending:
+        err.print(
+            f"[yellow]note:[/] {journal.dir} holds {pending} chunk(s) of an unfinished run; "
+            f"rerun `occo masks gen` with the same settings to merge them"
+        )

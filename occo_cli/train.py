@@ -1,0 +1,198 @@
+"""``occo train``: train FIFN on a dataset with its object masks."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from occo_cli.app import app
+from occo_cli.console import err, fail, note, out, progress_bar, warn
+
+_OBJECTIVES = ("occo", "pixel")
+
+
+@app.command("train")
+def train(
+    dataset: Path = typer.Argument(..., help="Dataset folder with ir/ and vi/ (paired by file stem)."),
+    masks: Path | None = typer.Option(
+        None, "--masks", help="Mask store from `occo masks gen` [default: DATASET/masks.h5]."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Run folder [default: runs/DATASET_NAME]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs [default: 30]."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Crops per step, all GPUs [default: 12]."),
+    crop: int | None = typer.Option(None, "--crop", help="Crop side in pixels [default: 256]."),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate [default: 1e-4]."),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision on GPU [default: on]."),
+    vgg_weights: Path | None = typer.Option(
+        None, "--vgg-weights", help="Local VGG19 state dict [default: torchvision ImageNet weights]."
+    ),
+    objective: str | None = typer.Option(
+        None, "--objective", help="occo (pixel + contextual contrastive) or pixel (no masks, no VGG)."
+    ),
+    val: Path | None = typer.Option(
+        None, "--val", help="Validation dataset (ir/, vi/) [default: a held-out slice of DATASET]."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    workers: int | None = typer.Option(None, "--workers", help="Data-loading processes [default: 4]."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps in all."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, crops and order [default: 0]."),
+) -> None:
+    """Train FIFN with the OCCO objective; resumable, mixed precision, multi-GPU.
+
+    Salient random crops (with object-mask pixels) from DATASET's pairs, batches of distinct
+    images so CCL's negatives come from other scenes, Adam, validation with the standard
+    metrics after each epoch. The run folder gets config.yaml, checkpoint.pt, last and
+    best weights (.safetensors, for `occo fuse --weights`), log.jsonl and sample images.
+    Ctrl-C saves a checkpoint and stops; --resume continues exactly.
+
+    \b
+    Example:
+        occo masks gen data/fmb && occo train data/fmb --out runs/fmb
+        occo train data/fmb --out runs/fmb --resume
+        occo train data/roadscene --objective pixel --crop 128 --epochs 5
+        torchrun --nproc-per-node 4 -m occo_cli train data/fmb --out runs/fmb4
+    """
+    from data.pairing import pair_images
+    from data.training import find_modality_dirs, split_holdout
+    from models.train_config import TrainConfig, load_config_file
+    from models.trainer import Trainer, stop_on_signals
+
+    if objective is not None and objective not in _OBJECTIVES:
+        fail(f"--objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
+    is_main = _rank() == 0
+
+    # Configuration: defaults < YAML < command line.
+    cfg = TrainConfig()
+    if config is not None:
+        cfg = cfg.replace(load_config_file(config))
+    cfg = cfg.replace(
+        {
+            "epochs": epochs, "batch_size": batch_size, "crop": crop, "lr": lr, "amp": amp,
+            "num_workers": workers, "max_steps": max_steps, "seed": seed,
+            "objective": {"objective": objective, "vgg_weights": str(vgg_weights) if vgg_weights else None},
+        }
+    )
+
+    # Data: pairs, masks, validation pairs.
+    ir_dir, vi_dir = find_modality_dirs(dataset)
+    pairing = pair_images(ir_dir, vi_dir)
+    if pairing.unpaired and is_main:
+        warn(f"{len(pairing.unpaired)} file(s) without a partner are left out, e.g. {pairing.unpaired[0]}")
+    pairs = pairing.pairs
+    if not pairs:
+        fail(f"no image pairs in {ir_dir} and {vi_dir} (files are paired by stem)")
+    mask_source = None
+    mask_path = masks if masks is not None else dataset / "masks.h5"
+    if cfg.uses_groups or masks is not None:
+        if not mask_path.is_file():
+            fail(
+                f"no mask store at {mask_path}: run `occo masks gen {dataset}` first, pass --masks FILE, "
+                "or train without masks with --objective pixel"
+            )
+        from data.training import pairs_with_masks
+        from masks.store import open_mask_store
+
+        mask_source = functools.partial(open_mask_store, mask_path)
+        kept, missing, empty = pairs_with_masks(pairs, mask_source())
+        if is_main and missing:
+            warn(f"{len(missing)} pair(s) have no masks in {mask_path} and are left out (e.g. {missing[0]})")
+        if is_main and empty:
+            note(f"{len(empty)} pair(s) with empty masks in both modalities are left out, as in the release")
+        if not kept:
+            fail(f"none of the {len(pairs)} pairs of {dataset} has usable masks in {mask_path}")
+        pairs = kept
+    if val is not None:
+        val_ir, val_vi = find_modality_dirs(val)
+        train_pairs, val_pairs = pairs, pair_images(val_ir, val_vi).pairs
+        if not val_pairs:
+            fail(f"no image pairs in the validation folder {val}")
+    else:
+        train_pairs, val_pairs = split_holdout(pairs, cfg.val_fraction, cfg.val_max_pairs, cfg.seed)
+
+    run = out_dir if out_dir is not None else Path("runs") / dataset.resolve().name
+    if not resume and (run / "checkpoint.pt").exists():
+        fail(f"{run} already holds a run: continue it with --resume, or choose another --out")
+    sources = [dataset.resolve().name] + ([f"validation {val.resolve().name}"] if val else [])
+    metadata = {
+        "trained_on": f"{dataset.resolve().name} ({len(train_pairs)} pairs)",
+        "datasets": ", ".join(sources),
+        "run": run.name,
+    }
+    if mask_source is not None:
+        metadata["masks"] = str(mask_path.name)
+
+    bar = progress_bar(disable=not is_main)
+    task: list[Any] = []
+
+    def on_event(kind: str, info: dict[str, Any]) -> None:
+        if not is_main:
+            return
+        if kind == "start":
+            note(
+                f"training on {info['train_pairs']} pairs ({info['batches_per_epoch']} steps per epoch), "
+                f"validating on {info['val_pairs']}; device {info['device']} x{info['world_size']}, "
+                f"amp {info['amp']}; run folder {run}"
+            )
+            bar.start()
+            task.append(bar.add_task("train", total=info["total_steps"], completed=info["step"], status=""))
+        elif kind == "step":
+            record = info.get("record")
+            status = f"epoch {info['epoch'] + 1}"
+            if record:
+                parts = " ".join(f"{k} {v:.3g}" for k, v in record.items() if k in _PART_NAMES)
+                status += f" loss {record['loss']:.4g} {parts}"
+                bar.update(task[0], status=status)
+            bar.update(task[0], completed=info["step"])
+        elif kind == "skipped":
+            bar.console.print(
+                f"[yellow]warning:[/] step {info['step']}: non-finite loss ({info['loss']}), step skipped "
+                f"({info['in_a_row']} in a row)"
+            )
+        elif kind == "validation":
+            scores = " ".join(f"{k} {info[k]:.4g}" for k in cfg.val_metrics if k in info)
+            best = " (best)" if info.get("best") else ""
+            bar.console.print(f"validation after epoch {info['epoch']}: {scores}{best}")
+
+    trainer = Trainer(
+        cfg,
+        train_pairs,
+        run,
+        mask_source=mask_source,
+        val_pairs=val_pairs,
+        device=device,
+        metadata=metadata,
+        resume=resume,
+        on_event=on_event,
+    )
+    try:
+        with stop_on_signals(trainer):
+            result = trainer.fit()
+    finally:
+        bar.stop()
+    if not is_main:
+        return
+    if result.interrupted:
+        err.print(f"[yellow]stopped at step {result.state.step}[/]; checkpoint saved in {run}")
+        err.print(f"continue with: occo train {dataset} --out {run} --resume", highlight=False)
+        raise typer.Exit(130)
+    out.print(f"trained {result.state.step} steps ({result.state.skipped} skipped); weights:")
+    out.print(f"  last: {result.last_weights}", highlight=False)
+    if result.best_weights is not None:
+        out.print(f"  best: {result.best_weights} ({cfg.best_metric} {result.state.best_value:.4f})", highlight=False)
+    out.print(f"fuse with: occo fuse IR_DIR VI_DIR OUT_DIR --weights {result.best_weights or result.last_weights}",
+              highlight=False)
+
+
+# Loss parts shown in the progress bar (names from losses.objective's parts dict).
+_PART_NAMES = ("ssim", "intensity", "texture", "pixel", "contrastive", "con")
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))

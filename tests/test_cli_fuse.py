@@ -1,0 +1,124 @@
+"""`occo fuse` and `occo convert` end to end on a few generated pairs with a tiny FIFN."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from data.errors import OccoError
+from data.io import read_image, write_image_atomic
+from models.checkpoint import save_weights
+from models.config import FIFNConfig
+from models.fifn import FIFN
+from occo_cli.app import app
+
+TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """ir/ and vi/ with 3 good pairs, a size mismatch, an unreadable file and a lone file."""
+    rng = np.random.default_rng(0)
+    ir_dir, vi_dir = tmp_path / "ir", tmp_path / "vi"
+
+    def img(*shape):
+        return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+    write_image_atomic(ir_dir / "a.png", img(40, 52))
+    write_image_atomic(vi_dir / "a.jpg", img(40, 52, 3))  # colour visible
+    write_image_atomic(ir_dir / "b.png", img(33, 47))
+    write_image_atomic(vi_dir / "b.png", img(33, 47))  # gray visible, odd size
+    write_image_atomic(ir_dir / "c.png", np.dstack([img(24, 30)] * 3))  # gray content as RGB
+    write_image_atomic(vi_dir / "c.png", img(24, 30, 3))
+    write_image_atomic(ir_dir / "big.png", img(20, 30))
+    write_image_atomic(vi_dir / "big.png", img(40, 60, 3))  # twice the IR size
+    write_image_atomic(ir_dir / "bad.png", img(20, 20))
+    (vi_dir / "bad.png").write_bytes(b"not an image")
+    write_image_atomic(ir_dir / "lonely.png", img(20, 20))
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, FIFN(TINY).eval(), metadata={"source": "test"})
+    return ir_dir, vi_dir, weights
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _fuse(*args):
+    return CliRunner().invoke(app, ["fuse", *map(str, args), "--device", "cpu", "--batch-size", "2"])
+
+
+def test_fuse_end_to_end(dataset, tmp_path):
+    ir_dir, vi_dir, weights = dataset
+    before = _digest(ir_dir), _digest(vi_dir)
+    out = tmp_path / "fused"
+    result = _fuse(ir_dir, vi_dir, out, "--weights", weights)
+    assert result.exit_code == 1, result.output  # some pairs failed
+    assert (_digest(ir_dir), _digest(vi_dir)) == before  # inputs untouched
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png"]
+    assert read_image(out / "a.png").shape == (40, 52, 3)  # colour kept
+    assert read_image(out / "b.png").shape == (33, 47)  # gray in, gray out
+    assert read_image(out / "c.png").shape == (24, 30, 3)
+    text = result.output
+    assert "--resize-vi" in text  # the size mismatch says what to do
+    for stem in ("big", "bad", "lonely"):
+        assert f"{stem}:" in text
+    manifest = json.loads((out / "occo-fuse.json").read_text())
+    assert manifest["format"] == "occo-fuse"
+    assert sorted(p["stem"] for p in manifest["pairs"]) == ["a", "b", "c"]
+    assert manifest["settings"]["batch_size"] == 2 and "wall_s" in manifest["timings"]
+    assert not list(out.glob(".*tmp"))  # atomic writes leave no temporaries
+
+    # A second run skips what exists; --resize-vi rescues the mismatched pair.
+    stamp = (out / "a.png").stat().st_mtime_ns
+    again = _fuse(ir_dir, vi_dir, out, "--weights", weights, "--resize-vi")
+    assert "3 already there" in again.output
+    assert (out / "a.png").stat().st_mtime_ns == stamp
+    assert read_image(out / "big.png").shape == (20, 30, 3)
+    redo = _fuse(ir_dir, vi_dir, out, "--weights", weights, "--overwrite", "--tile", "16")
+    assert "fused 3 pair(s)" in redo.output and (out / "a.png").stat().st_mtime_ns != stamp
+
+
+def test_fuse_refuses_output_inside_inputs(dataset):
+    ir_dir, vi_dir, weights = dataset
+    for out in (ir_dir, ir_dir / "fused", vi_dir / "x"):
+        result = _fuse(ir_dir, vi_dir, out, "--weights", weights)
+        assert result.exit_code == 1 and "inside the input folder" in result.output
+    assert not (ir_dir / "fused").exists()
+
+
+def test_fuse_without_weights_says_how_to_get_them(dataset, tmp_path, monkeypatch):
+    import models.checkpoint
+
+    monkeypatch.setattr(models.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    ir_dir, vi_dir, _ = dataset
+    result = _fuse(ir_dir, vi_dir, tmp_path / "out")
+    assert isinstance(result.exception, OccoError)
+    assert "occo convert" in str(result.exception) and "occo train" in str(result.exception)
+
+
+def test_convert_then_fuse(dataset, tmp_path):
+    # The release-format generator lives beside this file (tests are not a package).
+    spec = importlib.util.spec_from_file_location("_release", Path(__file__).with_name("test_models_checkpoint.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    release_state_dict = module.release_state_dict
+    ir_dir, vi_dir, _ = dataset
+    torch.save({"state_dict": release_state_dict((4, 8, 8, 12))}, tmp_path / "occo.pth")
+    dst = tmp_path / "release.safetensors"
+    runner = CliRunner()
+    result = runner.invoke(app, ["convert", str(tmp_path / "occo.pth"), str(dst), "--heads", "2,2,4,1"])
+    assert result.exit_code == 0, result.output
+    assert "dropped 16 unused tensors" in result.output and "space_weight2" in result.output
+    again = runner.invoke(app, ["convert", str(tmp_path / "occo.pth"), str(dst)])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    fused = _fuse(ir_dir, vi_dir, tmp_path / "out", "--weights", dst)
+    assert (tmp_path / "out" / "a.png").is_file() and "converted from occo.pth" in fused.output

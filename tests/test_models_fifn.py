@@ -1,0 +1,96 @@
+"""FIFN: shapes for any size, gradients everywhere, the release's parameter count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.blocks import FIFB, attend, efficient_context
+from models.config import FIFNConfig
+from models.fifn import FIFN, count_parameters, minmax_normalize
+
+TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
+
+
+def _inputs(height: int, width: int, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 1, height, width, generator=g), torch.rand(batch, 1, height, width, generator=g)
+
+
+def test_release_parameter_count():
+    # The release has 3,621,161 trainable parameters, including the never-used second
+    # spatial-weight module of each FIFB (C*C + C + C + 1 per level), which occo drops.
+    unused = sum(c * c + 2 * c + 1 for c in FIFNConfig().widths)
+    assert count_parameters(FIFN()) + unused == 3_621_161
+
+
+@pytest.mark.parametrize("size", [(359, 247), (8, 8), (33, 17), (64, 48)])
+def test_any_size_keeps_shape(size):
+    model = FIFN(TINY).eval()
+    vi, ir = _inputs(*size)
+    with torch.inference_mode():
+        out = model(vi, ir)
+    assert out.shape == (2, 1, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_too_small_and_mismatched_inputs_raise():
+    model = FIFN(TINY).eval()
+    with pytest.raises(ValueError, match="too small"):
+        model(*_inputs(7, 20))
+    vi, _ = _inputs(16, 16)
+    _, ir = _inputs(16, 18)
+    with pytest.raises(ValueError, match="differ"):
+        model(vi, ir)
+
+
+def test_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    model = FIFN(TINY).train()
+    vi, ir = _inputs(37, 29)
+    out = model(vi, ir)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing}"
+
+
+def test_efficient_attention_matches_explicit_heads():
+    # Per head h: softmax over rows of (K_h^T V_h) / sqrt(d), then Q_h @ context.
+    torch.manual_seed(1)
+    b, n, c, heads = 2, 10, 8, 2
+    d = c // heads
+    kv, q = torch.randn(b, n, 2 * c), torch.randn(b, n, c)
+    got = attend(q, efficient_context(kv, heads))
+    k, v = kv[..., :c], kv[..., c:]
+    for h in range(heads):
+        sl = slice(h * d, (h + 1) * d)
+        ctx = torch.softmax(k[..., sl].transpose(1, 2) @ v[..., sl] / d**0.5, dim=1)
+        torch.testing.assert_close(got[..., sl], q[..., sl] @ ctx)
+
+
+def test_fifb_output_shape_and_batch_independence():
+    block = FIFB(8, 2).eval()
+    x, y = torch.randn(3, 8, 9, 7), torch.randn(3, 8, 9, 7)
+    with torch.inference_mode():
+        both = block(x, y)
+        one = block(x[1:2], y[1:2])
+    assert both.shape == (3, 8, 9, 7)
+    torch.testing.assert_close(both[1:2], one, atol=1e-5, rtol=1e-5)
+
+
+def test_minmax_normalize_per_image():
+    x = torch.stack([torch.linspace(-3, 5, 12).view(1, 3, 4), torch.full((1, 3, 4), 2.0)])
+    y = minmax_normalize(x)
+    assert y[0].min() == 0 and y[0].max() == 1
+    assert torch.all(y[1] == 0)  # a constant image does not divide by zero
+
+
+def test_config_validation_and_json_round_trip():
+    with pytest.raises(ValueError, match="divide"):
+        FIFNConfig(widths=(6, 8), heads=(4, 1))
+    with pytest.raises(ValueError, match="one entry per level"):
+        FIFNConfig(widths=(8, 8, 8), heads=(1, 1))
+    with pytest.raises(ValueError, match="unknown"):
+        FIFNConfig.from_dict({"widths": [8, 8], "heads": [1, 1], "depth": 3})
+    assert FIFNConfig.from_json(TINY.to_json()) == TINY
+    assert FIFNConfig().widths == (32, 64, 112, 160) and FIFNConfig().heads == (4, 4, 4, 1)

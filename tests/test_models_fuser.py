@@ -1,0 +1,133 @@
+"""The Fuser: normalisation, colour, batching, tiling and autocast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import FIFNConfig
+from models.fifn import FIFN
+from models.fuser import Fuser, compose_color, ir_to_unit, luminance, prepare_pair, tiled_apply, to_uint8, vi_to_unit
+
+TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
+
+
+def _tiny_fifn(seed: int = 0) -> FIFN:
+    torch.manual_seed(seed)
+    model = FIFN(TINY)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _smooth_images(batch: int, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, channels, height + 6, width + 6, generator=g)
+    return F.avg_pool2d(x, 7, stride=1)  # (B, C, H, W), natural-image-like smoothness
+
+
+class LocalNet(nn.Module):
+    """A purely local stand-in for FIFN (no global pooling): tiling must be exact for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = TINY
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(2, 1, 5, padding=2)
+
+    def forward(self, vi_y, ir):
+        return self.conv(torch.cat((vi_y, ir), dim=1)) * 3.0 + 7.0
+
+
+def test_batch_of_one_equals_pair_inside_batch():
+    fuser = Fuser(_tiny_fifn(), batch_size=3)
+    vi, ir = _smooth_images(3, 3, 40, 52), _smooth_images(3, 1, 40, 52, seed=1)
+    batched = fuser.fuse(vi, ir)
+    single = Fuser(_tiny_fifn(), batch_size=1).fuse(vi[1:2], ir[1:2])
+    assert batched.shape == (3, 3, 40, 52)
+    torch.testing.assert_close(batched[1:2], single, atol=1e-5, rtol=0)
+
+
+def test_output_is_minmax_normalised_per_image():
+    fused = Fuser(_tiny_fifn()).fuse(_smooth_images(2, 1, 24, 30), _smooth_images(2, 1, 24, 30, seed=2))
+    for image in fused:
+        assert image.min().item() == pytest.approx(0.0, abs=1e-6)
+        assert image.max().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_color_round_trip_within_one_grey_level():
+    rgb = np.random.default_rng(0).integers(0, 256, size=(31, 45, 3), dtype=np.uint8)
+    vi = torch.from_numpy(vi_to_unit(rgb))[None]  # (1, 3, H, W)
+    back = to_uint8(compose_color(luminance(vi), vi)[0])
+    assert back.shape == rgb.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - rgb.astype(int)).max() <= 1
+
+
+def test_gray_colour_and_gray_content_visible_inputs():
+    fuser = Fuser(_tiny_fifn())
+    rng = np.random.default_rng(1)
+    ir = rng.integers(0, 256, size=(20, 28), dtype=np.uint8)
+    colour = rng.integers(0, 256, size=(20, 28, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, size=(20, 28), dtype=np.uint8)
+    assert fuser.fuse_arrays(ir, colour).shape == (20, 28, 3)
+    assert fuser.fuse_arrays(ir, gray).shape == (20, 28)
+    # TNO stores gray images as RGB: the output stays gray, and equals the 2-D input's.
+    as_rgb = np.repeat(gray[..., None], 3, axis=2)
+    np.testing.assert_array_equal(fuser.fuse_arrays(np.dstack([ir] * 3), as_rgb), fuser.fuse_arrays(ir, gray))
+    with pytest.raises(ValueError, match="differ in size"):
+        prepare_pair(ir, gray[:10])
+
+
+def test_ir_normalisation_8_and_16_bit():
+    ir8 = np.array([[0, 51, 255]], dtype=np.uint8)
+    np.testing.assert_allclose(ir_to_unit(ir8), [[0.0, 0.2, 1.0]], atol=1e-7)
+    # Raw 16-bit thermal: a narrow band of counts plus one saturated pixel.
+    rng = np.random.default_rng(2)
+    ir16 = rng.integers(7000, 9000, size=(50, 60)).astype(np.uint16)
+    ir16[0, 0] = 65535
+    robust = ir_to_unit(ir16, "percentile")
+    assert robust.min() == 0.0 and robust.max() == 1.0 and robust.std() > 0.2
+    squashed = ir_to_unit(ir16, "minmax")
+    assert squashed.max() == 1.0 and np.median(squashed) < 0.05  # the hot pixel wins
+    assert ir_to_unit(ir16, "full").max() == 1.0 and np.median(ir_to_unit(ir16, "full")) < 0.15
+    vi16 = np.full((4, 4, 3), 65535, dtype=np.uint16)
+    vi16[..., 2] = 0
+    assert vi_to_unit(vi16).shape == (3, 4, 4) and vi_to_unit(vi16).max() == 1.0
+
+
+def test_tiling_is_exact_for_a_local_network():
+    vi, ir = _smooth_images(2, 1, 70, 90), _smooth_images(2, 1, 70, 90, seed=4)
+    net = LocalNet()
+    with torch.inference_mode():
+        whole = net(vi, ir)
+        tiled = tiled_apply(net, (vi, ir), tile=24, margin=8, batch_size=5)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)
+    # Through the Fuser: the min-max is taken over the whole image, not per tile.
+    untiled_fused = Fuser(LocalNet()).fuse(vi, ir)
+    tiled_fused = Fuser(LocalNet(), tile=24, tile_margin=8, batch_size=3).fuse(vi, ir)
+    torch.testing.assert_close(tiled_fused, untiled_fused, atol=1e-5, rtol=1e-5)
+
+
+def test_tiled_fifn_close_to_untiled():
+    # FIFN's channel statistics and attention context are global, so tiles differ slightly.
+    vi, ir = _smooth_images(1, 3, 128, 160), _smooth_images(1, 1, 128, 160, seed=5)
+    model = _tiny_fifn()
+    whole = Fuser(model).fuse(vi, ir)
+    tiled = Fuser(model, tile=64, tile_margin=16, batch_size=4).fuse(vi, ir)
+    difference = (tiled - whole).abs()
+    assert difference.mean() < 0.02 and difference.max() < 0.1
+
+
+def test_bf16_autocast_on_cpu_is_close():
+    vi, ir = _smooth_images(1, 1, 32, 40), _smooth_images(1, 1, 32, 40, seed=6)
+    model = _tiny_fifn()
+    fp32 = Fuser(model, amp=False).fuse(vi, ir)
+    bf16_fuser = Fuser(model, amp=True)
+    assert bf16_fuser.amp_dtype == torch.bfloat16
+    assert Fuser(model).amp_dtype is None  # "auto" is off on CPU
+    assert (bf16_fuser.fuse(vi, ir) - fp32).abs().mean() < 0.05
