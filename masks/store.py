@@ -320,7 +320,7 @@ class PartsJournal:
 
     def merge(
         self, attrs: Mapping[str, Any], chunks: Sequence[Sequence[str]], previous_store: Path | None
-    ) -> int:
+    ) -> tuple[int, dict[str, int]]:
         """Write the store: the previous store's pairs, then every chunk's, atomically.
 
         Args:
@@ -329,7 +329,8 @@ class PartsJournal:
             previous_store: a store whose pairs are kept, or None.
 
         Returns:
-            The number of pairs in the new store.
+            The number of pairs in the new store, and per modality the number of empty
+            masks among the chunks' pairs.
 
         Raises:
             MaskStoreError: a chunk is missing (a rank failed).
@@ -341,8 +342,9 @@ class PartsJournal:
                 f"run the same command again to finish them"
             )
         count = 0
+        empty = dict.fromkeys(MODALITIES, 0)
 
-        def copy_all(source: h5py.File, stems: Iterable[str], dest: h5py.File) -> None:
+        def copy_all(source: h5py.File, stems: Iterable[str], dest: h5py.File, new: bool) -> None:
             nonlocal count
             for stem in stems:
                 for modality in MODALITIES:
@@ -350,6 +352,8 @@ class PartsJournal:
                     if stem in group:
                         raise MaskStoreError(f"stem '{stem}' appears twice while merging {self.dir}")
                     source.copy(source[modality][stem], group, name=stem)
+                    if new and not source[modality][stem][()].any():
+                        empty[modality] += 1
                 count += 1
 
         def fill(dest: h5py.File) -> None:
@@ -357,13 +361,13 @@ class PartsJournal:
                 dest.require_group(modality)
             if previous_store is not None:
                 with h5py.File(previous_store, "r", locking=False) as old:
-                    copy_all(old, _h5_stems(old), dest)
+                    copy_all(old, _h5_stems(old), dest, new=False)
             for k, stems in enumerate(chunks):
                 with h5py.File(self.part_path(k), "r", locking=False) as part:
-                    copy_all(part, stems, dest)
+                    copy_all(part, stems, dest, new=True)
 
         write_h5_atomic(self.store, attrs, fill, tmp_dir=self.dir)
-        return count
+        return count, empty
 
     def remove(self) -> None:
         """Delete the journal (after a successful merge, or when nothing is left to do)."""

@@ -6,6 +6,8 @@ module names; ``models.checkpoint`` maps the release's key names onto these.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -89,7 +91,9 @@ def efficient_context(kv: Tensor, heads: int) -> Tensor:
     k, v = kv.reshape(b, n, 2, heads, d).permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
     # K^T V sums over all N pixels: in fp16 it can overflow (N = 307k at 640x480), so the
     # context is always formed in float32; it is tiny (d x d) and cheap.
-    with torch.autocast(device_type=kv.device.type, enabled=False):
+    device = kv.device.type
+    no_autocast = torch.autocast(device, enabled=False) if device in ("cpu", "cuda") else nullcontext()
+    with no_autocast:
         context = k.float().transpose(-2, -1) @ v.float()  # (B, heads, d, d)
         return (context * d**-0.5).softmax(dim=-2)
 

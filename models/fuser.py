@@ -463,7 +463,7 @@ def read_pair(job: FuseJob, ir16: IR16Mode = "percentile", resize_vi: bool = Fal
     if ir.shape[:2] != vi.shape[:2]:
         if not resize_vi:
             raise PairError(
-                f"{job.ir_path.name} is {ir.shape[1]}x{ir.shape[0]} but {job.vi_path.name} is "
+                f"infrared {job.ir_path} is {ir.shape[1]}x{ir.shape[0]} but visible {job.vi_path} is "
                 f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to resize visible images to the infrared size"
             )
         shrink = vi.shape[0] * vi.shape[1] > ir.shape[0] * ir.shape[1]

@@ -15,20 +15,18 @@ def convert(
     src: Path = typer.Argument(..., help="The authors' checkpoint (occo.pth: torch pickle of a state dict)."),
     dst: Path = typer.Argument(..., help="occo weight file to write (.safetensors)."),
     heads: str | None = typer.Option(
-        None, "--heads", help="Attention heads per level, e.g. 4,4,4,1 [default: the release's]."
+        None, "--heads", help="Attention heads per level, e.g. 4,4,4,1 \\[default: the release's]."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
     """Convert the authors' released FIFN weights (occo.pth) to occo's safetensors format.
 
-    The checkpoint is read with torch.load(weights_only=True): a file that needs arbitrary
-    unpickling is refused. Tensors are renamed to occo's modules and checked for shape;
-    the unused second spatial-weight modules of the release are dropped.
+    The checkpoint is read with torch.load(weights_only=True): a file that needs arbitrary unpickling is refused. Tensors are renamed to occo's modules and checked for shape; the unused second spatial-weight modules of the release are dropped.
 
     \b
     Example:
         occo convert occo.pth weights/occo_release.safetensors
-        occo fuse data/tno/ir data/tno/vi fused/tno --weights weights/occo_release.safetensors
+        occo fuse ir/ vi/ fused/ --weights weights/occo_release.safetensors
     """
     from models.checkpoint import convert_release_checkpoint
 

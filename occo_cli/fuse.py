@@ -46,7 +46,7 @@ def fuse(
     vi_dir: Path = typer.Argument(..., help="Folder of visible images (paired with IR_DIR by file stem)."),
     out_dir: Path = typer.Argument(..., help="Folder for the fused PNGs (created; outside the inputs)."),
     weights: Path | None = typer.Option(
-        None, "--weights", "-w", help="occo FIFN weights (.safetensors) [default: occo's bundled weights]."
+        None, "--weights", "-w", help="occo FIFN weights (.safetensors) \\[default: occo's bundled weights]."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Same-size pairs (or tiles) per network call."),
@@ -54,7 +54,7 @@ def fuse(
         None, "--tile", min=16, help="Fuse in overlapping NxN tiles, for images too large for memory."
     ),
     amp: bool | None = typer.Option(
-        None, "--amp/--no-amp", help="bf16/fp16 autocast [default: on for CUDA, off on CPU]."
+        None, "--amp/--no-amp", help="bf16/fp16 autocast \\[default: on for CUDA, off on CPU]."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo outputs that already exist."),
     resize_vi: bool = typer.Option(
@@ -67,11 +67,7 @@ def fuse(
 ) -> None:
     """Fuse every infrared/visible pair of two folders into OUT_DIR (PNG, named by stem).
 
-    Outputs keep the input size, and colour when the visible image is colour (the fused
-    luminance replaces the visible Y; its Cb/Cr are kept). Existing outputs are skipped,
-    so an interrupted run resumes. Bad pairs are reported and skipped; the exit code is 1
-    if any pair failed. OUT_DIR/occo-fuse.json records sources, weights, settings and
-    timings, so `occo metrics OUT_DIR` finds the sources by itself.
+    Outputs keep the input size, and colour when the visible image is colour (the fused luminance replaces the visible Y; its Cb/Cr are kept). Existing outputs are skipped, so an interrupted run resumes. Bad pairs are reported and skipped; the exit code is 1 if any pair failed. OUT_DIR/occo-fuse.json records sources, weights, settings and timings, so `occo metrics OUT_DIR` finds the sources by itself.
 
     \b
     Example:

@@ -20,26 +20,22 @@ masks_app = typer.Typer(
 )
 app.add_typer(masks_app, name="masks")
 
-#: Folder names recognised inside DATASET, compared case-insensitively.
-IR_NAMES = ("ir", "infrared", "thermal", "lwir", "ir_images")
-VI_NAMES = ("vi", "visible", "vis", "rgb", "vi_images")
-
-
 def _find_folder(dataset: Path, names: tuple[str, ...], what: str, option: str) -> Path:
+    """The modality folder of a dataset, by the names the trainer recognises too."""
     if not dataset.is_dir():
         fail(f"dataset folder not found: {dataset}")
-    children = {child.name.lower(): child for child in dataset.iterdir() if child.is_dir()}
-    for name in names:
-        if name in children:
-            return children[name]
-    fail(f"no {what} folder in {dataset} (looked for {', '.join(n + '/' for n in names)}); pass {option} DIR")
+    folder = next((dataset / name for name in names if (dataset / name).is_dir()), None)
+    if folder is None:
+        fail(f"no {what} folder in {dataset} (looked for {', '.join(n + '/' for n in names)}); pass {option} DIR")
+    return folder
 
 
 def _dataset_pairs(dataset: Path, ir_dir: Path | None, vi_dir: Path | None) -> tuple[list, Path, Path]:
     from data.pairing import pair_images
+    from data.training import IR_DIR_NAMES, VI_DIR_NAMES
 
-    ir_dir = ir_dir or _find_folder(dataset, IR_NAMES, "infrared", "--ir-dir")
-    vi_dir = vi_dir or _find_folder(dataset, VI_NAMES, "visible", "--vi-dir")
+    ir_dir = ir_dir or _find_folder(dataset, IR_DIR_NAMES, "infrared", "--ir-dir")
+    vi_dir = vi_dir or _find_folder(dataset, VI_DIR_NAMES, "visible", "--vi-dir")
     pairing = pair_images(ir_dir, vi_dir)
     if pairing.unpaired:
         names = ", ".join(p.name for p in pairing.unpaired[:5])
@@ -48,6 +44,30 @@ def _dataset_pairs(dataset: Path, ir_dir: Path | None, vi_dir: Path | None) -> t
     if not pairing.pairs:
         fail(f"no image pairs: no file stem is in both {ir_dir} and {vi_dir}")
     return pairing.pairs, ir_dir.resolve(), vi_dir.resolve()
+
+
+class _LazyBar:
+    """A progress bar that appears with the first update (not before the checks have passed)."""
+
+    def __init__(self, description: str, enabled: bool = True) -> None:
+        self.description = description
+        self.enabled = enabled
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = progress_bar()
+            self.bar.start()
+            self.task = self.bar.add_task(self.description, total=total, status="")
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
 
 
 def _quiet_transformers() -> None:
@@ -96,8 +116,7 @@ def gen(
 ) -> None:
     """Make object masks for every pair: Grounding DINO boxes prompting SAM.
 
-    Resumable: run the same command again after an interruption (even kill -9); pairs
-    already in the store are skipped. On several GPUs run it under torchrun.
+    Resumable: run the same command again after an interruption (even kill -9); pairs already in the store are skipped. On several GPUs run it under torchrun.
 
     \b
     Example:
@@ -154,33 +173,30 @@ def gen(
     if lead:
         ranks = f", {dist.world_size} ranks" if dist.world_size > 1 else ""
         note(f"masks for {len(pairs)} pairs -> {out_path} ({what}{ranks})")
-    with progress_bar(disable=quiet or not lead) as bar:
-        task = bar.add_task("masks", total=None, status="")
-
-        def report(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        try:
-            result = generate_masks(
-                pairs, out_path, source, batch_size=batch_size, overwrite=overwrite, meta=meta, dist=dist, progress=report
-            )
-        finally:
-            dist.close()
+    bar = _LazyBar("masks", enabled=lead and not quiet)
+    try:
+        result = generate_masks(
+            pairs, out_path, source, batch_size=batch_size, overwrite=overwrite, meta=meta, dist=dist, progress=bar
+        )
+    finally:
+        bar.close()
+        dist.close()
     if not lead:
         return
     if result.computed == 0 and result.resumed == 0:
-        out.print(f"all {result.pairs} pairs are already in {out_path}; nothing to do")
+        out.print(f"all {result.pairs} pairs are already in {out_path}; nothing to do", highlight=False, soft_wrap=True)
         return
     rate = result.computed / result.seconds if result.seconds > 0 else 0.0
-    parts = [f"{result.computed} computed"]
+    per_rank = " per rank" if dist.world_size > 1 else ""
+    new_pairs = result.stored - result.skipped
+    parts = [f"{new_pairs} new"] + ([f"{result.skipped} already there"] if result.skipped else [])
     if result.resumed:
-        parts.append(f"{result.resumed} resumed")
-    if result.skipped:
-        parts.append(f"{result.skipped} already there")
+        parts.append(f"{result.resumed} taken from the interrupted run")
     out.print(
-        f"wrote {out_path}: {result.stored} pairs ({', '.join(parts)}); "
-        f"{rate:.2f} pairs/s; empty masks: infrared {result.empty_ir}, visible {result.empty_vi}",
+        f"wrote {out_path}: {result.stored} pairs ({', '.join(parts)}); {rate:.2f} pairs/s{per_rank}; "
+        f"empty masks among the new: infrared {result.empty_ir}, visible {result.empty_vi}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -200,7 +216,7 @@ def show(
 ) -> None:
     """Draw masks, boxes, scores and the shared/unique/background split as PNGs.
 
-    One PNG per pair: visible | infrared | regions.
+    One PNG per pair: visible | infrared | regions (shared orange, unique visible blue, unique infrared red).
 
     \b
     Example:
@@ -228,7 +244,7 @@ def show(
             vi = read_image(folders["vi_dir"] / pair.vi.source)
             write_image_atomic(out_dir / f"{stem}.png", render_pair(ir, vi, pair))
             bar.advance(task)
-    out.print(f"wrote {len(chosen)} overlay(s) to {out_dir}", highlight=False)
+    out.print(f"wrote {len(chosen)} overlay(s) to {out_dir}", highlight=False, soft_wrap=True)
 
 
 @masks_app.command("export")
@@ -236,7 +252,7 @@ def export(
     store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
     out_dir: Annotated[Path, typer.Argument(help="Folder that receives mask_vi/ and mask_ir/.")],
 ) -> None:
-    """Export masks as mask_vi/ and mask_ir/ folders of 0/255 PNGs (the OCCO release's naming).
+    """Export masks as mask_vi/ and mask_ir/ folders of 0/255 PNGs named mask_<stem>.png (the OCCO release's layout).
 
     \b
     Example:
@@ -248,7 +264,9 @@ def export(
     with progress_bar() as bar:
         task = bar.add_task("export", total=len(reader), status="")
         count = export_masks(reader, out_dir, progress=lambda done, total: bar.update(task, completed=done))
-    out.print(f"wrote {count} pairs to {out_dir / 'mask_vi'} and {out_dir / 'mask_ir'}", highlight=False)
+    out.print(
+        f"wrote {count} pairs to {out_dir / 'mask_vi'} and {out_dir / 'mask_ir'}", highlight=False, soft_wrap=True
+    )
 
 
 @masks_app.command("info")
@@ -271,17 +289,22 @@ def info(
     journal = PartsJournal(store)
     pending = len(list(journal.dir.glob("chunk-*.h5"))) if journal.exists() else 0
     if as_json:
-        out.print_json(json.dumps({"store": str(store), "settings": reader.settings, **summary, "pending_chunks": pending}))
+        record = {"store": str(store), "settings": reader.settings, **summary, "pending_chunks": pending}
+        out.print_json(json.dumps(record))
         return
-    settings = Table(title=f"{store}", show_header=False, title_justify="left")
+    settings = Table(title=str(store), show_header=False, title_justify="left")
     settings.add_column("setting", style="bold")
     settings.add_column("value")
     for key, value in reader.settings.items():
         settings.add_row(key, str(value))
     out.print(settings)
-    stats = Table(title=f"{summary['pairs']} pairs, {summary['both_empty']} with both masks empty", title_justify="left")
-    for column in ("modality", "empty", "boxes mean", "boxes max", "coverage mean", "median", "min", "max"):
-        stats.add_column(column, justify="left" if column == "modality" else "right")
+    stats = Table(
+        title=f"{summary['pairs']} pairs, {summary['both_empty']} with both masks empty; "
+        f"coverage = share of pixels in the mask",
+        title_justify="left",
+    )
+    for column in ("", "empty", "boxes/img", "max", "coverage", "median", "min", "max"):
+        stats.add_column(column, justify="right" if column else "left")
     for modality, label in (("vi", "visible"), ("ir", "infrared")):
         row = summary[modality]
         cov = row["coverage"]
@@ -290,7 +313,7 @@ def info(
             str(row["empty"]),
             f"{row['boxes_mean']:.2f}",
             str(row["boxes_max"]),
-            *(f"{100 * cov[k]:.2f}%" for k in ("mean", "median", "min", "max")),
+            *(f"{100 * cov[k]:.1f}%" for k in ("mean", "median", "min", "max")),
         )
     out.print(stats)
     regions = summary["regions"]
@@ -298,9 +321,11 @@ def info(
         "regions (mean area): "
         + ", ".join(f"{name.replace('_', ' ')} {100 * value:.2f}%" for name, value in regions.items()),
         highlight=False,
+        soft_wrap=True,
     )
     if pending:
         err.print(
             f"[yellow]note:[/] {journal.dir} holds {pending} chunk(s) of an unfinished run; "
-            f"rerun `occo masks gen` with the same settings to merge them"
+            f"rerun `occo masks gen` with the same settings to merge them",
+            soft_wrap=True,
         )

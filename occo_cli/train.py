@@ -18,29 +18,29 @@ _OBJECTIVES = ("occo", "pixel")
 def train(
     dataset: Path = typer.Argument(..., help="Dataset folder with ir/ and vi/ (paired by file stem)."),
     masks: Path | None = typer.Option(
-        None, "--masks", help="Mask store from `occo masks gen` [default: DATASET/masks.h5]."
+        None, "--masks", help="Mask store from `occo masks gen` (default: DATASET/masks.h5)."
     ),
     config: Path | None = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
-    out_dir: Path | None = typer.Option(None, "--out", help="Run folder [default: runs/DATASET_NAME]."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/DATASET_NAME)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Epochs [default: 30]."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Crops per step, all GPUs [default: 12]."),
-    crop: int | None = typer.Option(None, "--crop", help="Crop side in pixels [default: 256]."),
-    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate [default: 1e-4]."),
-    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision on GPU [default: on]."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: 30)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Crops per step, all GPUs (default: 12)."),
+    crop: int | None = typer.Option(None, "--crop", help="Crop side in pixels (default: 256)."),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-4)."),
+    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision on GPU (default: on)."),
     vgg_weights: Path | None = typer.Option(
-        None, "--vgg-weights", help="Local VGG19 state dict [default: torchvision ImageNet weights]."
+        None, "--vgg-weights", help="Local VGG19 state dict (default: torchvision ImageNet weights)."
     ),
     objective: str | None = typer.Option(
         None, "--objective", help="occo (pixel + contextual contrastive) or pixel (no masks, no VGG)."
     ),
     val: Path | None = typer.Option(
-        None, "--val", help="Validation dataset (ir/, vi/) [default: a held-out slice of DATASET]."
+        None, "--val", help="Validation dataset (ir/, vi/) (default: a held-out slice of DATASET)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    workers: int | None = typer.Option(None, "--workers", help="Data-loading processes [default: 4]."),
+    workers: int | None = typer.Option(None, "--workers", help="Data-loading processes (default: 4)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps in all."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, crops and order [default: 0]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, crops and order (default: 0)."),
 ) -> None:
     """Train FIFN with the OCCO objective; resumable, mixed precision, multi-GPU.
 

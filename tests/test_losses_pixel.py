@@ -55,7 +55,7 @@ def test_ssim_is_one_for_identical_images(dtype):
     x = torch.rand(3, 1, 20, 17, generator=torch.Generator().manual_seed(0)).to(dtype)
     value = ssim(x, x.clone())
     torch.testing.assert_close(value, torch.ones(3, dtype=dtype))
-    noisy = (x + 0.2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype))
+    noisy = x + 0.2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     assert bool((ssim(x, noisy) < 0.99).all())
 
 
@@ -64,7 +64,9 @@ def test_ssim_matches_the_direct_formula():
     a = torch.rand(2, 1, 13, 15, generator=g, dtype=torch.float64)
     b = (0.6 * a + 0.4 * torch.rand(2, 1, 13, 15, generator=g, dtype=torch.float64)).clamp(0, 1)
     got = ssim(a, b)
-    want = torch.tensor([direct_ssim(a[i, 0].numpy(), b[i, 0].numpy()) for i in range(2)], dtype=torch.float64)
+    want = torch.tensor(
+        [direct_ssim(a[i, 0].numpy(), b[i, 0].numpy()) for i in range(2)], dtype=torch.float64
+    )
     torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
     torch.testing.assert_close(ssim(b, a), got, atol=1e-12, rtol=0)  # symmetric
     torch.testing.assert_close(SSIM()(a, b), got.mean())

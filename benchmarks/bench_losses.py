@@ -1,0 +1,269 @@
+"""Time one full OCCO objective evaluation (forward + backward) against the release's way.
+
+Rows:
+- ``occo``: :class:`losses.objective.FusionObjective`: one VGG19 built once, every image
+  through it once per step (anchors with gradients, all targets in one no-grad batch).
+- ``release's way``: what the authors' training loop did: a fresh VGG19 per criterion every
+  step (torchvision ``vgg19()`` built and loaded, as ``vgg19(pretrained=True)`` did, minus
+  the disk read) and features recomputed for every distance and layer (about 80 VGG
+  passes per step at batch 12).
+- ``release's way, VGG prebuilt``: the same recomputation without the rebuilds, to show
+  where the time goes.
+- ``occo bf16``: occo under bf16 autocast (CUDA by default; ``--bf16`` elsewhere).
+
+Both ways compute the same value (printed). VGG19 has random weights unless
+``--vgg-weights`` is given (timing does not depend on the weights). Peak memory: CUDA
+``max_memory_allocated``; on CPU the peak resident-set growth during the step, sampled.
+
+Example:
+    python benchmarks/bench_losses.py --batch 12 --crop 256 --device cuda
+    python benchmarks/bench_losses.py            # CPU default: batch 4, 128x128 crops
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+
+# Run from a checkout: the project's packages are importable without (re)installing.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from losses.contextual import contextual_distance  # noqa: E402
+from losses.objective import FusionObjective, ObjectiveConfig  # noqa: E402
+from losses.pixel import PixelLoss  # noqa: E402
+from losses.vgg import VGGFeatures  # noqa: E402
+from masks.regions import split_regions  # noqa: E402
+
+TERMS = {  # name -> (region, positive, negative, weight)
+    "unique_vi": ("unique_vi", "vi", "ir", 1.0),
+    "unique_ir": ("unique_ir", "ir", "vi", 1.0),
+    "shared_vi": ("shared", "vi", "ir", 0.5),
+    "shared_ir": ("shared", "ir", "vi", 0.5),
+    "background": ("background", "vi", "ir", 1.0 / 16.0),
+}
+
+
+def make_inputs(batch: int, crop: int, device: torch.device, seed: int = 0):
+    """Smooth random images and overlapping blob masks (every region present in every crop)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, 2, crop // 8, crop // 8, generator=g)
+    images = torch.nn.functional.interpolate(low, size=(crop, crop), mode="bilinear")
+    images = (images + 0.1 * torch.rand(batch, 2, crop, crop, generator=g)).clamp(0, 1)
+    vi, ir = images[:, :1], images[:, 1:]
+    yy, xx = torch.meshgrid(torch.arange(crop), torch.arange(crop), indexing="ij")
+    centres = torch.rand(batch, 2, generator=g) * crop * 0.5 + crop * 0.25
+    r = crop * 0.2
+    d_vi = (yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2
+    d_ir = (yy - centres[:, :1, None] - r) ** 2 + (xx - centres[:, 1:, None]) ** 2
+    regions = split_regions((d_vi < r * r).unsqueeze(1), (d_ir < r * r).unsqueeze(1))
+    fused = (0.6 * vi + 0.4 * ir).requires_grad_(True)
+    to = lambda t: t.to(device)  # noqa: E731
+    return to(fused.detach()).requires_grad_(True), to(vi), to(ir), regions._make(map(to, regions))
+
+
+class _ReleaseCriterion:
+    """One loss criterion of the release: its own VGG19, rebuilt when constructed."""
+
+    def __init__(self, features_state: dict, device: torch.device) -> None:
+        model = torchvision.models.vgg19()  # full model, random init, as the release built it
+        model.features.load_state_dict(features_state)
+        self.features = model.features[:36].to(device).eval().requires_grad_(False)
+        mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+        self.mean, self.std = mean, std
+
+    def layer(self, images: torch.Tensor, name: str) -> torch.Tensor:
+        """One VGG pass up to ``name`` (relu4_4 = index 26, relu5_4 = 35)."""
+        x = (images.repeat(1, 3, 1, 1) - self.mean) / self.std
+        return self.features[: {"relu4_4": 27, "relu5_4": 36}[name]](x)
+
+    def gray_relu1_1(self, images: torch.Tensor) -> torch.Tensor:
+        conv = self.features[0]
+        gray = conv.weight.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        weight = (conv.weight * gray).sum(dim=1, keepdim=True)
+        return torch.relu(torch.nn.functional.conv2d(images, weight, conv.bias, padding=1))
+
+
+def _ratio(num: torch.Tensor, negs: list[torch.Tensor]) -> torch.Tensor:
+    den = sum(n.clamp_min(0.0) for n in negs)
+    return num.clamp_min(0.0) / den.clamp_min(1e-6)
+
+
+def release_objective(
+    fused, vi, ir, regions, features_state, device, groups: int, rebuild: bool, cache: dict
+):
+    """The objective computed as the release did (per-term, per-layer feature extraction)."""
+    pixel, _ = PixelLoss()(fused, vi, ir)
+    n = fused.shape[0] // groups
+    src = {"vi": vi, "ir": ir}
+    con = fused.new_zeros(())
+    for name, (region, pos, neg, weight) in TERMS.items():
+        if rebuild or name not in cache:
+            cache[name] = _ReleaseCriterion(features_state, device)
+        crit = cache[name]
+        if name == "background":
+            mask = regions.background
+            anchor = crit.gray_relu1_1(fused[:n] * mask[:n])
+            mse_pos = (anchor - crit.gray_relu1_1(vi[:n] * mask[:n])).square().mean()
+            mse_neg = [
+                (anchor - crit.gray_relu1_1(ir[k * n : (k + 1) * n] * mask[k * n : (k + 1) * n]))
+                .square()
+                .mean()
+                for k in range(groups)
+            ]
+            con = con + weight * _ratio(mse_pos, mse_neg)
+            continue
+        mask = getattr(regions, region)
+        value = 0.0
+        for layer, layer_weight in (("relu5_4", 1.0), ("relu4_4", 0.25)):
+            d_pos = contextual_distance(
+                crit.layer(fused[:n] * mask[:n], layer), crit.layer(src[pos][:n] * mask[:n], layer)
+            ).mean()
+            d_neg = []
+            for k in range(groups):
+                part = slice(k * n, (k + 1) * n)
+                anchor = crit.layer(fused[:n] * mask[:n], layer)  # recomputed, as released
+                d_neg.append(
+                    contextual_distance(
+                        anchor, crit.layer(src[neg][part] * mask[part], layer)
+                    ).mean()
+                )
+            value = value + layer_weight * _ratio(d_pos, d_neg)
+        con = con + weight * value
+    return pixel + 10.0 * con
+
+
+class PeakMemory:
+    """Peak memory growth during a block: CUDA allocator, or sampled RSS on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak = device, 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base, self.running = self._rss(), True
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self._rss() - self.base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = max(self.peak, self._rss() - self.base)
+
+
+def measure(step: Callable[[], torch.Tensor], device, repeats: int) -> tuple[float, float, float]:
+    """Median seconds, max peak MiB and the value of ``repeats`` timed steps (after a warm-up)."""
+    value = float(step())
+    times, peaks = [], []
+    for _ in range(repeats):
+        with PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        peaks.append(mem.peak / 2**20)
+    return statistics.median(times), max(peaks), value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=4, help="batch size (the paper: 12)")
+    parser.add_argument("--crop", type=int, default=128, help="crop side (the paper: 256)")
+    parser.add_argument("--groups", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action="store_true", help="add the bf16 row off CUDA too")
+    parser.add_argument("--vgg-weights", default=None, help="vgg19 state dict (default random)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if args.vgg_weights:
+        vgg = VGGFeatures(args.vgg_weights, device=device)
+    else:
+        vgg = VGGFeatures(random_init=True, device=device)  # random weights, explicitly
+    features_state = {k: v.cpu() for k, v in vgg.features.state_dict().items()}
+    objective = FusionObjective(ObjectiveConfig(groups=args.groups), vgg)
+    fused, vi, ir, regions = make_inputs(args.batch, args.crop, device)
+
+    def occo_step() -> torch.Tensor:
+        total, _ = objective(fused, vi, ir, regions)
+        total.backward()
+        fused.grad = None
+        return total.detach()
+
+    def occo_bf16_step() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            total, _ = objective(fused, vi, ir, regions)
+        total.backward()
+        fused.grad = None
+        return total.detach()
+
+    def release_step(rebuild: bool, cache: dict) -> torch.Tensor:
+        total = release_objective(
+            fused, vi, ir, regions, features_state, device, args.groups, rebuild, cache
+        )
+        total.backward()
+        fused.grad = None
+        return total.detach()
+
+    rows = [("occo", occo_step)]
+    if device.type == "cuda" or args.bf16:
+        rows.append(("occo bf16 autocast", occo_bf16_step))
+    rows.append(("release's way", lambda: release_step(True, {})))
+    prebuilt: dict = {}
+    rows.append(("release's way, VGG prebuilt", lambda: release_step(False, prebuilt)))
+
+    results = {name: measure(step, device, args.repeats) for name, step in rows}
+    name_dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    threads = torch.get_num_threads()
+    print(
+        f"\nOne objective evaluation, forward + backward: batch {args.batch}, "
+        f"{args.crop}x{args.crop} crops, {args.groups} groups, {name_dev} "
+        f"({threads} threads), median of {args.repeats}, VGG19 "
+        f"{'weights ' + args.vgg_weights if args.vgg_weights else 'random weights'}\n"
+    )
+    base = results["release's way"][0]
+    print("| method | step time (s) | speed-up | peak memory (MiB) | total loss |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (sec, peak, value) in results.items():
+        print(f"| {name} | {sec:.3f} | {base / sec:.1f}x | {peak:.0f} | {value:.6f} |")
+    occo_value, release_value = results["occo"][2], results["release's way"][2]
+    diff = abs(occo_value - release_value)
+    relative = diff / max(abs(release_value), 1e-12)
+    print(f"\nSame value: |occo - release's way| = {diff:.2e} (relative {relative:.1e})")
+
+
+if __name__ == "__main__":
+    main()

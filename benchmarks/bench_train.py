@@ -1,0 +1,157 @@
+"""Training throughput: occo's Trainer step against the release's way, in the same run.
+
+Every row runs :meth:`models.trainer.Trainer.train_step` (FIFN forward, per-image min-max,
+objective, backward, Adam) on one fixed generated batch; only the objective differs:
+
+- ``occo``: :class:`losses.objective.FusionObjective` (VGG19 built once, each image
+  through it once per step).
+- ``occo bf16``: the same under bf16 autocast and channels_last (CUDA only, as the trainer
+  does there).
+- ``release's way``: the authors' loss computation: a fresh VGG19 per criterion every step
+  and features recomputed for every distance and layer (``release_objective`` of
+  benchmarks/bench_losses.py, which checks that it gives occo's value).
+
+VGG19 has random weights, explicitly (pretrained weights are not needed for timing).
+Peak memory: CUDA ``max_memory_allocated``; on CPU the sampled growth of the resident set.
+
+Example:
+    python benchmarks/bench_train.py --device cuda            # batch 12, 256 crops, + bf16
+    python benchmarks/bench_train.py --batch 4 --crop 64      # a small CPU run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from losses.objective import FusionObjective, ObjectiveConfig  # noqa: E402
+from losses.vgg import VGGFeatures  # noqa: E402
+from models.train_config import TrainConfig  # noqa: E402
+from models.trainer import Trainer  # noqa: E402
+
+
+def _bench_losses():
+    """The release-way objective and memory probe of bench_losses.py (one implementation)."""
+    spec = importlib.util.spec_from_file_location("bench_losses", ROOT / "benchmarks" / "bench_losses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ReleaseObjective(nn.Module):
+    """The objective as the release computed it, behind FusionObjective's interface."""
+
+    def __init__(self, bench, vgg: VGGFeatures, groups: int) -> None:
+        super().__init__()
+        self.bench, self.groups = bench, groups
+        self.state = {k: v.cpu() for k, v in vgg.features.state_dict().items()}
+
+    def forward(self, fused, vi, ir, regions):
+        total = self.bench.release_objective(
+            fused, vi, ir, regions, self.state, fused.device, self.groups, True, {}
+        )
+        return total, {}
+
+
+def make_batch(batch: int, crop: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Smooth random crops with overlapping object masks (every region present)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, 2, max(crop // 8, 2), max(crop // 8, 2), generator=g)
+    images = nn.functional.interpolate(low, size=(crop, crop), mode="bilinear")
+    images = (images + 0.1 * torch.rand(batch, 2, crop, crop, generator=g)).clamp(0, 1)
+    yy, xx = torch.meshgrid(torch.arange(crop), torch.arange(crop), indexing="ij")
+    centre = torch.rand(batch, 2, generator=g) * crop * 0.5 + crop * 0.25
+    r = crop * 0.2
+    d_vi = (yy - centre[:, :1, None]) ** 2 + (xx - centre[:, 1:, None]) ** 2
+    d_ir = (yy - centre[:, :1, None] - r) ** 2 + (xx - centre[:, 1:, None]) ** 2
+    return {
+        "vi": images[:, :1].contiguous(),
+        "ir": images[:, 1:].contiguous(),
+        "mask_vi": (d_vi < r * r).float().unsqueeze(1),
+        "mask_ir": (d_ir < r * r).float().unsqueeze(1),
+    }
+
+
+def make_trainer(args, objective: nn.Module, amp: bool, out: Path) -> Trainer:
+    config = TrainConfig(
+        crop=args.crop, batch_size=args.batch, num_workers=0, amp=amp, tensorboard=False,
+        log_every=10**6, objective=ObjectiveConfig(groups=args.groups),
+    )
+    fake_pairs = [(str(i), Path(f"{i}.png"), Path(f"{i}.png")) for i in range(args.batch)]  # never read
+    return Trainer(config, fake_pairs, out, mask_source=lambda: None, device=args.device, objective=objective)
+
+
+def measure(trainer: Trainer, batch: dict, device: torch.device, repeats: int, probe) -> tuple[float, float]:
+    """Median seconds per step and peak memory (MiB) over ``repeats`` steps after a warm-up."""
+    trainer.train_step(batch)
+    times, peaks = [], []
+    for _ in range(repeats):
+        with probe(device) as mem:
+            start = time.perf_counter()
+            trainer.train_step(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        peaks.append(mem.peak / 2**20)
+    return statistics.median(times), max(peaks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=12, help="crops per step (the paper: 12)")
+    parser.add_argument("--crop", type=int, default=256, help="crop side (the paper: 256)")
+    parser.add_argument("--groups", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--skip-release", action="store_true", help="time occo only")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    bench = _bench_losses()
+    torch.manual_seed(0)
+    vgg = VGGFeatures(random_init=True, device=device)  # random weights, explicitly
+    batch = make_batch(args.batch, args.crop)
+    rows: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        occo = FusionObjective(ObjectiveConfig(groups=args.groups), vgg)
+        rows["occo"] = measure(make_trainer(args, occo, False, Path(tmp)), batch, device, args.repeats,
+                               bench.PeakMemory)
+        if device.type == "cuda":
+            vgg_cl = VGGFeatures(random_init=True, device=device, channels_last=True)
+            vgg_cl.load_state_dict(vgg.state_dict())
+            occo_bf16 = FusionObjective(ObjectiveConfig(groups=args.groups), vgg_cl)
+            rows["occo bf16"] = measure(make_trainer(args, occo_bf16, True, Path(tmp)), batch, device,
+                                        args.repeats, bench.PeakMemory)
+        if not args.skip_release:
+            release = ReleaseObjective(bench, vgg, args.groups)
+            rows["release's way"] = measure(make_trainer(args, release, False, Path(tmp)), batch, device,
+                                            args.repeats, bench.PeakMemory)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(
+        f"\nTraining step (FIFN forward + objective + backward + Adam): batch {args.batch}, "
+        f"{args.crop}x{args.crop} crops, {args.groups} groups, {name} ({torch.get_num_threads()} threads), "
+        f"median of {args.repeats} steps after one warm-up, VGG19 random weights\n"
+    )
+    base = rows.get("release's way", (None,))[0]
+    print("| method | s / step | steps / s | speed-up vs release | peak memory (MiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, (sec, peak) in rows.items():
+        speed = f"{base / sec:.1f}x" if base else "-"
+        print(f"| {label} | {sec:.3f} | {1 / sec:.3f} | {speed} | {peak:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
