@@ -5,10 +5,11 @@ autograd on, one pair at a time, reading and writing images in the same thread. 
 the Fuser: eval mode, inference_mode, channels_last, same-size batches, decoding and
 encoding overlapped in worker threads (FileFuser).
 
-Every variant runs in its own subprocess so that its peak memory (max RSS above the RSS
-after building the model) is its own. Weights are random (speed does not depend on
-them). Reported: pairs/s end to end (files in, PNGs out) and model-only (network on
-prepared tensors), medians over pairs; on CUDA also bf16 against the arithmetic floor.
+Each dataset runs in its own subprocess, all ways in the same process. Peak memory is the
+peak RSS (CUDA: allocator peak) above the level at the start of the block. Weights are
+random (speed does not depend on them). Reported: pairs/s end to end (files in, PNGs
+out) and model-only (network on prepared tensors; per pair the ways run back to back,
+medians); on CUDA also batched bf16 throughput against the arithmetic floor.
 
 Usage:
     python benchmarks/bench_fuse.py                   # 5 MSRS + 5 TNO pairs, CPU
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -35,23 +36,53 @@ DATASETS = {"msrs20": DATA / "msrs20", "tno": DATA / "tno"}
 H100_BF16_PEAK = 989e12
 
 
-def _rss_mb() -> float:
+def _reset_peak() -> float:
+    """Reset the process's peak RSS (Linux clear_refs 5) and return the current RSS, MB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS")
+
+
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _sync(device):
+def _sync(device) -> None:
     import torch
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class _PeakMemory:
+    """Peak memory of a block above its start: CUDA allocator stats, else peak RSS."""
+
+    def __init__(self, device) -> None:
+        self.device, self.mb = device, 0.0
+
+    def __enter__(self):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            self.start = _reset_peak()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            self.mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self.start
+        else:
+            self.mb = _status_mb("VmHWM") - self.start
 
 
 def _pairs(dataset: str, count: int):
@@ -61,104 +92,123 @@ def _pairs(dataset: str, count: int):
     return pair_images(folder / "ir", folder / "vi").pairs[:count]
 
 
-def _release_way(model, pairs, out_dir: Path, device) -> dict:
+def _release_inputs(ir_path, vi_path, device):
+    """Read a pair as the release's test does: cv2, gray IR, colour visible -> Y/Cb/Cr, /255."""
+    import cv2
+    import torch
+
+    from data.color import rgb_to_ycbcr
+
+    ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
+    vi = cv2.cvtColor(cv2.imread(str(vi_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    ir_t = torch.from_numpy(ir).float().div(255)[None, None].to(device)
+    vi_t = torch.from_numpy(vi).float().div(255).permute(2, 0, 1)[None].to(device)
+    return rgb_to_ycbcr(vi_t), ir_t
+
+
+def _release_e2e(model, pairs, out_dir: Path, device) -> float:
     """The release's test loop: train mode, autograd on, one pair at a time, no overlap."""
     import cv2
     import numpy as np
     import torch
 
-    from data.color import rgb_to_ycbcr, ycbcr_to_rgb
+    from data.color import ycbcr_to_rgb
     from models.fifn import minmax_normalize
 
     model.train()
-    forward_s = []
-
-    def one(stem, ir_path, vi_path):
-        ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
-        vi = cv2.cvtColor(cv2.imread(str(vi_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        ir_t = torch.from_numpy(ir).float().div(255)[None, None].to(device)
-        vi_t = torch.from_numpy(vi).float().div(255).permute(2, 0, 1)[None].to(device)
-        ycbcr = rgb_to_ycbcr(vi_t)
-        _sync(device)
-        start = time.perf_counter()
-        raw = model(ycbcr[:, :1], ir_t)  # autograd records the graph, as in the release
-        _sync(device)
-        forward_s.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for stem, ir_path, vi_path in pairs:
+        ycbcr, ir = _release_inputs(ir_path, vi_path, device)
+        raw = model(ycbcr[:, :1], ir)  # autograd records the graph, as in the release
         fused = ycbcr_to_rgb(torch.cat((minmax_normalize(raw), ycbcr[:, 1:]), dim=1))
         image = (fused[0].detach().permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         cv2.imwrite(str(out_dir / f"{stem}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-    one(*pairs[0])  # warm-up
-    forward_s.clear()
-    start = time.perf_counter()
-    for pair in pairs:
-        one(*pair)
-    wall = time.perf_counter() - start
-    return {"e2e_pairs_s": len(pairs) / wall, "model_pairs_s": 1 / statistics.median(forward_s)}
+    return len(pairs) / (time.perf_counter() - start)
 
 
-def _occo_way(model, pairs, out_dir: Path, device, batch_size: int, amp, workers: int) -> dict:
-    """occo: Fuser + FileFuser (model-only timed on prepared same-size batches)."""
-    import torch
+def _occo_e2e(fuser, pairs, out_dir: Path, workers: int) -> float:
+    from models.fuser import FileFuser, FuseJob
 
-    from models.fuser import FileFuser, FuseJob, Fuser, luminance, read_pair
-
-    fuser = Fuser(model, device=device, amp=amp, batch_size=batch_size)
     jobs = [FuseJob(stem, ir, vi, out_dir / f"{stem}.png") for stem, ir, vi in pairs]
-    list(FileFuser(fuser, workers=workers).run(jobs[:1]))  # warm-up
     runner = FileFuser(fuser, workers=workers)
     failures = [o.error for o in runner.run(jobs) if o.error]
     if failures:
         raise RuntimeError(failures[0])
-    e2e = len(jobs) / runner.stats.wall_s
-
-    # Model-only: network on prepared tensors, batches of same-size pairs.
-    prepared = [read_pair(job) for job in jobs]
-    groups: dict[tuple, list] = {}
-    for pair in prepared:
-        groups.setdefault(pair.size, []).append(pair)
-    per_pair = []
-    for group in groups.values():
-        for start in range(0, len(group), batch_size):
-            chunk = group[start : start + batch_size]
-            vi = luminance(torch.stack([p.vi for p in chunk]).to(device))
-            ir = torch.stack([p.ir for p in chunk]).to(device)
-            fuser.raw(vi, ir)  # warm-up for this shape
-            _sync(device)
-            begin = time.perf_counter()
-            fuser.raw(vi, ir)
-            _sync(device)
-            per_pair += [(time.perf_counter() - begin) / len(chunk)] * len(chunk)
-    return {"e2e_pairs_s": e2e, "model_pairs_s": 1 / statistics.median(per_pair)}
+    return len(jobs) / runner.stats.wall_s
 
 
 def worker(args) -> None:
-    """One variant on one dataset; prints a JSON line."""
+    """Every way on one dataset, in one process (same conditions); prints a JSON line.
+
+    End to end: the release's loop over the pairs, then occo's FileFuser over the same
+    pairs. Model-only: per pair, the three ways one after the other (so load changes on a
+    shared machine hit them alike); medians.
+    """
+    import copy
+
     import torch
 
     from models.fifn import FIFN
+    from models.fuser import FuseJob, Fuser, luminance, read_pair
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = FIFN().to(device)
+    release_model = copy.deepcopy(model)  # the release's own copy: NCHW, train mode
     pairs = _pairs(args.dataset, args.pairs)
-    baseline = _rss_mb()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    occo = {
+        "occo-fp32": Fuser(model, device=device, amp=False, batch_size=args.batch_size),
+        "occo-bf16": Fuser(model, device=device, amp=torch.bfloat16, batch_size=args.batch_size),
+    }
+    result: dict = {"threads": torch.get_num_threads(), "pairs": len(pairs)}
     with tempfile.TemporaryDirectory() as tmp:
-        if args.variant == "release":
-            result = _release_way(model, pairs, Path(tmp), device)
-        else:
-            amp = {"fp32": False, "bf16": torch.bfloat16}[args.variant.split("-")[1]]
-            result = _occo_way(model, pairs, Path(tmp), device, args.batch_size, amp, args.workers)
-    if device.type == "cuda":
-        result["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        result["peak_mb"] = _peak_mb() - baseline
-    result["pairs"] = len(pairs)
-    result["threads"] = torch.get_num_threads()
+        # Warm-up both ways on one pair (allocator, oneDNN / cuDNN kernel choice).
+        _release_e2e(release_model, pairs[:1], Path(tmp), device)
+        _occo_e2e(occo["occo-fp32"], pairs[:1], Path(tmp), args.workers)
+        with _PeakMemory(device) as mem:
+            result["release"] = {
+                "e2e_pairs_s": _release_e2e(release_model, pairs, Path(tmp), device)
+            }
+        result["release"]["peak_mb"] = mem.mb
+        with _PeakMemory(device) as mem:
+            result["occo-fp32"] = {
+                "e2e_pairs_s": _occo_e2e(occo["occo-fp32"], pairs, Path(tmp), args.workers)
+            }
+        result["occo-fp32"]["peak_mb"] = mem.mb
+    result["occo-bf16"] = {}
+
+    times: dict[str, list[float]] = {name: [] for name in ("release", *occo)}
+    for stem, ir_path, vi_path in pairs:
+        ycbcr, ir = _release_inputs(ir_path, vi_path, device)
+        _sync(device)
+        begin = time.perf_counter()
+        release_model(ycbcr[:, :1], ir)
+        _sync(device)
+        times["release"].append(time.perf_counter() - begin)
+        prepared = read_pair(FuseJob(stem, ir_path, vi_path, Path("unused")))
+        vi_y, ir_t = luminance(prepared.vi[None].to(device)), prepared.ir[None].to(device)
+        for name, fuser in occo.items():
+            _sync(device)
+            begin = time.perf_counter()
+            fuser.raw(vi_y, ir_t)
+            _sync(device)
+            times[name].append(time.perf_counter() - begin)
+    for name, values in times.items():
+        result[name]["model_pairs_s"] = 1 / statistics.median(values)
+    if device.type == "cuda":  # batched bf16 throughput, the number that matters on a GPU
+        x = torch.rand(args.batch_size, 1, 480, 640, device=device)
+        fuser = occo["occo-bf16"]
+        fuser.raw(x, x)
+        _sync(device)
+        begin = time.perf_counter()
+        for _ in range(5):
+            fuser.raw(x, x)
+        _sync(device)
+        result["occo-bf16"]["batched_640x480_pairs_s"] = (
+            5 * args.batch_size / (time.perf_counter() - begin)
+        )
     print(json.dumps(result))
 
 
@@ -176,13 +226,14 @@ def _flops_640x480() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pairs", type=int, default=5, help="pairs per dataset")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    parser.add_argument("--variants", default="release,occo-fp32,occo-bf16")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,34 +245,42 @@ def main() -> None:
         print(f"skipped: ../shared/data/{missing[0]} is absent")
         return
 
-    rows = []
+    rows = {}
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # large blocks back to the OS on free
     for dataset in DATASETS:
-        for variant in args.variants.split(","):
-            command = [sys.executable, __file__, "--variant", variant, "--dataset", dataset,
-                       "--pairs", str(args.pairs), "--device", args.device, "--batch-size",
-                       str(args.batch_size), "--workers", str(args.workers), "--threads", str(args.threads)]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode:
-                raise SystemExit(f"{variant} on {dataset} failed:\n{done.stderr}")
-            rows.append((dataset, variant, json.loads(done.stdout.strip().splitlines()[-1])))
+        command = [sys.executable, __file__, "--variant", "all", "--dataset", dataset,
+                   "--pairs", str(args.pairs), "--device", args.device, "--batch-size",
+                   str(args.batch_size), "--workers", str(args.workers), "--threads", str(args.threads)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+        if done.returncode:
+            raise SystemExit(f"{dataset} failed:\n{done.stderr}")
+        rows[dataset] = json.loads(done.stdout.strip().splitlines()[-1])
 
     flops = _flops_640x480()
-    print(f"device: {args.device}, torch threads: {rows[0][2]['threads']}, pairs per dataset: "
+    first = next(iter(rows.values()))
+    print(f"device: {args.device}, torch threads: {first['threads']}, pairs per dataset: "
           f"{args.pairs}, occo batch size: {args.batch_size}, FIFN at 640x480: {flops / 1e9:.1f} GFLOP/pair\n")  # fmt: skip
-    print("| dataset | way | end-to-end pairs/s | model-only pairs/s | peak memory MB | speed-up e2e / model |")
+    print(
+        "| dataset | way | end-to-end pairs/s | model-only pairs/s | peak memory MB | speed-up e2e / model |"
+    )
     print("|---|---|---:|---:|---:|---:|")
-    for dataset, variant, r in rows:
-        base = next(b for d, v, b in rows if d == dataset and v == "release")
-        label = {"release": "release (train mode, autograd, 1 pair)", "occo-fp32": "occo fp32",
-                 "occo-bf16": "occo bf16 autocast"}.get(variant, variant)  # fmt: skip
-        print(f"| {dataset} | {label} | {r['e2e_pairs_s']:.3f} | {r['model_pairs_s']:.3f} | "
-              f"{r['peak_mb']:.0f} | {r['e2e_pairs_s'] / base['e2e_pairs_s']:.1f}x / "
-              f"{r['model_pairs_s'] / base['model_pairs_s']:.1f}x |")  # fmt: skip
+    labels = {"release": "release (train mode, autograd, 1 pair)", "occo-fp32": "occo fp32",
+              "occo-bf16": "occo bf16 autocast"}  # fmt: skip
+    for dataset, result in rows.items():
+        base = result["release"]
+        for way, label in labels.items():
+            r = result[way]
+            e2e = f"{r['e2e_pairs_s']:.3f}" if "e2e_pairs_s" in r else "-"
+            peak = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
+            up_e2e = f"{r['e2e_pairs_s'] / base['e2e_pairs_s']:.1f}x" if "e2e_pairs_s" in r else "-"
+            print(f"| {dataset} | {label} | {e2e} | {r['model_pairs_s']:.3f} | {peak} | "
+                  f"{up_e2e} / {r['model_pairs_s'] / base['model_pairs_s']:.1f}x |")  # fmt: skip
     if args.device.startswith("cuda"):
         floor = H100_BF16_PEAK / flops
-        best = max(r["model_pairs_s"] for d, v, r in rows if d == "msrs20" and v == "occo-bf16")
-        print(f"\nmsrs20 bf16 model-only: {best:.0f} pairs/s; arithmetic floor on an H100 "
-              f"({H100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16): {floor:.0f} pairs/s ({best / floor:.0%} of it)")  # fmt: skip
+        best = rows["msrs20"]["occo-bf16"]["batched_640x480_pairs_s"]
+        print(f"\nbf16 model-only, batches of {args.batch_size} at 640x480: {best:.0f} pairs/s; "
+              f"arithmetic floor on an H100 ({H100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16): "
+              f"{floor:.0f} pairs/s ({best / floor:.0%} of it)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,18 +12,18 @@ Rows:
 - ``occo bf16``: occo under bf16 autocast (CUDA by default; ``--bf16`` elsewhere).
 
 Both ways compute the same value (printed). VGG19 has random weights unless
-``--vgg-weights`` is given (timing does not depend on the weights). Peak memory: CUDA
-``max_memory_allocated``; on CPU the peak resident-set growth during the step, sampled.
+``--vgg-weights`` is given (timing does not depend on the weights). Peak memory: growth
+during the step, CUDA ``max_memory_allocated`` or, on CPU, the heap in use (sampled).
 
 Example:
     python benchmarks/bench_losses.py --batch 12 --crop 256 --device cuda
-    python benchmarks/bench_losses.py            # CPU default: batch 4, 128x128 crops
+    python benchmarks/bench_losses.py     # CPU default: batch 4, 64x64 crops (a few minutes)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import ctypes
 import statistics
 import sys
 import threading
@@ -100,8 +100,8 @@ def _ratio(num: torch.Tensor, negs: list[torch.Tensor]) -> torch.Tensor:
 
 def release_objective(
     fused, vi, ir, regions, features_state, device, groups: int, rebuild: bool, cache: dict
-):
-    """The objective computed as the release did (per-term, per-layer feature extraction)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total, L_con) computed as the release did (per-term, per-layer feature extraction)."""
     pixel, _ = PixelLoss()(fused, vi, ir)
     n = fused.shape[0] // groups
     src = {"vi": vi, "ir": ir}
@@ -139,19 +139,44 @@ def release_objective(
                 )
             value = value + layer_weight * _ratio(d_pos, d_neg)
         con = con + weight * value
-    return pixel + 10.0 * con
+    return pixel + 10.0 * con, con
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
+        + ("uordblks", "fordblks", "keepcost")
+    ]
+
+
+def _load_mallinfo2():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        return libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLINFO2 = _load_mallinfo2()
+
+
+def _heap_in_use() -> int:
+    """Bytes malloc has handed out and not taken back (glibc mallinfo2; 0 where missing)."""
+    if _MALLINFO2 is None:
+        return 0
+    info = _MALLINFO2()
+    return info.uordblks + info.hblkhd
 
 
 class PeakMemory:
-    """Peak memory growth during a block: CUDA allocator, or sampled RSS on CPU."""
+    """Peak memory growth during a block: the CUDA allocator's peak, or on CPU the heap in
+    use (glibc mallinfo2, which unlike RSS sees freed memory the allocator keeps), sampled
+    every millisecond."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak = device, 0
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
@@ -159,15 +184,15 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
-            self.base, self.running = self._rss(), True
+            self.base, self.running = _heap_in_use(), True
             self.thread = threading.Thread(target=self._sample, daemon=True)
             self.thread.start()
         return self
 
     def _sample(self) -> None:
         while self.running:
-            self.peak = max(self.peak, self._rss() - self.base)
-            time.sleep(0.002)
+            self.peak = max(self.peak, _heap_in_use() - self.base)
+            time.sleep(0.001)
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
@@ -176,30 +201,34 @@ class PeakMemory:
         else:
             self.running = False
             self.thread.join()
-            self.peak = max(self.peak, self._rss() - self.base)
 
 
-def measure(step: Callable[[], torch.Tensor], device, repeats: int) -> tuple[float, float, float]:
-    """Median seconds, max peak MiB and the value of ``repeats`` timed steps (after a warm-up)."""
-    value = float(step())
-    times, peaks = [], []
+def measure(
+    step: Callable[[], tuple[float, float]], device: torch.device, repeats: int, warmup: bool
+) -> tuple[float, float, tuple[float, float]]:
+    """Median seconds, max peak MiB and the (total, L_con) values of ``repeats`` timed steps."""
+    if warmup:
+        step()
+    times, peaks, values = [], [], (float("nan"), float("nan"))
     for _ in range(repeats):
         with PeakMemory(device) as mem:
             t0 = time.perf_counter()
-            step()
+            values = step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         peaks.append(mem.peak / 2**20)
-    return statistics.median(times), max(peaks), value
+    return statistics.median(times), max(peaks), values
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=4, help="batch size (the paper: 12)")
-    parser.add_argument("--crop", type=int, default=128, help="crop side (the paper: 256)")
+    parser.add_argument("--crop", type=int, default=64, help="crop side (the paper: 256)")
     parser.add_argument("--groups", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed occo steps")
+    parser.add_argument("--baseline-repeats", type=int, default=1, help="timed release steps")
+    parser.add_argument("--skip-prebuilt", action="store_true", help="omit the prebuilt row")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="add the bf16 row off CUDA too")
     parser.add_argument("--vgg-weights", default=None, help="vgg19 state dict (default random)")
@@ -217,52 +246,58 @@ def main() -> None:
     objective = FusionObjective(ObjectiveConfig(groups=args.groups), vgg)
     fused, vi, ir, regions = make_inputs(args.batch, args.crop, device)
 
-    def occo_step() -> torch.Tensor:
-        total, _ = objective(fused, vi, ir, regions)
+    def occo_step() -> tuple[float, float]:
+        total, parts = objective(fused, vi, ir, regions)
         total.backward()
         fused.grad = None
-        return total.detach()
+        return total.item(), parts["con"].item()
 
-    def occo_bf16_step() -> torch.Tensor:
+    def occo_bf16_step() -> tuple[float, float]:
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            total, _ = objective(fused, vi, ir, regions)
+            total, parts = objective(fused, vi, ir, regions)
         total.backward()
         fused.grad = None
-        return total.detach()
+        return total.item(), parts["con"].item()
 
-    def release_step(rebuild: bool, cache: dict) -> torch.Tensor:
-        total = release_objective(
+    def release_step(rebuild: bool, cache: dict) -> tuple[float, float]:
+        total, con = release_objective(
             fused, vi, ir, regions, features_state, device, args.groups, rebuild, cache
         )
         total.backward()
         fused.grad = None
-        return total.detach()
+        return total.item(), con.item()
 
-    rows = [("occo", occo_step)]
+    # (name, step, warm-up first, repeats): the release's way is slow enough to skip the
+    # warm-up, and its rebuilds are what it does every step anyway.
+    rows = [("occo", occo_step, True, args.repeats)]
     if device.type == "cuda" or args.bf16:
-        rows.append(("occo bf16 autocast", occo_bf16_step))
-    rows.append(("release's way", lambda: release_step(True, {})))
-    prebuilt: dict = {}
-    rows.append(("release's way, VGG prebuilt", lambda: release_step(False, prebuilt)))
+        rows.append(("occo bf16 autocast", occo_bf16_step, True, args.repeats))
+    rows.append(("release's way", lambda: release_step(True, {}), False, args.baseline_repeats))
+    if not args.skip_prebuilt:
+        prebuilt = {name: _ReleaseCriterion(features_state, device) for name in TERMS}
+        step = lambda: release_step(False, prebuilt)  # noqa: E731
+        rows.append(("release's way, VGG prebuilt", step, False, args.baseline_repeats))
 
-    results = {name: measure(step, device, args.repeats) for name, step in rows}
+    results = {name: measure(step, device, n, warm) for name, step, warm, n in rows}
     name_dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     threads = torch.get_num_threads()
     print(
         f"\nOne objective evaluation, forward + backward: batch {args.batch}, "
         f"{args.crop}x{args.crop} crops, {args.groups} groups, {name_dev} "
-        f"({threads} threads), median of {args.repeats}, VGG19 "
+        f"({threads} threads), median of {args.repeats} (release's way: "
+        f"{args.baseline_repeats}), VGG19 "
         f"{'weights ' + args.vgg_weights if args.vgg_weights else 'random weights'}\n"
     )
     base = results["release's way"][0]
-    print("| method | step time (s) | speed-up | peak memory (MiB) | total loss |")
-    print("|---|---:|---:|---:|---:|")
-    for name, (sec, peak, value) in results.items():
-        print(f"| {name} | {sec:.3f} | {base / sec:.1f}x | {peak:.0f} | {value:.6f} |")
-    occo_value, release_value = results["occo"][2], results["release's way"][2]
-    diff = abs(occo_value - release_value)
-    relative = diff / max(abs(release_value), 1e-12)
-    print(f"\nSame value: |occo - release's way| = {diff:.2e} (relative {relative:.1e})")
+    print("| method | step time (s) | speed-up | peak memory (MiB) | total loss | L_con |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (sec, peak, (total, con)) in results.items():
+        print(f"| {name} | {sec:.3f} | {base / sec:.1f}x | {peak:.0f} | {total:.6f} | {con:.6f} |")
+    for i, what in enumerate(("total", "L_con")):
+        ours, theirs = results["occo"][2][i], results["release's way"][2][i]
+        diff = abs(ours - theirs)
+        relative = diff / max(abs(theirs), 1e-12)
+        print(f"\nSame {what}: |occo - release's way| = {diff:.2e} (relative {relative:.1e})")
 
 
 if __name__ == "__main__":

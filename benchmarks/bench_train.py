@@ -43,7 +43,9 @@ from models.trainer import Trainer  # noqa: E402
 
 def _bench_losses():
     """The release-way objective and memory probe of bench_losses.py (one implementation)."""
-    spec = importlib.util.spec_from_file_location("bench_losses", ROOT / "benchmarks" / "bench_losses.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_losses", ROOT / "benchmarks" / "bench_losses.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -85,14 +87,25 @@ def make_batch(batch: int, crop: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def make_trainer(args, objective: nn.Module, amp: bool, out: Path) -> Trainer:
     config = TrainConfig(
-        crop=args.crop, batch_size=args.batch, num_workers=0, amp=amp, tensorboard=False,
-        log_every=10**6, objective=ObjectiveConfig(groups=args.groups),
+        crop=args.crop,
+        batch_size=args.batch,
+        num_workers=0,
+        amp=amp,
+        tensorboard=False,
+        log_every=10**6,
+        objective=ObjectiveConfig(groups=args.groups),
     )
-    fake_pairs = [(str(i), Path(f"{i}.png"), Path(f"{i}.png")) for i in range(args.batch)]  # never read
-    return Trainer(config, fake_pairs, out, mask_source=lambda: None, device=args.device, objective=objective)
+    fake_pairs = [
+        (str(i), Path(f"{i}.png"), Path(f"{i}.png")) for i in range(args.batch)
+    ]  # never read
+    return Trainer(
+        config, fake_pairs, out, mask_source=lambda: None, device=args.device, objective=objective
+    )
 
 
-def measure(trainer: Trainer, batch: dict, device: torch.device, repeats: int, probe) -> tuple[float, float]:
+def measure(
+    trainer: Trainer, batch: dict, device: torch.device, repeats: int, probe
+) -> tuple[float, float]:
     """Median seconds per step and peak memory (MiB) over ``repeats`` steps after a warm-up."""
     trainer.train_step(batch)
     times, peaks = [], []
@@ -127,18 +140,33 @@ def main() -> None:
     rows: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         occo = FusionObjective(ObjectiveConfig(groups=args.groups), vgg)
-        rows["occo"] = measure(make_trainer(args, occo, False, Path(tmp)), batch, device, args.repeats,
-                               bench.PeakMemory)
+        rows["occo"] = measure(
+            make_trainer(args, occo, False, Path(tmp)),
+            batch,
+            device,
+            args.repeats,
+            bench.PeakMemory,
+        )
         if device.type == "cuda":
             vgg_cl = VGGFeatures(random_init=True, device=device, channels_last=True)
             vgg_cl.load_state_dict(vgg.state_dict())
             occo_bf16 = FusionObjective(ObjectiveConfig(groups=args.groups), vgg_cl)
-            rows["occo bf16"] = measure(make_trainer(args, occo_bf16, True, Path(tmp)), batch, device,
-                                        args.repeats, bench.PeakMemory)
+            rows["occo bf16"] = measure(
+                make_trainer(args, occo_bf16, True, Path(tmp)),
+                batch,
+                device,
+                args.repeats,
+                bench.PeakMemory,
+            )
         if not args.skip_release:
             release = ReleaseObjective(bench, vgg, args.groups)
-            rows["release's way"] = measure(make_trainer(args, release, False, Path(tmp)), batch, device,
-                                            args.repeats, bench.PeakMemory)
+            rows["release's way"] = measure(
+                make_trainer(args, release, False, Path(tmp)),
+                batch,
+                device,
+                args.repeats,
+                bench.PeakMemory,
+            )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"\nTraining step (FIFN forward + objective + backward + Adam): batch {args.batch}, "

@@ -242,14 +242,19 @@ class FusionCropDataset(Dataset):
         epoch, index, slot = (int(k) for k in key)
         sample = self.load(index)
         for name in sample:
-            sample[name] = _pad_to(sample[name], self.crop, "constant" if "mask" in name else "reflect")
+            sample[name] = _pad_to(
+                sample[name], self.crop, "constant" if "mask" in name else "reflect"
+            )
         rng = np.random.default_rng([self.seed, _CROP_STREAM, epoch, index, slot])
         union = None
         if self.salient and "mask_vi" in sample:
             union = np.maximum(sample["mask_vi"], sample["mask_ir"])
         top, left = salient_crop_origin(union, sample["ir"].shape, self.crop, self.crop_tries, rng)
         window = (slice(top, top + self.crop), slice(left, left + self.crop))
-        item = {name: torch.from_numpy(np.ascontiguousarray(a[window]))[None] for name, a in sample.items()}
+        item = {
+            name: torch.from_numpy(np.ascontiguousarray(a[window]))[None]
+            for name, a in sample.items()
+        }
         item["index"] = torch.tensor(index)
         return item
 
@@ -283,7 +288,9 @@ def compose_batches(
     """
     rng = np.random.default_rng([seed, _ORDER_STREAM, epoch])
     queue = deque(
-        (epoch, int(i), slot) for slot in range(crops_per_image) for i in rng.permutation(num_images)
+        (epoch, int(i), slot)
+        for slot in range(crops_per_image)
+        for i in rng.permutation(num_images)
     )
     batches: list[list[CropKey]] = []
     while len(queue) >= batch_size:
@@ -358,7 +365,7 @@ class GroupedBatchSampler(Sampler[list[CropKey]]):
         distinct: bool = True,
     ) -> None:
         if batch_size % (groups * world_size):
-            raise ValueError(
+            raise TrainingDataError(
                 f"batch size {batch_size} must be a multiple of groups ({groups}) x processes ({world_size})"
             )
         if distinct and num_images < batch_size:
@@ -386,7 +393,12 @@ class GroupedBatchSampler(Sampler[list[CropKey]]):
     def global_batches(self) -> list[list[CropKey]]:
         """All global batches of the current epoch."""
         return compose_batches(
-            self.num_images, self.batch_size, self.epoch, self.seed, self.crops_per_image, self.distinct
+            self.num_images,
+            self.batch_size,
+            self.epoch,
+            self.seed,
+            self.crops_per_image,
+            self.distinct,
         )
 
     def __iter__(self) -> Iterator[list[CropKey]]:
@@ -416,7 +428,9 @@ def split_holdout(
         count = max(1, count)
     if count == 0:
         return list(pairs), []
-    chosen = set(np.random.default_rng([seed, _HOLDOUT_STREAM]).permutation(len(pairs))[:count].tolist())
+    chosen = set(
+        np.random.default_rng([seed, _HOLDOUT_STREAM]).permutation(len(pairs))[:count].tolist()
+    )
     train = [p for i, p in enumerate(pairs) if i not in chosen]
     held = [p for i, p in enumerate(pairs) if i in chosen]
     return train, held

@@ -21,7 +21,7 @@ positives are also the other term's negatives) extracted once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -29,7 +29,7 @@ from torch import nn
 
 from data.errors import OccoError
 from losses.contextual import DEFAULT_MAX_POINTS, contextual_distance
-from losses.vgg import VGGFeatures
+from losses.vgg import GRAY_LAYER, VGGFeatures
 
 #: term name -> (region, positive modality, negative modality)
 TERMS: dict[str, tuple[str, str, str]] = {
@@ -39,6 +39,16 @@ TERMS: dict[str, tuple[str, str, str]] = {
     "shared_ir": ("shared", "ir", "vi"),
     "background": ("background", "vi", "ir"),
 }
+#: The paper's term weights (w1 = w2 = 0.5 on the shared terms) and the release's 1/16.
+DEFAULT_TERM_WEIGHTS = {
+    "unique_vi": 1.0,
+    "unique_ir": 1.0,
+    "shared_vi": 0.5,
+    "shared_ir": 0.5,
+    "background": 1.0 / 16.0,
+}
+#: Weight of each VGG layer's contextual ratio in the object terms.
+DEFAULT_LAYER_WEIGHTS = {"relu5_4": 1.0, "relu4_4": 0.25}
 #: Floor of a ratio's denominator (its negatives all identical to the anchor).
 RATIO_EPS = 1e-6
 
@@ -71,13 +81,6 @@ def group_size(batch_size: int, groups: int) -> int:
     return batch_size // groups
 
 
-def _region(regions: Any, name: str) -> torch.Tensor:
-    value = regions[name] if isinstance(regions, Mapping) else getattr(regions, name, None)
-    if value is None:
-        raise ValueError(f"regions has no {name!r} mask")
-    return value
-
-
 def _ratio(distances: torch.Tensor) -> torch.Tensor:
     """``mean D(a, p) / sum_k mean D(a, n_k)`` from ``(1 + K, V)`` rows: positive, negatives.
 
@@ -88,31 +91,103 @@ def _ratio(distances: torch.Tensor) -> torch.Tensor:
     return means[0] / means[1:].sum().clamp_min(RATIO_EPS)
 
 
-class _TargetBatch:
-    """Deduplicated target images ``modality * region`` for one batched no-grad VGG pass."""
+class _Samples:
+    """The anchor and target images of a step, each extracted once.
 
-    def __init__(self) -> None:
-        self.wanted: dict[tuple[str, str], set[int]] = {}
-        self.rows: dict[tuple[str, str, int], int] = {}
+    Anchors (fused * region, group 1) go through the extractor with gradients; targets
+    (modality * region, deduplicated over terms) in one no-grad batch. ``pairs`` then lines
+    up, for one term, each anchor with its positive and its negative from every group.
+    """
 
-    def need(self, modality: str, region: str, indices: list[int]) -> None:
-        self.wanted.setdefault((modality, region), set()).update(indices)
+    def __init__(self, groups: int, group_size: int) -> None:
+        self.groups, self.n = groups, group_size
+        self.anchor_rows: dict[str, list[int]] = {}  # region -> rows of the anchor batch
+        self.wanted: dict[tuple[str, str], set[int]] = {}  # (modality, region) -> images
+        self.target_rows: dict[tuple[str, str, int], int] = {}
+        self.anchor_feats: dict[str, torch.Tensor] = {}
+        self.target_feats: dict[str, torch.Tensor] = {}
 
-    def images(
-        self, sources: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """All wanted images in one batch ``(N, 1, H, W)``; remembers where each one sits."""
-        pieces = []
+    def negatives(self, anchors: list[int]) -> list[int]:
+        """Batch indices of the negatives, group by group, for the given group-1 anchors."""
+        return [k * self.n + i for k in range(self.groups) for i in anchors]
+
+    def add(self, region: str, pos: str, neg: str, anchors: list[int]) -> None:
+        """Ask for a term's images: anchors and positives at ``anchors``, negatives."""
+        if region not in self.anchor_rows:
+            start = sum(len(rows) for rows in self.anchor_rows.values())
+            self.anchor_rows[region] = list(range(start, start + len(anchors)))
+        self.wanted.setdefault((pos, region), set()).update(anchors)
+        self.wanted.setdefault((neg, region), set()).update(self.negatives(anchors))
+
+    def extract(
+        self,
+        extractor: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        fused: torch.Tensor,
+        sources: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor],
+        valid: dict[str, list[int]],
+    ) -> None:
+        """Run ``extractor`` once on all anchors and once (no grad) on all targets."""
+        if not self.anchor_rows:
+            return
+        device = fused.device
+        anchors = []
+        for region in self.anchor_rows:
+            index = torch.tensor(valid[region], device=device)
+            anchors.append(fused[index] * masks[region][index])  # masked in pixel space
+        targets = []
         for (modality, region), wanted in self.wanted.items():
             index = sorted(wanted)
             for i in index:
-                self.rows[(modality, region, i)] = len(self.rows)
-            index_t = torch.tensor(index, device=sources[modality].device)
-            pieces.append(sources[modality][index_t] * masks[region][index_t])
-        return torch.cat(pieces)
+                self.target_rows[(modality, region, i)] = len(self.target_rows)
+            index_t = torch.tensor(index, device=device)
+            targets.append(sources[modality][index_t] * masks[region][index_t])
+        self.anchor_feats = extractor(torch.cat(anchors))
+        with torch.no_grad():
+            self.target_feats = extractor(torch.cat(targets))
 
-    def select(self, modality: str, region: str, indices: list[int]) -> list[int]:
-        return [self.rows[(modality, region, i)] for i in indices]
+    def pairs(
+        self, layer: str, region: str, pos: str, neg: str, anchors: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor and target features of a term, ``((1 + G) V, C, h, w)`` each.
+
+        Row block 0 pairs each anchor with its positive, block k with its negative from
+        group k.
+        """
+        keys = [(pos, region, i) for i in anchors]
+        keys += [(neg, region, i) for i in self.negatives(anchors)]
+        device = self.anchor_feats[layer].device
+        rows = torch.tensor([self.target_rows[key] for key in keys], device=device)
+        arows = torch.tensor(self.anchor_rows[region], device=device)
+        anchor = self.anchor_feats[layer][arows].repeat(self.groups + 1, 1, 1, 1)
+        return anchor, self.target_feats[layer][rows]
+
+
+def _check_images(fused: torch.Tensor, vi: torch.Tensor, ir: torch.Tensor) -> None:
+    if (
+        fused.dim() != 4
+        or fused.shape[1] != 1
+        or vi.shape != fused.shape
+        or ir.shape != fused.shape
+    ):
+        raise ValueError(
+            f"expected fused, vi, ir (B, 1, H, W) of one shape, got {tuple(fused.shape)}, "
+            f"{tuple(vi.shape)}, {tuple(ir.shape)}"
+        )
+
+
+def _region_masks(regions: Any, names: set[str], like: torch.Tensor) -> dict[str, torch.Tensor]:
+    masks = {}
+    for name in sorted(names):
+        value = regions[name] if isinstance(regions, Mapping) else getattr(regions, name, None)
+        if value is None:
+            raise ValueError(f"regions has no {name!r} mask")
+        if value.shape != like.shape:
+            raise ValueError(
+                f"region {name!r} has shape {tuple(value.shape)}, expected {tuple(like.shape)}"
+            )
+        masks[name] = value.detach().to(like.dtype)
+    return masks
 
 
 def contextual_contrastive_loss(
@@ -154,102 +229,48 @@ def contextual_contrastive_loss(
     Raises:
         BatchGroupingError: the batch cannot be split into ``groups`` equal groups.
     """
-    weights = {"unique_vi": 1.0, "unique_ir": 1.0, "shared_vi": 0.5, "shared_ir": 0.5}
-    weights["background"] = 1.0 / 16.0
-    weights.update(term_weights or {})
-    layers = {"relu5_4": 1.0, "relu4_4": 0.25}
-    layers.update(layer_weights or {})
-    layers = {name: lw for name, lw in layers.items() if lw != 0.0}
+    weights = {**DEFAULT_TERM_WEIGHTS, **(term_weights or {})}
     unknown = set(weights) - set(TERMS)
     if unknown:
         raise ValueError(f"unknown contrastive term(s) {sorted(unknown)}; known: {list(TERMS)}")
-    if (
-        fused.dim() != 4
-        or fused.shape[1] != 1
-        or vi.shape != fused.shape
-        or ir.shape != fused.shape
-    ):
-        raise ValueError(
-            f"expected fused, vi, ir (B, 1, H, W) of one shape, got {tuple(fused.shape)}, "
-            f"{tuple(vi.shape)}, {tuple(ir.shape)}"
-        )
-    batch = fused.shape[0]
-    n = group_size(batch, groups)
+    layers = {**DEFAULT_LAYER_WEIGHTS, **(layer_weights or {})}
+    layers = {name: weight for name, weight in layers.items() if weight != 0.0}
+    _check_images(fused, vi, ir)
+    n = group_size(fused.shape[0], groups)
     active = [name for name in TERMS if weights[name] != 0.0]
-    needed = {TERMS[name][0] for name in active}
-    masks = {}
-    for name in needed:
-        mask = _region(regions, name).detach()
-        if mask.shape != fused.shape:
-            raise ValueError(
-                f"region {name!r} has shape {tuple(mask.shape)}, expected {tuple(fused.shape)}"
-            )
-        masks[name] = mask.to(fused.dtype)
+    masks = _region_masks(regions, {TERMS[name][0] for name in active}, fused)
     sources = {"vi": vi.detach(), "ir": ir.detach()}
 
-    # Which anchors (images of group 1) have a non-empty region: one host sync per step.
-    names = sorted(needed)
+    # Group-1 anchors whose region is not empty (one host sync per step).
+    names = list(masks)
     nonempty = torch.stack([masks[r][:n].flatten(1).amax(dim=1) > 0 for r in names]).tolist()
     valid = {r: [i for i in range(n) if nonempty[k][i]] for k, r in enumerate(names)}
 
-    # Anchors: one image per (region, valid anchor); targets: deduplicated, one batch.
-    deep_regions = [r for r in names if r != "background"]
-    anchor_rows: dict[str, list[int]] = {}
-    anchor_pieces = []
-    for r in deep_regions:
-        if valid[r]:
-            start = sum(len(rows) for rows in anchor_rows.values())
-            anchor_rows[r] = list(range(start, start + len(valid[r])))
-            index = torch.tensor(valid[r], device=fused.device)
-            anchor_pieces.append(fused[index] * masks[r][index])
-    deep_targets, gray_targets = _TargetBatch(), _TargetBatch()
+    deep, gray = _Samples(groups, n), _Samples(groups, n)
     for name in active:
         region, pos, neg = TERMS[name]
-        if not valid[region]:
-            continue
-        targets = gray_targets if region == "background" else deep_targets
-        targets.need(pos, region, valid[region])
-        targets.need(neg, region, [k * n + i for k in range(groups) for i in valid[region]])
+        if valid[region] and (region == "background" or layers):
+            (gray if region == "background" else deep).add(region, pos, neg, valid[region])
+    deep.extract(lambda x: vgg(x, layers=tuple(layers)), fused, sources, masks, valid)
+    gray.extract(lambda x: {GRAY_LAYER: vgg.gray_relu1_1(x)}, fused, sources, masks, valid)
 
-    anchor_feats: dict[str, torch.Tensor] = {}
-    target_feats: dict[str, torch.Tensor] = {}
-    if anchor_pieces and layers:
-        anchor_feats = vgg(torch.cat(anchor_pieces), layers=tuple(layers))
-        with torch.no_grad():
-            target_feats = vgg(deep_targets.images(sources, masks), layers=tuple(layers))
-    gray_anchor = gray_target = None
-    if "background" in active and valid["background"]:
-        index = torch.tensor(valid["background"], device=fused.device)
-        gray_anchor = vgg.gray_relu1_1(fused[index] * masks["background"][index])
-        with torch.no_grad():
-            gray_target = vgg.gray_relu1_1(gray_targets.images(sources, masks))
-
-    loss_dtype = torch.promote_types(fused.dtype, torch.float32)
-    zero = torch.zeros((), device=fused.device, dtype=loss_dtype)
+    dtype = torch.promote_types(fused.dtype, torch.float32)
+    zero = torch.zeros((), device=fused.device, dtype=dtype)
     parts: dict[str, torch.Tensor] = {name: zero for name in TERMS}
     for name in active:
         region, pos, neg = TERMS[name]
         anchors = valid[region]
         if not anchors:
             continue  # an empty region contributes nothing
-        targets = gray_targets if region == "background" else deep_targets
-        rows = targets.select(pos, region, anchors)
-        for k in range(groups):
-            rows += targets.select(neg, region, [k * n + i for i in anchors])
-        rows_t = torch.tensor(rows, device=fused.device)
         if region == "background":
-            a = gray_anchor.to(loss_dtype).repeat(groups + 1, 1, 1, 1)  # (G+1) V pairs
-            t = gray_target[rows_t].to(loss_dtype)
-            mse = (a - t).square().flatten(1).mean(dim=1).view(groups + 1, len(anchors))
-            parts[name] = _ratio(mse)
+            a, t = gray.pairs(GRAY_LAYER, region, pos, neg, anchors)
+            mse = (a.to(dtype) - t.to(dtype)).square().flatten(1).mean(dim=1)  # ((1 + G) V,)
+            parts[name] = _ratio(mse.view(groups + 1, len(anchors)))
             continue
-        arows = torch.tensor(anchor_rows[region], device=fused.device)
-        value = zero
         for layer, layer_weight in layers.items():
-            a = anchor_feats[layer][arows].repeat(groups + 1, 1, 1, 1)  # (G+1) V pairs
-            d = contextual_distance(a, target_feats[layer][rows_t], h, w, max_points)
-            value = value + layer_weight * _ratio(d.view(groups + 1, len(anchors)))
-        parts[name] = value
+            a, t = deep.pairs(layer, region, pos, neg, anchors)
+            d = contextual_distance(a, t, h, w, max_points)  # ((1 + G) V,)
+            parts[name] = parts[name] + layer_weight * _ratio(d.view(groups + 1, len(anchors)))
     loss = sum((weights[name] * parts[name] for name in active), zero)
     return loss, parts
 

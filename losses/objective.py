@@ -125,10 +125,16 @@ class FusionObjective(nn.Module):
         config: weights and settings.
         vgg: the feature extractor; built from ``config.vgg_weights`` when None and the
             objective needs it (pass one with ``random_init=True`` in tests).
+        device: device of a VGG19 built here.
+        dtype: dtype of a VGG19 built here.
     """
 
     def __init__(
-        self, config: ObjectiveConfig | None = None, vgg: VGGFeatures | None = None
+        self,
+        config: ObjectiveConfig | None = None,
+        vgg: VGGFeatures | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.config = config = config or ObjectiveConfig()
@@ -142,7 +148,7 @@ class FusionObjective(nn.Module):
         self.contrastive: ContextualContrastiveLoss | None = None
         if config.objective == "occo":
             if vgg is None:
-                vgg = build_vgg_features(config.vgg_weights)
+                vgg = build_vgg_features(config.vgg_weights, device=device, dtype=dtype)
             self.contrastive = ContextualContrastiveLoss(
                 vgg,
                 groups=config.groups,

@@ -61,9 +61,15 @@ def load_pretrained(loader: Callable[..., Any], name: str | Path, what: str, opt
             (occo never downloads when HF_HUB_OFFLINE is set), or the folder is not a model.
     """
     path = Path(name).expanduser()
-    looks_like_path = path.is_absolute() or str(name).startswith(".") or path.exists()
+    # Hub ids are "owner/name"; anything else that names no folder is a mistyped path.
+    looks_like_path = (
+        path.is_absolute() or str(name).startswith((".", "~")) or str(name).count("/") > 1
+    )
+    looks_like_path = looks_like_path or path.exists()
     if looks_like_path and not path.exists():
-        raise ModelLoadError(f"{what} folder not found: {path}; pass a model folder or hub id to {option}")
+        raise ModelLoadError(
+            f"{what} folder not found: {path}; pass a model folder or hub id to {option}"
+        )
     try:
         return loader.from_pretrained(str(path) if path.is_dir() else str(name))
     except (OSError, ValueError, KeyError) as exc:
@@ -198,7 +204,11 @@ class GroundingDinoDetector:
             return []
         caption = normalize_prompt(prompt)
         tensors = [torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1) for img in images]
-        extra = {"device": self.device} if image_processor_on_device(self.processor.image_processor) else {}
+        extra = (
+            {"device": self.device}
+            if image_processor_on_device(self.processor.image_processor)
+            else {}
+        )
         inputs = self.processor(
             images=tensors, text=[caption] * len(images), return_tensors="pt", **extra
         ).to(self.device)

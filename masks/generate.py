@@ -35,6 +35,7 @@ from masks.segmenter import DEFAULT_SEGMENTER, BoxSegmenter, load_segmenter, seg
 from masks.store import (
     FORMAT,
     STORE_VERSION,
+    MaskReader,
     MaskStoreError,
     ModalityMasks,
     PairMasks,
@@ -74,13 +75,25 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
 
     Returns:
         The device to use.
+
+    Raises:
+        ValueError: an unknown device, or a GPU that is not there.
     """
     text = str(device)
     if text == "auto":
         text = "cuda" if torch.cuda.is_available() else "cpu"
     if text == "cuda":
         text = f"cuda:{local_rank}"
-    return torch.device(text)
+    try:
+        resolved = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {resolved}: only {torch.cuda.device_count()} GPU(s) visible")
+    return resolved
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -230,7 +243,11 @@ class ModelMaskSource:
             for j, (modality, name) in enumerate((("ir", ir_name), ("vi", vi_name))):
                 det = detections[2 * i + j]
                 entries[modality] = ModalityMasks(
-                    mask=masks[2 * i + j], boxes=det.boxes, scores=det.scores, labels=det.labels, source=name
+                    mask=masks[2 * i + j],
+                    boxes=det.boxes,
+                    scores=det.scores,
+                    labels=det.labels,
+                    source=name,
                 )
             results.append(PairMasks(stem=stem, **entries))
         return results
@@ -320,8 +337,6 @@ def generate_masks(
         if not overwrite:
             previous = out
             created = str(attrs.get("created_utc", created))
-            from masks.store import MaskReader
-
             done = set(MaskReader(out).stems())
     chunks = plan(pairs, done, batch_size)
     chunk_stems = [[p[0] for p in chunk] for chunk in chunks]
@@ -333,6 +348,10 @@ def generate_masks(
             journal.remove()  # left by a kill after the last merge
         return result
 
+    journal.check(settings, overwrite)  # fail before loading models
+    setup = getattr(source, "setup", None)
+    if setup is not None:
+        setup()  # load models once, before the journal changes and outside the timed loop
     if dist.rank == 0:
         journal.prepare(settings, chunk_stems, overwrite)
     dist.barrier()
@@ -343,9 +362,6 @@ def generate_masks(
     result.resumed = total - sum(len(chunks[k]) for k in todo)
     if progress:
         progress(result.resumed, total)
-    setup = getattr(source, "setup", None)
-    if todo and setup is not None:
-        setup()  # load models once, outside the timed loop
     start = time.perf_counter()
     finished = result.resumed
     # Read the next chunk's images while the models work on this one.

@@ -40,7 +40,9 @@ class BoxSegmenter:
     box_chunk: int = 16
 
     @torch.inference_mode()
-    def segment(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def segment(
+        self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         """Union-of-boxes masks for a batch of images.
 
         Args:
@@ -62,7 +64,9 @@ class BoxSegmenter:
             union = torch.zeros(images[i].shape[:2], dtype=torch.bool, device=self.device)
             # Chunks of boxes bound memory: each box's mask is upsampled to full size.
             for start in range(0, len(box), self.box_chunk):
-                part = self._masks_for_boxes(embeddings[j : j + 1], geometry[j], box[start : start + self.box_chunk])
+                part = self._masks_for_boxes(
+                    embeddings[j : j + 1], geometry[j], box[start : start + self.box_chunk]
+                )
                 union |= part.any(dim=0)
             masks[i] = union.to(torch.uint8).cpu().numpy()
         return masks
@@ -70,7 +74,9 @@ class BoxSegmenter:
     def _embed(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list]:
         raise NotImplementedError
 
-    def _masks_for_boxes(self, embedding: torch.Tensor, geometry: object, boxes: torch.Tensor) -> torch.Tensor:
+    def _masks_for_boxes(
+        self, embedding: torch.Tensor, geometry: object, boxes: torch.Tensor
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -111,17 +117,23 @@ class HFSamSegmenter(BoxSegmenter):
             embeddings = self.model.get_image_embeddings(pixels)  # (B, C, s, s)
         geometry = [
             (tuple(int(v) for v in orig), tuple(int(v) for v in resized))
-            for orig, resized in zip(encoded["original_sizes"], encoded["reshaped_input_sizes"])
+            for orig, resized in zip(
+                encoded["original_sizes"], encoded["reshaped_input_sizes"], strict=True
+            )
         ]
         return embeddings, geometry
 
-    def _masks_for_boxes(self, embedding: torch.Tensor, geometry: object, boxes: torch.Tensor) -> torch.Tensor:
+    def _masks_for_boxes(
+        self, embedding: torch.Tensor, geometry: object, boxes: torch.Tensor
+    ) -> torch.Tensor:
         (height, width), (new_h, new_w) = geometry
         # Boxes into the resized frame, as SamProcessor does for input_boxes.
         scale = torch.tensor([new_w / width, new_h / height] * 2, device=boxes.device)
         with autocast(self.device, self.dtype):
             out = self.model(
-                image_embeddings=embedding, input_boxes=(boxes * scale)[None], multimask_output=False
+                image_embeddings=embedding,
+                input_boxes=(boxes * scale)[None],
+                multimask_output=False,
             )
         low_res = out.pred_masks[0].float()  # (N, 1, h, w) logits
         full = self.processor.image_processor.post_process_masks(
@@ -191,7 +203,9 @@ class MetaSamSegmenter(BoxSegmenter):
             embeddings = self.model.image_encoder(torch.stack(batch))  # (B, 256, 64, 64)
         return embeddings, geometry
 
-    def _masks_for_boxes(self, embedding: torch.Tensor, geometry: object, boxes: torch.Tensor) -> torch.Tensor:
+    def _masks_for_boxes(
+        self, embedding: torch.Tensor, geometry: object, boxes: torch.Tensor
+    ) -> torch.Tensor:
         original, resized = geometry
         sam = self.model
         prompt_boxes = self.transform.apply_boxes_torch(boxes, original)
@@ -204,7 +218,9 @@ class MetaSamSegmenter(BoxSegmenter):
                 dense_prompt_embeddings=dense,
                 multimask_output=False,
             )  # (N, 1, 256, 256)
-        full = sam.postprocess_masks(low_res.float(), tuple(resized), tuple(original))  # (N, 1, H, W)
+        full = sam.postprocess_masks(
+            low_res.float(), tuple(resized), tuple(original)
+        )  # (N, 1, H, W)
         return full[:, 0] > sam.mask_threshold
 
 

@@ -42,7 +42,16 @@ STORE_VERSION = 1
 MODALITIES = ("ir", "vi")
 #: Root attributes that describe the file, not the masks: never compared between runs.
 META_KEYS = frozenset(
-    {"format", "version", "occo_version", "created_utc", "updated_utc", "ir_dir", "vi_dir", "labels_dir"}
+    {
+        "format",
+        "version",
+        "occo_version",
+        "created_utc",
+        "updated_utc",
+        "ir_dir",
+        "vi_dir",
+        "labels_dir",
+    }
 )
 #: Masks up to this many pixels are stored as one HDF5 chunk (whole-image reads, one inflate).
 _ONE_CHUNK_PIXELS = 4 * 1024 * 1024
@@ -80,7 +89,9 @@ class ModalityMasks:
         self.scores = np.asarray(self.scores, np.float32).reshape(-1)
         self.labels = [str(label) for label in self.labels]
         if not len(self.boxes) == len(self.scores) == len(self.labels):
-            raise ValueError(f"{len(self.boxes)} boxes, {len(self.scores)} scores, {len(self.labels)} labels")
+            raise ValueError(
+                f"{len(self.boxes)} boxes, {len(self.scores)} scores, {len(self.labels)} labels"
+            )
 
 
 @dataclass
@@ -106,7 +117,12 @@ def write_pair(h5: h5py.File, pair: PairMasks) -> None:
         mask = entry.mask
         chunks = mask.shape if mask.size <= _ONE_CHUNK_PIXELS else True
         dataset = group.create_dataset(
-            pair.stem, data=mask, chunks=chunks, compression="gzip", compression_opts=4, track_times=False
+            pair.stem,
+            data=mask,
+            chunks=chunks,
+            compression="gzip",
+            compression_opts=4,
+            track_times=False,
         )
         dataset.attrs["boxes"] = entry.boxes
         dataset.attrs["scores"] = entry.scores
@@ -137,7 +153,10 @@ def _umask() -> int:
 
 
 def write_h5_atomic(
-    path: str | Path, attrs: Mapping[str, Any], fill: Callable[[h5py.File], None], tmp_dir: str | Path | None = None
+    path: str | Path,
+    attrs: Mapping[str, Any],
+    fill: Callable[[h5py.File], None],
+    tmp_dir: str | Path | None = None,
 ) -> None:
     """Write an HDF5 file so that ``path`` is either its old self or complete, never partial.
 
@@ -247,11 +266,40 @@ class PartsJournal:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def prepare(self, settings: Mapping[str, Any], chunks: Sequence[Sequence[str]], overwrite: bool) -> int:
+    def check(self, settings: Mapping[str, Any], overwrite: bool) -> bool:
+        """Whether an interrupted run's parts can be reused with these settings (read-only).
+
+        Args:
+            settings: this run's settings.
+            overwrite: discard an interrupted run made with other settings.
+
+        Returns:
+            True if the journal's parts were made with these settings.
+
+        Raises:
+            SettingsMismatchError: parts made with other settings and no overwrite.
+        """
+        previous = self.read_settings() if self.exists() else None
+        if previous is None:
+            return False
+        diff = settings_differences(previous, json.loads(json.dumps(dict(settings))))
+        if not diff:
+            return True
+        if overwrite or not any(self.dir.glob("chunk-*.h5")):
+            return False  # nothing of value to keep
+        raise SettingsMismatchError(
+            f"{self.dir} holds an interrupted run made with other settings ({'; '.join(diff)}); "
+            f"rerun with its settings to resume, or add --overwrite to discard it"
+        )
+
+    def prepare(
+        self, settings: Mapping[str, Any], chunks: Sequence[Sequence[str]], overwrite: bool
+    ) -> int:
         """Make the journal ready for a run (call on one process only, before any writer).
 
-        Checks the settings of an earlier interrupted run, deletes temporary files left by
-        a kill, and deletes parts that do not match this run's schedule.
+        Checks the settings of an earlier interrupted run (:meth:`check`), deletes
+        temporary files left by a kill, and deletes parts that do not match this run's
+        settings and schedule.
 
         Args:
             settings: this run's settings.
@@ -264,24 +312,18 @@ class PartsJournal:
         Raises:
             SettingsMismatchError: an interrupted run with other settings and no overwrite.
         """
+        reusable = self.check(settings, overwrite)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
-        previous = self.read_settings()
         wanted = json.loads(json.dumps(dict(settings)))
-        if previous is not None and settings_differences(previous, wanted):
-            if not overwrite:
-                diff = "; ".join(settings_differences(previous, wanted))
-                raise SettingsMismatchError(
-                    f"{self.dir} holds an interrupted run made with other settings ({diff}); "
-                    f"rerun with its settings to resume, or add --overwrite to discard it"
-                )
-            previous = None
         for path in self.dir.iterdir():
             if path.name.startswith(".") and path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)  # a write cut short by a kill
-            elif path.name.startswith("chunk-") and previous is None:
+            elif path.name.startswith("chunk-") and not reusable:
                 path.unlink(missing_ok=True)
-        write_bytes_atomic(self.dir / self.SETTINGS, json.dumps(wanted, indent=1, sort_keys=True).encode())
+        write_bytes_atomic(
+            self.dir / self.SETTINGS, json.dumps(wanted, indent=1, sort_keys=True).encode()
+        )
         expected = {self.part_path(k).name: list(stems) for k, stems in enumerate(chunks)}
         reused = 0
         for path in sorted(self.dir.glob("chunk-*.h5")):
@@ -350,7 +392,9 @@ class PartsJournal:
                 for modality in MODALITIES:
                     group = dest.require_group(modality)
                     if stem in group:
-                        raise MaskStoreError(f"stem '{stem}' appears twice while merging {self.dir}")
+                        raise MaskStoreError(
+                            f"stem '{stem}' appears twice while merging {self.dir}"
+                        )
                     source.copy(source[modality][stem], group, name=stem)
                     if new and not source[modality][stem][()].any():
                         empty[modality] += 1
@@ -411,16 +455,24 @@ def read_store_attrs(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"mask store not found: {path}; make one with `occo masks gen DATASET`")
+        raise FileNotFoundError(
+            f"mask store not found: {path}; make one with `occo masks gen DATASET`"
+        )
     try:
         with h5py.File(path, "r", locking=False) as h5:
             attrs = {key: _python(value) for key, value in h5.attrs.items()}
     except OSError as exc:
-        raise MaskStoreError(f"{path} is not a readable HDF5 file ({exc}); regenerate it with occo masks gen") from exc
+        raise MaskStoreError(
+            f"{path} is not a readable HDF5 file ({exc}); regenerate it with occo masks gen"
+        ) from exc
     if attrs.get("format") != FORMAT:
-        raise MaskStoreError(f"{path} is not an occo mask store (format attribute missing); make one with occo masks gen")
+        raise MaskStoreError(
+            f"{path} is not an occo mask store (format attribute missing); make one with occo masks gen"
+        )
     if int(attrs.get("version", 0)) > STORE_VERSION:
-        raise MaskStoreError(f"{path} is a version {attrs['version']} mask store; upgrade occo to read it")
+        raise MaskStoreError(
+            f"{path} is a version {attrs['version']} mask store; upgrade occo to read it"
+        )
     return attrs
 
 
@@ -524,7 +576,9 @@ def open_mask_store(path: str | Path) -> MaskReader:
 # ----------------------------------------------------------------------------- summary, export
 
 
-def summarize_store(reader: MaskReader, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def summarize_store(
+    reader: MaskReader, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
     """Counts and coverage statistics of a store (what ``occo masks info`` shows).
 
     Args:
@@ -563,7 +617,12 @@ def summarize_store(reader: MaskReader, progress: Callable[[int, int], None] | N
         if not values:
             return {"mean": 0.0, "median": 0.0, "min": 0.0, "max": 0.0}
         arr = np.asarray(values)
-        return {"mean": float(arr.mean()), "median": float(np.median(arr)), "min": float(arr.min()), "max": float(arr.max())}
+        return {
+            "mean": float(arr.mean()),
+            "median": float(np.median(arr)),
+            "min": float(arr.min()),
+            "max": float(arr.max()),
+        }
 
     summary: dict[str, Any] = {"pairs": len(stems), "both_empty": both_empty}
     for modality in MODALITIES:

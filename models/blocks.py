@@ -92,7 +92,9 @@ def efficient_context(kv: Tensor, heads: int) -> Tensor:
     # K^T V sums over all N pixels: in fp16 it can overflow (N = 307k at 640x480), so the
     # context is always formed in float32; it is tiny (d x d) and cheap.
     device = kv.device.type
-    no_autocast = torch.autocast(device, enabled=False) if device in ("cpu", "cuda") else nullcontext()
+    no_autocast = (
+        torch.autocast(device, enabled=False) if device in ("cpu", "cuda") else nullcontext()
+    )
     with no_autocast:
         context = k.float().transpose(-2, -1) @ v.float()  # (B, heads, d, d)
         return (context * d**-0.5).softmax(dim=-2)

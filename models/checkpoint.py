@@ -80,7 +80,9 @@ def read_weights_metadata(path: str | Path) -> dict[str, str]:
         hint = ""
         if _looks_like_torch_pickle(path):
             hint = f"; it looks like a torch checkpoint: convert it with `occo convert {path} OUT.safetensors`"
-        raise WeightsError(f"cannot read weights {path}: not a safetensors file ({exc}){hint}") from None
+        raise WeightsError(
+            f"cannot read weights {path}: not a safetensors file ({exc}){hint}"
+        ) from None
     if metadata.get("format") != WEIGHTS_FORMAT:
         raise WeightsError(
             f"{path} is not an occo FIFN weight file (metadata format is "
@@ -90,7 +92,9 @@ def read_weights_metadata(path: str | Path) -> dict[str, str]:
     return metadata
 
 
-def load_weights(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> FIFN:
+def load_weights(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> FIFN:
     """Build a FIFN from an occo weight file, in eval mode.
 
     Args:
@@ -136,10 +140,14 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     problems = []
     for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
         if names:
-            shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+            shown = ", ".join(names[:6]) + (
+                f", ... ({len(names)} in all)" if len(names) > 6 else ""
+            )
             problems.append(f"{label}: {shown}")
     if problems:
-        raise WeightsError(f"{source} does not fit FIFN {model.config.widths}: " + "; ".join(problems))
+        raise WeightsError(
+            f"{source} does not fit FIFN {model.config.widths}: " + "; ".join(problems)
+        )
 
 
 def resolve_weights(path: str | Path | None = None) -> Path:
@@ -275,8 +283,10 @@ def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"cannot read {path} as a torch checkpoint: {exc}") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict) or not loaded or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items()
+    if (
+        not isinstance(loaded, dict)
+        or not loaded
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in loaded.items())
     ):
         keys = list(loaded)[:8] if isinstance(loaded, dict) else type(loaded).__name__
         raise WeightsError(
@@ -322,11 +332,15 @@ def release_state_dict_to_occo(
     while f"v{len(widths) + 1}.Conv_BN_ReLU_2.0.weight" in state:
         widths.append(state[f"v{len(widths) + 1}.Conv_BN_ReLU_2.0.weight"].shape[0])
     if len(widths) < 2:
-        raise WeightsError(f"{source} is not a FIFN state dict: no encoder tensors v1.Conv_BN_ReLU_2.*")
+        raise WeightsError(
+            f"{source} is not a FIFN state dict: no encoder tensors v1.Conv_BN_ReLU_2.*"
+        )
     if heads is None:
         default = FIFNConfig()
         if len(widths) != default.levels:
-            raise WeightsError(f"{source} has {len(widths)} levels: give the attention heads per level")
+            raise WeightsError(
+                f"{source} has {len(widths)} levels: give the attention heads per level"
+            )
         heads = default.heads
     try:
         config = FIFNConfig(widths=tuple(widths), heads=tuple(heads))
@@ -346,7 +360,9 @@ def release_state_dict_to_occo(
         else:
             renamed[name] = tensor
     if unknown:
-        shown = ", ".join(unknown[:6]) + (f", ... ({len(unknown)} in all)" if len(unknown) > 6 else "")
+        shown = ", ".join(unknown[:6]) + (
+            f", ... ({len(unknown)} in all)" if len(unknown) > 6 else ""
+        )
         raise WeightsError(f"{source} has tensors the released FIFN does not have: {shown}")
     model = FIFN(config)
     check_state_dict(model, renamed, source=source)
@@ -369,7 +385,9 @@ def convert_release_checkpoint(
     """
     state = read_release_checkpoint(src)
     model, dropped = release_state_dict_to_occo(state, heads=heads, source=str(src))
-    save_weights(dst, model, metadata={"source": f"converted from {Path(src).name} (authors' release)"})
+    save_weights(
+        dst, model, metadata={"source": f"converted from {Path(src).name} (authors' release)"}
+    )
     return ConversionReport(
         config=model.config,
         converted=len(model.state_dict()),

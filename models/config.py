@@ -29,7 +29,9 @@ class FIFNConfig:
             )
         for width, heads in zip(self.widths, self.heads, strict=True):
             if width <= 0 or heads <= 0:
-                raise ValueError(f"FIFNConfig widths and heads must be positive, got {width}/{heads}")
+                raise ValueError(
+                    f"FIFNConfig widths and heads must be positive, got {width}/{heads}"
+                )
             if width % heads:
                 raise ValueError(f"FIFNConfig: {heads} heads do not divide width {width}")
         if self.in_channels <= 0:

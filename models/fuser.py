@@ -132,7 +132,9 @@ def prepare_pair(ir: np.ndarray, vi: np.ndarray, ir16: IR16Mode = "percentile") 
         raise ValueError(
             f"infrared {ir.shape[1]}x{ir.shape[0]} and visible {vi.shape[1]}x{vi.shape[0]} differ in size"
         )
-    return PreparedPair(ir=torch.from_numpy(ir_to_unit(ir, ir16))[None], vi=torch.from_numpy(vi_to_unit(vi)))
+    return PreparedPair(
+        ir=torch.from_numpy(ir_to_unit(ir, ir16))[None], vi=torch.from_numpy(vi_to_unit(vi))
+    )
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -312,7 +314,9 @@ class Fuser:
     def _network(self, vi_y: Tensor, ir: Tensor) -> Tensor:
         """Raw FIFN output for whole inputs (B, 1, h, w), float32."""
         autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype
+            else nullcontext()
         )
         with autocast:
             vi_y = vi_y.contiguous(memory_format=torch.channels_last)
@@ -333,9 +337,14 @@ class Fuser:
         vi_y, ir = vi_y.to(self.device), ir.to(self.device)
         height, width = ir.shape[-2:]
         if self.tile is None or max(height, width) <= self.tile + 2 * self.tile_margin:
-            return torch.cat([self._network(v, i) for v, i in zip(
-                vi_y.split(self.batch_size), ir.split(self.batch_size), strict=True
-            )])
+            return torch.cat(
+                [
+                    self._network(v, i)
+                    for v, i in zip(
+                        vi_y.split(self.batch_size), ir.split(self.batch_size), strict=True
+                    )
+                ]
+            )
         return tiled_apply(self._network, (vi_y, ir), self.tile, self.tile_margin, self.batch_size)
 
     @torch.inference_mode()
@@ -467,7 +476,11 @@ def read_pair(job: FuseJob, ir16: IR16Mode = "percentile", resize_vi: bool = Fal
                 f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to resize visible images to the infrared size"
             )
         shrink = vi.shape[0] * vi.shape[1] > ir.shape[0] * ir.shape[1]
-        vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        vi = cv2.resize(
+            vi,
+            (ir.shape[1], ir.shape[0]),
+            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC,
+        )
     return prepare_pair(ir, vi, ir16)
 
 
@@ -507,7 +520,9 @@ class FileFuser:
             error = f"cannot write {job.out_path}: {exc}"
         return error, time.perf_counter() - start
 
-    def _fuse_group(self, group: list[tuple[FuseJob, PreparedPair]]) -> list[tuple[FuseJob, np.ndarray | str]]:
+    def _fuse_group(
+        self, group: list[tuple[FuseJob, PreparedPair]]
+    ) -> list[tuple[FuseJob, np.ndarray | str]]:
         """Fuse a group as one batch; if that fails, pair by pair to name the culprit."""
         start = time.perf_counter()
         try:

@@ -23,8 +23,18 @@ VAL_METRICS = ("EN", "SF", "AG", "CC", "SD", "VIF", "Qabf")
 
 #: Fields a resumed run may change; any other change would break the exact continuation.
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "max_steps", "num_workers", "log_every", "checkpoint_every", "val_every",
-     "val_max_pairs", "val_samples", "tensorboard", "max_nonfinite"}
+    {
+        "epochs",
+        "max_steps",
+        "num_workers",
+        "log_every",
+        "checkpoint_every",
+        "val_every",
+        "val_max_pairs",
+        "val_samples",
+        "tensorboard",
+        "max_nonfinite",
+    }
 )
 
 
@@ -101,8 +111,16 @@ class TrainConfig:
             self.objective = _dataclass_from_dict(ObjectiveConfig, self.objective, "objective")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.val_metrics = tuple(str(m) for m in self.val_metrics)
-        positive = ("crop", "crops_per_image", "crop_tries", "batch_size", "epochs",
-                    "log_every", "checkpoint_every", "max_nonfinite")
+        positive = (
+            "crop",
+            "crops_per_image",
+            "crop_tries",
+            "batch_size",
+            "epochs",
+            "log_every",
+            "checkpoint_every",
+            "max_nonfinite",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -111,8 +129,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
-            raise ConfigError(f"max_steps must be a positive integer or null, got {self.max_steps!r}")
+        if self.max_steps is not None and (
+            not isinstance(self.max_steps, int) or self.max_steps < 1
+        ):
+            raise ConfigError(
+                f"max_steps must be a positive integer or null, got {self.max_steps!r}"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -127,9 +149,13 @@ class TrainConfig:
                 f"{self.objective.groups} (CCL splits each batch into equal groups)"
             )
         if self.crop < self.model.min_size:
-            raise ConfigError(f"crop {self.crop} is smaller than the network's minimum {self.model.min_size}")
+            raise ConfigError(
+                f"crop {self.crop} is smaller than the network's minimum {self.model.min_size}"
+            )
         if self.best_metric not in self.val_metrics:
-            raise ConfigError(f"best_metric {self.best_metric!r} is not among val_metrics {self.val_metrics}")
+            raise ConfigError(
+                f"best_metric {self.best_metric!r} is not among val_metrics {self.val_metrics}"
+            )
 
     @property
     def uses_groups(self) -> bool:
@@ -218,7 +244,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a mapping of config fields, found {type(values).__name__}")
+        raise ConfigError(
+            f"{path} must hold a mapping of config fields, found {type(values).__name__}"
+        )
     return values
 
 

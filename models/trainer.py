@@ -110,7 +110,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {device} was asked for but CUDA is not available; use --device cpu")
+        raise TrainingError(
+            f"device {device} was asked for but CUDA is not available; use --device cpu"
+        )
     return dev
 
 
@@ -135,7 +137,11 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
                 unbiased = var.detach() * count / (count - 1).clamp_min(1)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
@@ -158,7 +164,7 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    for name, child in module.named_children():
+    for child in module.children():
         if isinstance(child, nn.BatchNorm2d) and not isinstance(child, AllReduceBatchNorm2d):
             child.__class__ = AllReduceBatchNorm2d  # same state, synchronised forward
         else:
@@ -241,7 +247,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise TrainingError(f"cannot read checkpoint {path}: {exc}; start a new run with another --out") from None
+        raise TrainingError(
+            f"cannot read checkpoint {path}: {exc}; start a new run with another --out"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not an occo training checkpoint")
     return payload
@@ -321,7 +329,9 @@ class Trainer:
                 )
         self.config = config
         if config.uses_groups and mask_source is None:
-            raise TrainingError("the occo objective needs object masks; give a mask store or use objective=pixel")
+            raise TrainingError(
+                "the occo objective needs object masks; give a mask store or use objective=pixel"
+            )
         self.mask_source = mask_source
 
         torch.manual_seed(config.seed)  # same initial weights in every process
@@ -329,14 +339,19 @@ class Trainer:
         self.amp_dtype = self._amp_dtype()
         if self.device.type == "cuda" and config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.objective = (objective if objective is not None else self._build_objective()).to(self.device)
+        self.objective = (objective if objective is not None else self._build_objective()).to(
+            self.device
+        )
         self.regions_fn = regions_fn
         if config.uses_groups and regions_fn is None:
             from masks.regions import split_regions
 
             self.regions_fn = split_regions
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            self.model.parameters(),
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if checkpoint is not None:
@@ -456,10 +471,16 @@ class Trainer:
             self._open_logs()
         self.on_event(
             "start",
-            {"total_steps": self.total_steps, "step": state.step, "batches_per_epoch": self.batches_per_epoch,
-             "train_pairs": len(self.train_pairs), "val_pairs": len(self.val_pairs),
-             "device": str(self.device), "world_size": self.info.world_size,
-             "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"},
+            {
+                "total_steps": self.total_steps,
+                "step": state.step,
+                "batches_per_epoch": self.batches_per_epoch,
+                "train_pairs": len(self.train_pairs),
+                "val_pairs": len(self.val_pairs),
+                "device": str(self.device),
+                "world_size": self.info.world_size,
+                "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            },
         )
         interrupted = False
         validation: dict[str, float] = {}
@@ -521,9 +542,13 @@ class Trainer:
         vi, ir = self._to_device(batch["vi"]), self._to_device(batch["ir"])  # (b, 1, c, c)
         regions = None
         if self.regions_fn is not None and "mask_vi" in batch:
-            regions = self.regions_fn(self._to_device(batch["mask_vi"]), self._to_device(batch["mask_ir"]))
+            regions = self.regions_fn(
+                self._to_device(batch["mask_vi"]), self._to_device(batch["mask_ir"])
+            )
         autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype
+            else nullcontext()
         )
         with autocast:
             raw = self.net(vi, ir)
@@ -535,9 +560,13 @@ class Trainer:
         if not finite:
             state.skipped += 1
             state.consecutive_nonfinite += 1
-            info = {"step": state.step + 1, "epoch": state.epoch, "loss": _number(total),
-                    "parts": {k: _number(v) for k, v in parts.items()},
-                    "in_a_row": state.consecutive_nonfinite}
+            info = {
+                "step": state.step + 1,
+                "epoch": state.epoch,
+                "loss": _number(total),
+                "parts": {k: _number(v) for k, v in parts.items()},
+                "in_a_row": state.consecutive_nonfinite,
+            }
             self._write_log({"event": "nonfinite", **info})
             self.on_event("skipped", info)
             if state.consecutive_nonfinite >= cfg.max_nonfinite:
@@ -560,9 +589,16 @@ class Trainer:
                 dist.all_reduce(packed)
                 packed /= self.info.world_size
                 loss, values = float(packed[0]), dict(zip(values, packed[1:].tolist(), strict=True))
-            record = {"event": "step", "step": step, "epoch": state.epoch, "loss": loss, **values,
-                      "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start,
-                      "time": time.time()}
+            record = {
+                "event": "step",
+                "step": step,
+                "epoch": state.epoch,
+                "loss": loss,
+                **values,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - start,
+                "time": time.time(),
+            }
             self._write_log(record)
         else:
             record = None
@@ -593,10 +629,8 @@ class Trainer:
         return scores
 
     def _validate_main(self) -> dict[str, float]:
-        from eval.metrics import compute_metrics
-
         from data.io import read_image
-
+        from eval.metrics import compute_metrics
         from models.fuser import Fuser
 
         cfg, state = self.config, self.state
@@ -619,11 +653,23 @@ class Trainer:
             if not (self.device.type == "cuda" and cfg.channels_last):
                 self.model.to(memory_format=torch.contiguous_format)
         means = {name: value / len(pairs) for name, value in totals.items()}
-        record = {"event": "validation", "step": state.step, "epoch": state.epoch, "pairs": len(pairs), **means}
+        record = {
+            "event": "validation",
+            "step": state.step,
+            "epoch": state.epoch,
+            "pairs": len(pairs),
+            **means,
+        }
         value = means.get(cfg.best_metric)
-        if value is not None and math.isfinite(value) and (state.best_value is None or value > state.best_value):
+        if (
+            value is not None
+            and math.isfinite(value)
+            and (state.best_value is None or value > state.best_value)
+        ):
             state.best_value, state.best_step = value, state.step
-            save_weights(self.out_dir / "best.safetensors", self.model, self._weights_metadata(best=True))
+            save_weights(
+                self.out_dir / "best.safetensors", self.model, self._weights_metadata(best=True)
+            )
             record["best"] = True
         self._write_log(record)
         self.on_event("validation", record)
@@ -663,7 +709,9 @@ class Trainer:
         save_torch_atomic(self.out_dir / "checkpoint.pt", payload)
         if weights:
             save_weights(self.out_dir / "last.safetensors", self.model, self._weights_metadata())
-        self.on_event("checkpoint", {"step": self.state.step, "path": str(self.out_dir / "checkpoint.pt")})
+        self.on_event(
+            "checkpoint", {"step": self.state.step, "path": str(self.out_dir / "checkpoint.pt")}
+        )
 
     def _open_logs(self) -> None:
         self._log = open(self.out_dir / "log.jsonl", "a", encoding="utf-8")  # noqa: SIM115

@@ -12,7 +12,9 @@ from occo_cli.console import fail, note, out
 
 @app.command("convert")
 def convert(
-    src: Path = typer.Argument(..., help="The authors' checkpoint (occo.pth: torch pickle of a state dict)."),
+    src: Path = typer.Argument(
+        ..., help="The authors' checkpoint (occo.pth: torch pickle of a state dict)."
+    ),
     dst: Path = typer.Argument(..., help="occo weight file to write (.safetensors)."),
     heads: str | None = typer.Option(
         None, "--heads", help="Attention heads per level, e.g. 4,4,4,1 \\[default: the release's]."

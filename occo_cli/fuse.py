@@ -35,7 +35,9 @@ def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
     out_resolved = out_dir.resolve()
     for folder in (ir_dir, vi_dir):
         if out_resolved == folder.resolve() or out_resolved.is_relative_to(folder.resolve()):
-            fail(f"OUT_DIR {out_dir} is inside the input folder {folder}; choose a folder outside the inputs")
+            fail(
+                f"OUT_DIR {out_dir} is inside the input folder {folder}; choose a folder outside the inputs"
+            )
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"OUT_DIR {out_dir} exists and is not a folder")
 
@@ -43,15 +45,27 @@ def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
 @app.command("fuse")
 def fuse(
     ir_dir: Path = typer.Argument(..., help="Folder of infrared images."),
-    vi_dir: Path = typer.Argument(..., help="Folder of visible images (paired with IR_DIR by file stem)."),
-    out_dir: Path = typer.Argument(..., help="Folder for the fused PNGs (created; outside the inputs)."),
+    vi_dir: Path = typer.Argument(
+        ..., help="Folder of visible images (paired with IR_DIR by file stem)."
+    ),
+    out_dir: Path = typer.Argument(
+        ..., help="Folder for the fused PNGs (created; outside the inputs)."
+    ),
     weights: Path | None = typer.Option(
-        None, "--weights", "-w", help="occo FIFN weights (.safetensors) \\[default: occo's bundled weights]."
+        None,
+        "--weights",
+        "-w",
+        help="occo FIFN weights (.safetensors) \\[default: occo's bundled weights].",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Same-size pairs (or tiles) per network call."),
+    batch_size: int = typer.Option(
+        4, "--batch-size", min=1, help="Same-size pairs (or tiles) per network call."
+    ),
     tile: int | None = typer.Option(
-        None, "--tile", min=16, help="Fuse in overlapping NxN tiles, for images too large for memory."
+        None,
+        "--tile",
+        min=16,
+        help="Fuse in overlapping NxN tiles, for images too large for memory.",
     ),
     amp: bool | None = typer.Option(
         None, "--amp/--no-amp", help="bf16/fp16 autocast \\[default: on for CUDA, off on CPU]."
@@ -61,7 +75,9 @@ def fuse(
         False, "--resize-vi", help="Resize visible images to the infrared size when they differ."
     ),
     ir16: str = typer.Option(
-        "percentile", "--ir16", help="16-bit infrared stretch: percentile (0.1-99.9%), minmax or full (/65535)."
+        "percentile",
+        "--ir16",
+        help="16-bit infrared stretch: percentile (0.1-99.9%), minmax or full (/65535).",
     ),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads reading images ahead."),
 ) -> None:
@@ -76,9 +92,10 @@ def fuse(
         occo fuse ir/ vi/ fused/ --device cuda --batch-size 16 --tile 1024
         occo metrics fused/tno
     """
+    from eval.manifest import write_fuse_manifest
+
     from data.errors import OccoError
     from data.pairing import pair_images
-    from eval.manifest import write_fuse_manifest
     from models.checkpoint import load_weights, read_weights_metadata, resolve_weights
     from models.fuser import FileFuser, FuseJob, Fuser
 

@@ -20,17 +20,22 @@ masks_app = typer.Typer(
 )
 app.add_typer(masks_app, name="masks")
 
+
 def _find_folder(dataset: Path, names: tuple[str, ...], what: str, option: str) -> Path:
     """The modality folder of a dataset, by the names the trainer recognises too."""
     if not dataset.is_dir():
         fail(f"dataset folder not found: {dataset}")
     folder = next((dataset / name for name in names if (dataset / name).is_dir()), None)
     if folder is None:
-        fail(f"no {what} folder in {dataset} (looked for {', '.join(n + '/' for n in names)}); pass {option} DIR")
+        fail(
+            f"no {what} folder in {dataset} (looked for {', '.join(n + '/' for n in names)}); pass {option} DIR"
+        )
     return folder
 
 
-def _dataset_pairs(dataset: Path, ir_dir: Path | None, vi_dir: Path | None) -> tuple[list, Path, Path]:
+def _dataset_pairs(
+    dataset: Path, ir_dir: Path | None, vi_dir: Path | None
+) -> tuple[list, Path, Path]:
     from data.pairing import pair_images
     from data.training import IR_DIR_NAMES, VI_DIR_NAMES
 
@@ -84,9 +89,12 @@ def _quiet_transformers() -> None:
 
 @masks_app.command("gen")
 def gen(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder with ir/ and vi/ (or Infrared/, Visible/...).")],
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder with ir/ and vi/ (or Infrared/, Visible/...).")
+    ],
     out_path: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Mask store to write. [default: DATASET/masks.h5]")
+        Path | None,
+        typer.Option("--out", "-o", help="Mask store to write. [default: DATASET/masks.h5]"),
     ] = None,
     prompt: Annotated[str, typer.Option(help="Text prompt for Grounding DINO.")] = (
         "The scene captures a group of pedestrians or cars."
@@ -95,23 +103,42 @@ def gen(
         str, typer.Option(help="Grounding DINO: hub id or folder.")
     ] = "IDEA-Research/grounding-dino-tiny",
     segmenter: Annotated[
-        str, typer.Option(help="SAM: hub id or folder (SlimSAM too), or sam:KIND:PATH for a Meta checkpoint.")
+        str,
+        typer.Option(
+            help="SAM: hub id or folder (SlimSAM too), or sam:KIND:PATH for a Meta checkpoint."
+        ),
     ] = "facebook/sam-vit-huge",
     box_threshold: Annotated[float, typer.Option(help="Keep boxes scoring above this.")] = 0.3,
-    text_threshold: Annotated[float, typer.Option(help="Prompt tokens above this name a box.")] = 0.25,
-    max_boxes: Annotated[int, typer.Option(help="At most this many boxes per image, best first (0: all).")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per batch (2x images).")] = 4,
+    text_threshold: Annotated[
+        float, typer.Option(help="Prompt tokens above this name a box.")
+    ] = 0.25,
+    max_boxes: Annotated[
+        int, typer.Option(help="At most this many boxes per image, best first (0: all).")
+    ] = 0,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Pairs per batch (2x images).")
+    ] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (float16 on GPU), float32, float16, bfloat16.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto (float16 on GPU), float32, float16, bfloat16.")
+    ] = "auto",
     labels: Annotated[
-        Path | None, typer.Option(help="Make masks from label maps in this folder instead of the models.")
+        Path | None,
+        typer.Option(help="Make masks from label maps in this folder instead of the models."),
     ] = None,
     classes: Annotated[
-        str | None, typer.Option(help="Object classes of the label maps, e.g. 1,2 (MSRS: car 1, person 2).")
+        str | None,
+        typer.Option(help="Object classes of the label maps, e.g. 1,2 (MSRS: car 1, person 2)."),
     ] = None,
-    ir_dir: Annotated[Path | None, typer.Option(help="Infrared folder (default: found in DATASET).")] = None,
-    vi_dir: Annotated[Path | None, typer.Option(help="Visible folder (default: found in DATASET).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a store made with other settings.")] = False,
+    ir_dir: Annotated[
+        Path | None, typer.Option(help="Infrared folder (default: found in DATASET).")
+    ] = None,
+    vi_dir: Annotated[
+        Path | None, typer.Option(help="Visible folder (default: found in DATASET).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a store made with other settings.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Make object masks for every pair: Grounding DINO boxes prompting SAM.
@@ -176,7 +203,14 @@ def gen(
     bar = _LazyBar("masks", enabled=lead and not quiet)
     try:
         result = generate_masks(
-            pairs, out_path, source, batch_size=batch_size, overwrite=overwrite, meta=meta, dist=dist, progress=bar
+            pairs,
+            out_path,
+            source,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            meta=meta,
+            dist=dist,
+            progress=bar,
         )
     finally:
         bar.close()
@@ -184,7 +218,11 @@ def gen(
     if not lead:
         return
     if result.computed == 0 and result.resumed == 0:
-        out.print(f"all {result.pairs} pairs are already in {out_path}; nothing to do", highlight=False, soft_wrap=True)
+        out.print(
+            f"all {result.pairs} pairs are already in {out_path}; nothing to do",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     rate = result.computed / result.seconds if result.seconds > 0 else 0.0
     per_rank = " per rank" if dist.world_size > 1 else ""
@@ -200,6 +238,17 @@ def gen(
     )
 
 
+#: Order of settings in `info`: what made the masks first, file facts last.
+_SETTING_ORDER = (
+    "source", "prompt", "detector", "segmenter", "box_threshold", "text_threshold", "max_boxes", "dtype",
+    "classes", "labels_dir", "ir_dir", "vi_dir", "format", "version", "occo_version", "created_utc", "updated_utc",
+)  # fmt: skip
+
+
+def _order(key: str) -> tuple[int, str]:
+    return (_SETTING_ORDER.index(key) if key in _SETTING_ORDER else len(_SETTING_ORDER), key)
+
+
 def _open(store: Path):
     from masks.store import open_mask_store
 
@@ -210,9 +259,15 @@ def _open(store: Path):
 def show(
     store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
     stems: Annotated[list[str] | None, typer.Argument(help="Pairs to draw (default: all).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG overlays.")] = Path("mask-overlays"),
-    ir_dir: Annotated[Path | None, typer.Option(help="Infrared folder (default: as recorded in the store).")] = None,
-    vi_dir: Annotated[Path | None, typer.Option(help="Visible folder (default: as recorded in the store).")] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the PNG overlays.")
+    ] = Path("mask-overlays"),
+    ir_dir: Annotated[
+        Path | None, typer.Option(help="Infrared folder (default: as recorded in the store).")
+    ] = None,
+    vi_dir: Annotated[
+        Path | None, typer.Option(help="Visible folder (default: as recorded in the store).")
+    ] = None,
 ) -> None:
     """Draw masks, boxes, scores and the shared/unique/background split as PNGs.
 
@@ -235,7 +290,9 @@ def show(
     chosen = list(stems) if stems else reader.stems()
     unknown = [s for s in chosen if s not in reader]
     if unknown:
-        fail(f"{len(unknown)} stem(s) not in {store} (first: {unknown[0]}); `occo masks info {store}` lists counts")
+        fail(
+            f"{len(unknown)} stem(s) not in {store} (first: {unknown[0]}); `occo masks info {store}` lists counts"
+        )
     with progress_bar() as bar:
         task = bar.add_task("overlays", total=len(chosen), status="")
         for stem in chosen:
@@ -263,9 +320,13 @@ def export(
     reader = _open(store)
     with progress_bar() as bar:
         task = bar.add_task("export", total=len(reader), status="")
-        count = export_masks(reader, out_dir, progress=lambda done, total: bar.update(task, completed=done))
+        count = export_masks(
+            reader, out_dir, progress=lambda done, total: bar.update(task, completed=done)
+        )
     out.print(
-        f"wrote {count} pairs to {out_dir / 'mask_vi'} and {out_dir / 'mask_ir'}", highlight=False, soft_wrap=True
+        f"wrote {count} pairs to {out_dir / 'mask_vi'} and {out_dir / 'mask_ir'}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -285,17 +346,24 @@ def info(
     reader = _open(store)
     with progress_bar(disable=as_json or len(reader) < 200) as bar:
         task = bar.add_task("reading", total=len(reader), status="")
-        summary = summarize_store(reader, progress=lambda done, total: bar.update(task, completed=done))
+        summary = summarize_store(
+            reader, progress=lambda done, total: bar.update(task, completed=done)
+        )
     journal = PartsJournal(store)
     pending = len(list(journal.dir.glob("chunk-*.h5"))) if journal.exists() else 0
     if as_json:
-        record = {"store": str(store), "settings": reader.settings, **summary, "pending_chunks": pending}
+        record = {
+            "store": str(store),
+            "settings": reader.settings,
+            **summary,
+            "pending_chunks": pending,
+        }
         out.print_json(json.dumps(record))
         return
     settings = Table(title=str(store), show_header=False, title_justify="left")
     settings.add_column("setting", style="bold")
     settings.add_column("value")
-    for key, value in reader.settings.items():
+    for key, value in sorted(reader.settings.items(), key=lambda item: _order(item[0])):
         settings.add_row(key, str(value))
     out.print(settings)
     stats = Table(
@@ -319,7 +387,9 @@ def info(
     regions = summary["regions"]
     out.print(
         "regions (mean area): "
-        + ", ".join(f"{name.replace('_', ' ')} {100 * value:.2f}%" for name, value in regions.items()),
+        + ", ".join(
+            f"{name.replace('_', ' ')} {100 * value:.2f}%" for name, value in regions.items()
+        ),
         highlight=False,
         soft_wrap=True,
     )

@@ -16,31 +16,51 @@ _OBJECTIVES = ("occo", "pixel")
 
 @app.command("train")
 def train(
-    dataset: Path = typer.Argument(..., help="Dataset folder with ir/ and vi/ (paired by file stem)."),
+    dataset: Path = typer.Argument(
+        ..., help="Dataset folder with ir/ and vi/ (paired by file stem)."
+    ),
     masks: Path | None = typer.Option(
         None, "--masks", help="Mask store from `occo masks gen` (default: DATASET/masks.h5)."
     ),
     config: Path | None = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
-    out_dir: Path | None = typer.Option(None, "--out", help="Run folder (default: runs/DATASET_NAME)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Run folder (default: runs/DATASET_NAME)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its checkpoint."
+    ),
     epochs: int | None = typer.Option(None, "--epochs", help="Epochs (default: 30)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Crops per step, all GPUs (default: 12)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Crops per step, all GPUs (default: 12)."
+    ),
     crop: int | None = typer.Option(None, "--crop", help="Crop side in pixels (default: 256)."),
     lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-4)."),
-    amp: bool | None = typer.Option(None, "--amp/--no-amp", help="Mixed precision on GPU (default: on)."),
+    amp: bool | None = typer.Option(
+        None, "--amp/--no-amp", help="Mixed precision on GPU (default: on)."
+    ),
     vgg_weights: Path | None = typer.Option(
-        None, "--vgg-weights", help="Local VGG19 state dict (default: torchvision ImageNet weights)."
+        None,
+        "--vgg-weights",
+        help="Local VGG19 state dict (default: torchvision ImageNet weights).",
     ),
     objective: str | None = typer.Option(
-        None, "--objective", help="occo (pixel + contextual contrastive) or pixel (no masks, no VGG)."
+        None,
+        "--objective",
+        help="occo (pixel + contextual contrastive) or pixel (no masks, no VGG).",
     ),
     val: Path | None = typer.Option(
         None, "--val", help="Validation dataset (ir/, vi/) (default: a held-out slice of DATASET)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    workers: int | None = typer.Option(None, "--workers", help="Data-loading processes (default: 4)."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps in all."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of weights, crops and order (default: 0)."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Data-loading processes (default: 4)."
+    ),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Stop after this many steps in all."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of weights, crops and order (default: 0)."
+    ),
 ) -> None:
     """Train FIFN with the OCCO objective; resumable, mixed precision, multi-GPU.
 
@@ -60,21 +80,35 @@ def train(
     from data.pairing import pair_images
     from data.training import find_modality_dirs, split_holdout
     from models.train_config import TrainConfig, load_config_file
-    from models.trainer import Trainer, stop_on_signals
+    from models.trainer import Trainer, load_checkpoint, stop_on_signals
 
     if objective is not None and objective not in _OBJECTIVES:
         fail(f"--objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
     is_main = _rank() == 0
+    run = out_dir if out_dir is not None else Path("runs") / dataset.resolve().name
+    if not resume and (run / "checkpoint.pt").exists():
+        fail(f"{run} already holds a run: continue it with --resume, or choose another --out")
 
-    # Configuration: defaults < YAML < command line.
+    # Configuration: defaults (or the resumed run's) < YAML < command line.
     cfg = TrainConfig()
+    if resume:
+        cfg = TrainConfig.from_dict(load_checkpoint(run / "checkpoint.pt")["config"])
     if config is not None:
         cfg = cfg.replace(load_config_file(config))
     cfg = cfg.replace(
         {
-            "epochs": epochs, "batch_size": batch_size, "crop": crop, "lr": lr, "amp": amp,
-            "num_workers": workers, "max_steps": max_steps, "seed": seed,
-            "objective": {"objective": objective, "vgg_weights": str(vgg_weights) if vgg_weights else None},
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "crop": crop,
+            "lr": lr,
+            "amp": amp,
+            "num_workers": workers,
+            "max_steps": max_steps,
+            "seed": seed,
+            "objective": {
+                "objective": objective,
+                "vgg_weights": str(vgg_weights) if vgg_weights else None,
+            },
         }
     )
 
@@ -82,7 +116,9 @@ def train(
     ir_dir, vi_dir = find_modality_dirs(dataset)
     pairing = pair_images(ir_dir, vi_dir)
     if pairing.unpaired and is_main:
-        warn(f"{len(pairing.unpaired)} file(s) without a partner are left out, e.g. {pairing.unpaired[0]}")
+        warn(
+            f"{len(pairing.unpaired)} file(s) without a partner are left out, e.g. {pairing.unpaired[0]}"
+        )
     pairs = pairing.pairs
     if not pairs:
         fail(f"no image pairs in {ir_dir} and {vi_dir} (files are paired by stem)")
@@ -100,9 +136,13 @@ def train(
         mask_source = functools.partial(open_mask_store, mask_path)
         kept, missing, empty = pairs_with_masks(pairs, mask_source())
         if is_main and missing:
-            warn(f"{len(missing)} pair(s) have no masks in {mask_path} and are left out (e.g. {missing[0]})")
+            warn(
+                f"{len(missing)} pair(s) have no masks in {mask_path} and are left out (e.g. {missing[0]})"
+            )
         if is_main and empty:
-            note(f"{len(empty)} pair(s) with empty masks in both modalities are left out, as in the release")
+            note(
+                f"{len(empty)} pair(s) with empty masks in both modalities are left out, as in the release"
+            )
         if not kept:
             fail(f"none of the {len(pairs)} pairs of {dataset} has usable masks in {mask_path}")
         pairs = kept
@@ -114,9 +154,6 @@ def train(
     else:
         train_pairs, val_pairs = split_holdout(pairs, cfg.val_fraction, cfg.val_max_pairs, cfg.seed)
 
-    run = out_dir if out_dir is not None else Path("runs") / dataset.resolve().name
-    if not resume and (run / "checkpoint.pt").exists():
-        fail(f"{run} already holds a run: continue it with --resume, or choose another --out")
     sources = [dataset.resolve().name] + ([f"validation {val.resolve().name}"] if val else [])
     metadata = {
         "trained_on": f"{dataset.resolve().name} ({len(train_pairs)} pairs)",
@@ -139,7 +176,9 @@ def train(
                 f"amp {info['amp']}; run folder {run}"
             )
             bar.start()
-            task.append(bar.add_task("train", total=info["total_steps"], completed=info["step"], status=""))
+            task.append(
+                bar.add_task("train", total=info["total_steps"], completed=info["step"], status="")
+            )
         elif kind == "step":
             record = info.get("record")
             status = f"epoch {info['epoch'] + 1}"
@@ -183,9 +222,14 @@ def train(
     out.print(f"trained {result.state.step} steps ({result.state.skipped} skipped); weights:")
     out.print(f"  last: {result.last_weights}", highlight=False)
     if result.best_weights is not None:
-        out.print(f"  best: {result.best_weights} ({cfg.best_metric} {result.state.best_value:.4f})", highlight=False)
-    out.print(f"fuse with: occo fuse IR_DIR VI_DIR OUT_DIR --weights {result.best_weights or result.last_weights}",
-              highlight=False)
+        out.print(
+            f"  best: {result.best_weights} ({cfg.best_metric} {result.state.best_value:.4f})",
+            highlight=False,
+        )
+    out.print(
+        f"fuse with: occo fuse IR_DIR VI_DIR OUT_DIR --weights {result.best_weights or result.last_weights}",
+        highlight=False,
+    )
 
 
 # Loss parts shown in the progress bar (names from losses.objective's parts dict).

@@ -53,7 +53,9 @@ def _digest(folder):
 
 
 def _fuse(*args):
-    return CliRunner().invoke(app, ["fuse", *map(str, args), "--device", "cpu", "--batch-size", "2"])
+    return CliRunner().invoke(
+        app, ["fuse", *map(str, args), "--device", "cpu", "--batch-size", "2"]
+    )
 
 
 def test_fuse_end_to_end(dataset, tmp_path):
@@ -107,7 +109,9 @@ def test_fuse_without_weights_says_how_to_get_them(dataset, tmp_path, monkeypatc
 
 def test_convert_then_fuse(dataset, tmp_path):
     # The release-format generator lives beside this file (tests are not a package).
-    spec = importlib.util.spec_from_file_location("_release", Path(__file__).with_name("test_models_checkpoint.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_release", Path(__file__).with_name("test_models_checkpoint.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     release_state_dict = module.release_state_dict
@@ -115,7 +119,9 @@ def test_convert_then_fuse(dataset, tmp_path):
     torch.save({"state_dict": release_state_dict((4, 8, 8, 12))}, tmp_path / "occo.pth")
     dst = tmp_path / "release.safetensors"
     runner = CliRunner()
-    result = runner.invoke(app, ["convert", str(tmp_path / "occo.pth"), str(dst), "--heads", "2,2,4,1"])
+    result = runner.invoke(
+        app, ["convert", str(tmp_path / "occo.pth"), str(dst), "--heads", "2,2,4,1"]
+    )
     assert result.exit_code == 0, result.output
     assert "dropped 16 unused tensors" in result.output and "space_weight2" in result.output
     again = runner.invoke(app, ["convert", str(tmp_path / "occo.pth"), str(dst)])

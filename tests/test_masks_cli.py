@@ -55,8 +55,12 @@ def test_gen_info_show_export(app, models, tmp_path):
     reader = open_mask_store(store)
     assert reader.stems() == ["0000", "0001", "0002"]
     settings = reader.settings
-    assert settings["detector"] == str(models["detector"].resolve()) and settings["dtype"] == "float32"
-    assert settings["box_threshold"] == 0.3 and settings["vi_dir"] == str((dataset / "vi").resolve())
+    assert (
+        settings["detector"] == str(models["detector"].resolve()) and settings["dtype"] == "float32"
+    )
+    assert settings["box_threshold"] == 0.3 and settings["vi_dir"] == str(
+        (dataset / "vi").resolve()
+    )
     pair = reader.read_pair("0001")
     assert pair.vi.mask.shape == (40, 56) and len(pair.vi.boxes) > 0  # random detectors fire
 
@@ -67,15 +71,20 @@ def test_gen_info_show_export(app, models, tmp_path):
     assert info.exit_code == 0, info.output
     summary = json.loads(info.output)
     assert summary["pairs"] == 3 and summary["settings"]["source"] == "models"
-    assert summary["vi"]["boxes_mean"] == pytest.approx(np.mean([len(reader.read_pair(s).vi.boxes) for s in reader]))
+    assert summary["vi"]["boxes_mean"] == pytest.approx(
+        np.mean([len(reader.read_pair(s).vi.boxes) for s in reader])
+    )
     table = runner.invoke(app, ["masks", "info", str(store)])
     assert table.exit_code == 0 and "shared" in table.output and "infrared" in table.output
 
     shown = runner.invoke(app, ["masks", "show", str(store), "0001", "--out", str(tmp_path / "ov")])
     assert shown.exit_code == 0, shown.output
     sheet = read_image(tmp_path / "ov" / "0001.png")
-    assert sheet.shape == (40, 3 * 56 + 2 * 8, 3)
-    assert runner.invoke(app, ["masks", "show", str(store), "nope", "--out", str(tmp_path)]).exit_code == 1
+    assert sheet.shape[1:] == (3 * 56 + 2 * 8, 3) and sheet.shape[0] > 40  # 3 panels under captions
+    assert (
+        runner.invoke(app, ["masks", "show", str(store), "nope", "--out", str(tmp_path)]).exit_code
+        == 1
+    )
 
     exported = runner.invoke(app, ["masks", "export", str(store), str(tmp_path / "exp")])
     assert exported.exit_code == 0, exported.output
@@ -87,10 +96,16 @@ def test_gen_settings_mismatch_and_overwrite(app, models, tmp_path):
     dataset = tiny.write_dataset(tmp_path / "ds", pairs=2)
     out = tmp_path / "m.h5"
     assert runner.invoke(app, gen_args(dataset, models, "--out", str(out))).exit_code == 0
-    clash = runner.invoke(app, gen_args(dataset, models, "--out", str(out), "--box-threshold", "1.5"))
-    assert isinstance(clash.exception, SettingsMismatchError) and "box_threshold" in str(clash.exception)
+    clash = runner.invoke(
+        app, gen_args(dataset, models, "--out", str(out), "--box-threshold", "1.5")
+    )
+    assert isinstance(clash.exception, SettingsMismatchError) and "box_threshold" in str(
+        clash.exception
+    )
     # A threshold above 1 keeps no box: empty masks, SAM never runs.
-    redo = runner.invoke(app, gen_args(dataset, models, "--out", str(out), "--box-threshold", "1.5", "--overwrite"))
+    redo = runner.invoke(
+        app, gen_args(dataset, models, "--out", str(out), "--box-threshold", "1.5", "--overwrite")
+    )
     assert redo.exit_code == 0, redo.output
     assert "infrared 2, visible 2" in redo.output
     reader = open_mask_store(out)
@@ -140,7 +155,17 @@ def test_label_masks(app, tmp_path):
     for stem in ("0000", "0001"):
         write_image_atomic(tmp_path / "labels" / f"{stem}.png", labels)
     result = runner.invoke(
-        app, ["masks", "gen", str(dataset), "--labels", str(tmp_path / "labels"), "--classes", "1,2", "-q"]
+        app,
+        [
+            "masks",
+            "gen",
+            str(dataset),
+            "--labels",
+            str(tmp_path / "labels"),
+            "--classes",
+            "1,2",
+            "-q",
+        ],
     )
     assert result.exit_code == 0, result.output
     reader = open_mask_store(dataset / "masks.h5")
@@ -162,3 +187,24 @@ def test_label_masks(app, tmp_path):
               "--classes", "1"],
     )  # fmt: skip
     assert lost.exit_code == 1 and "no label map" in lost.output and "0001" in lost.output
+
+
+def test_overlay_panels():
+    from masks.overlay import render_pair
+    from masks.store import ModalityMasks, PairMasks
+
+    image = np.full((30, 40), 100, np.uint8)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[5:15, 5:20] = 1
+    entry = ModalityMasks(
+        mask, boxes=[[5, 5, 20, 15]], scores=[0.9], labels=["car"], source="a.png"
+    )
+    sheet = render_pair(image, np.stack([image] * 3, axis=2), PairMasks("a", ir=entry, vi=entry))
+    assert sheet.shape[1] == 3 * 40 + 2 * 8 and sheet.dtype == np.uint8
+    top = sheet.shape[0] - 30
+    assert not np.array_equal(
+        sheet[top + 10, 10], sheet[top + 25, 35]
+    )  # tinted object vs plain background
+    small = ModalityMasks(np.zeros((20, 40), np.uint8))
+    sheet = render_pair(np.zeros((20, 40), np.uint8), image, PairMasks("b", ir=small, vi=entry))
+    assert sheet.shape[1] == 2 * 40 + 8  # sizes differ: no regions panel

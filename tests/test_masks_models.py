@@ -52,7 +52,10 @@ def meta_registry(monkeypatch):
 
 def images(seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 255, size, dtype=np.uint8) for size in ((40, 56, 3), (33, 70, 3), (40, 56, 3))]
+    return [
+        rng.integers(0, 255, size, dtype=np.uint8)
+        for size in ((40, 56, 3), (33, 70, 3), (40, 56, 3))
+    ]
 
 
 def test_prompt_and_image_conversion():
@@ -69,7 +72,7 @@ def test_prompt_and_image_conversion():
 def test_detector_batches_and_thresholds(models, detector):
     found = detector.detect(images(), tiny.PROMPT)
     assert len(found) == 3
-    for det, image in zip(found, images()):
+    for det, image in zip(found, images(), strict=True):
         assert det.boxes.shape == (len(det.scores), 4) and 0 < len(det.scores) <= 6
         assert len(det.labels) == len(det.scores)
         assert all("[SEP]" not in label and "[CLS]" not in label for label in det.labels)
@@ -79,11 +82,13 @@ def test_detector_batches_and_thresholds(models, detector):
 
     capped = GroundingDinoDetector(models["detector"], box_threshold=0.0, max_boxes=2)
     top = capped.detect(images(), tiny.PROMPT)
-    for det, full in zip(top, found):
+    for det, full in zip(top, found, strict=True):
         assert len(det.scores) == 2
         np.testing.assert_allclose(np.sort(det.scores), np.sort(full.scores)[-2:], rtol=1e-5)
 
-    none = GroundingDinoDetector(models["detector"], box_threshold=1.5).detect(images(), tiny.PROMPT)
+    none = GroundingDinoDetector(models["detector"], box_threshold=1.5).detect(
+        images(), tiny.PROMPT
+    )
     assert all(len(det.scores) == 0 and det.labels == [] for det in none)
 
 
@@ -94,8 +99,14 @@ def test_segmenter_matches_transformers_reference(segmenter):
     proc, model = segmenter.processor, segmenter.model
     inputs = proc(images=[image], input_boxes=[boxes.tolist()], return_tensors="pt")
     with torch.inference_mode():
-        out = model(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False)
-    ref = proc.post_process_masks(out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"])[0]
+        out = model(
+            pixel_values=inputs["pixel_values"],
+            input_boxes=inputs["input_boxes"],
+            multimask_output=False,
+        )
+    ref = proc.post_process_masks(
+        out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"]
+    )[0]
     assert ours.shape == image.shape[:2] and ours.dtype == np.uint8
     np.testing.assert_array_equal(ours, ref.any(dim=0)[0].numpy().astype(np.uint8))
 
@@ -110,7 +121,9 @@ def test_segmenter_union_chunks_and_skips_empty(segmenter, monkeypatch):
 
     calls = []
     original = segmenter._embed
-    monkeypatch.setattr(segmenter, "_embed", lambda batch: calls.append(len(batch)) or original(batch))
+    monkeypatch.setattr(
+        segmenter, "_embed", lambda batch: calls.append(len(batch)) or original(batch)
+    )
     monkeypatch.setattr(segmenter, "box_chunk", 1)
     out = segmenter.segment(imgs, [np.concatenate([a, b]), np.zeros((0, 4)), a])
     assert calls == [2]  # one batched embedding, only the images with boxes
@@ -136,7 +149,9 @@ def test_meta_segmenter_matches_sam_predictor(models, meta_registry):
 
 
 def test_model_load_errors(models, meta_registry, tmp_path):
-    with pytest.raises(ModelLoadError, match="huggingface-cli download IDEA-Research/grounding-dino-base"):
+    with pytest.raises(
+        ModelLoadError, match="huggingface-cli download IDEA-Research/grounding-dino-base"
+    ):
         GroundingDinoDetector("IDEA-Research/grounding-dino-base")
     with pytest.raises(ModelLoadError, match="folder not found"):
         GroundingDinoDetector(tmp_path / "nowhere")
@@ -156,15 +171,26 @@ def test_model_load_errors(models, meta_registry, tmp_path):
 
 def test_model_source_no_boxes_means_no_sam(models, monkeypatch, tmp_path):
     tiny.write_dataset(tmp_path, pairs=2)
-    pairs = [(f"{i:04d}", tmp_path / "ir" / f"{i:04d}.png", tmp_path / "vi" / f"{i:04d}.png") for i in range(2)]
-    config = ModelMaskConfig(detector=str(models["detector"]), segmenter=str(models["segmenter"]), box_threshold=2.0)
+    pairs = [
+        (f"{i:04d}", tmp_path / "ir" / f"{i:04d}.png", tmp_path / "vi" / f"{i:04d}.png")
+        for i in range(2)
+    ]
+    config = ModelMaskConfig(
+        detector=str(models["detector"]), segmenter=str(models["segmenter"]), box_threshold=2.0
+    )
     source = ModelMaskSource(config)
     source.setup()
-    monkeypatch.setattr(source.segmenter, "_embed", lambda batch: pytest.fail("SAM ran without boxes"))
+    monkeypatch.setattr(
+        source.segmenter, "_embed", lambda batch: pytest.fail("SAM ran without boxes")
+    )
     result = source.process(source.load(pairs))
     assert [p.stem for p in result] == ["0000", "0001"]
     for pair in result:
-        assert pair.ir.source == f"{pair.stem}.png" and not pair.ir.mask.any() and not pair.vi.mask.any()
+        assert (
+            pair.ir.source == f"{pair.stem}.png"
+            and not pair.ir.mask.any()
+            and not pair.vi.mask.any()
+        )
         assert pair.ir.mask.shape == (40, 56) and pair.vi.boxes.shape == (0, 4)
     assert source.settings["prompt"] == normalize_prompt(tiny.PROMPT)
     assert source.settings["detector"] == str(models["detector"].resolve())

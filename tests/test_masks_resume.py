@@ -27,8 +27,16 @@ pytestmark = [
 
 def env() -> dict[str, str]:
     """One thread per process (same arithmetic as the in-process reference), offline."""
-    values = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    values["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    values = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    values["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+    )
     return values
 
 
@@ -59,7 +67,9 @@ def test_sigkill_mid_run_then_resume(setup):
     out = folder / "killed.h5"
     parts = out.with_name(out.name + ".parts")
     command = [sys.executable, "-m", "occo_cli", *args(out)]
-    process = subprocess.Popen(command, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 240
     while len(list(parts.glob("chunk-*.h5"))) < 2:
         if process.poll() is not None:
@@ -90,5 +100,7 @@ def test_two_ranks_under_torchrun_match_one(setup):
     ]  # fmt: skip
     run = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "2 ranks" in run.stderr and f"{PAIRS} pairs ({PAIRS} new)" in " ".join(run.stdout.split())
+    assert "2 ranks" in run.stderr and f"{PAIRS} pairs ({PAIRS} new)" in " ".join(
+        run.stdout.split()
+    )
     assert tiny.store_differences(out, reference) == []

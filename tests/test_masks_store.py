@@ -52,7 +52,9 @@ def fake_pair(stem: str, shape=(6, 9), boxes: int = 1) -> PairMasks:
 class StubSource:
     """A mask source without models: deterministic masks; can 'crash' after some batches."""
 
-    def __init__(self, settings: dict | None = None, crash_after: int | None = None, empty: set | None = None):
+    def __init__(
+        self, settings: dict | None = None, crash_after: int | None = None, empty: set | None = None
+    ):
         self.settings = settings or {"source": "stub", "threshold": 0.5}
         self.crash_after = crash_after
         self.empty = empty or set()
@@ -151,7 +153,10 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path):
         generate_masks(pairs, out, StubSource(crash_after=2), batch_size=2)
     assert not out.exists()  # nothing half-written: the store appears only when complete
     journal = PartsJournal(out)
-    assert sorted(p.name for p in journal.dir.glob("chunk-*.h5")) == ["chunk-000000.h5", "chunk-000001.h5"]
+    assert sorted(p.name for p in journal.dir.glob("chunk-*.h5")) == [
+        "chunk-000000.h5",
+        "chunk-000001.h5",
+    ]
 
     source = StubSource()
     result = generate_masks(pairs, out, source, batch_size=2)
@@ -260,7 +265,9 @@ def test_summary_and_export(tmp_path):
     masks = [reader.read(s) for s in reader.stems()]
     assert summary["pairs"] == 3 and summary["both_empty"] == 1
     assert summary["ir"]["empty"] == 1 and summary["vi"]["boxes_max"] == 2
-    assert summary["vi"]["coverage"]["mean"] == pytest.approx(np.mean([vi.mean() for _, vi in masks]))
+    assert summary["vi"]["coverage"]["mean"] == pytest.approx(
+        np.mean([vi.mean() for _, vi in masks])
+    )
     shared = np.mean([(ir & vi).mean() for ir, vi in masks])
     assert summary["regions"]["shared"] == pytest.approx(shared)
     assert sum(summary["regions"].values()) == pytest.approx(1.0)
@@ -276,6 +283,39 @@ def test_modality_masks_validate():
     entry = ModalityMasks(mask=np.array([[0, 3], [1, 0]]))
     assert entry.mask.dtype == np.uint8 and entry.mask.tolist() == [[0, 1], [1, 0]]
     with pytest.raises(ValueError, match="boxes"):
-        ModalityMasks(mask=np.zeros((2, 2)), boxes=np.zeros((2, 4)), scores=np.zeros(1), labels=["a", "b"])
+        ModalityMasks(
+            mask=np.zeros((2, 2)), boxes=np.zeros((2, 4)), scores=np.zeros(1), labels=["a", "b"]
+        )
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         ModalityMasks(mask=np.zeros((2, 2, 3)))
+
+
+def test_failed_model_load_leaves_nothing_behind(tmp_path):
+    class Broken(StubSource):
+        def setup(self):
+            raise OSError("no such model")
+
+    out = tmp_path / "masks.h5"
+    with pytest.raises(OSError):
+        generate_masks(pairs_of(2), out, Broken())
+    assert not out.exists() and not PartsJournal(out).exists()
+    other = StubSource({"source": "stub", "threshold": 0.1})
+    assert generate_masks(pairs_of(2), out, other).stored == 2
+
+
+def test_device_and_dtype_resolution():
+    import torch
+
+    from masks.generate import resolve_device, resolve_dtype
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_dtype("auto", torch.device("cpu")) == "float32"
+    assert resolve_dtype("auto", torch.device("cuda", 0)) == "float16"
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype("half", torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda", local_rank=1)

@@ -67,7 +67,10 @@ def release_state_dict(widths, seed: int = 0) -> dict[str, torch.Tensor]:
         conv(f"{f}.channel_emb.channel_embed.1", c, 1, 3)
         conv(f"{f}.channel_emb.channel_embed.3", c, c, 1)
         bn(f"{f}.channel_emb.channel_embed.4", c), bn(f"{f}.channel_emb.norm", c)
-        linear(f"{f}.channel_weight.mlp.0", 4 * c, 4 * c), linear(f"{f}.channel_weight.mlp.2", 2 * c, 4 * c)
+        (
+            linear(f"{f}.channel_weight.mlp.0", 4 * c, 4 * c),
+            linear(f"{f}.channel_weight.mlp.2", 2 * c, 4 * c),
+        )
         for s in (1, 2):
             conv(f"{f}.space_weight{s}.mlp.0", c, c, 1), conv(f"{f}.space_weight{s}.mlp.2", 1, c, 1)
     for k in range(1, len(widths)):
@@ -178,11 +181,15 @@ def test_convert_names_unknown_and_missing_tensors(tmp_path):
     release = release_state_dict(TINY.widths)
     release["fusion1.cross.gate.weight"] = torch.zeros(1)
     with pytest.raises(WeightsError, match="fusion1.cross.gate.weight"):
-        convert_release_checkpoint(_pickle(tmp_path / "a.pth", release), tmp_path / "a.safetensors", TINY.heads)
+        convert_release_checkpoint(
+            _pickle(tmp_path / "a.pth", release), tmp_path / "a.safetensors", TINY.heads
+        )
     release = release_state_dict(TINY.widths)
     del release["up_concat2.conv2.weight"]
     with pytest.raises(WeightsError, match="decoder.1.conv2.weight"):
-        convert_release_checkpoint(_pickle(tmp_path / "b.pth", release), tmp_path / "b.safetensors", TINY.heads)
+        convert_release_checkpoint(
+            _pickle(tmp_path / "b.pth", release), tmp_path / "b.safetensors", TINY.heads
+        )
     assert not (tmp_path / "a.safetensors").exists() and not (tmp_path / "b.safetensors").exists()
 
 
@@ -203,7 +210,13 @@ def test_convert_refuses_arbitrary_unpickling(tmp_path):
 
 
 def test_release_keys_tsv_maps_onto_fifn(shared_dir):
-    rows = [line.split("\t") for line in (shared_dir / "reference/fifn_official_state_dict_keys.tsv").read_text().splitlines() if line]
+    rows = [
+        line.split("\t")
+        for line in (shared_dir / "reference/fifn_official_state_dict_keys.tsv")
+        .read_text()
+        .splitlines()
+        if line
+    ]
     occo = FIFN().state_dict()
     mapped = {}
     for key, shape, _ in rows:

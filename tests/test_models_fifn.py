@@ -12,9 +12,13 @@ from models.fifn import FIFN, count_parameters, minmax_normalize
 TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
 
 
-def _inputs(height: int, width: int, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(
+    height: int, width: int, batch: int = 2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 1, height, width, generator=g), torch.rand(batch, 1, height, width, generator=g)
+    return torch.rand(batch, 1, height, width, generator=g), torch.rand(
+        batch, 1, height, width, generator=g
+    )
 
 
 def test_release_parameter_count():
@@ -50,7 +54,9 @@ def test_every_parameter_gets_a_gradient():
     vi, ir = _inputs(37, 29)
     out = model(vi, ir)
     (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0
+    ]
     assert not missing, f"no gradient for {missing}"
 
 

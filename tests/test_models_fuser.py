@@ -10,7 +10,16 @@ from torch import nn
 
 from models.config import FIFNConfig
 from models.fifn import FIFN
-from models.fuser import Fuser, compose_color, ir_to_unit, luminance, prepare_pair, tiled_apply, to_uint8, vi_to_unit
+from models.fuser import (
+    Fuser,
+    compose_color,
+    ir_to_unit,
+    luminance,
+    prepare_pair,
+    tiled_apply,
+    to_uint8,
+    vi_to_unit,
+)
 
 TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
 
@@ -25,7 +34,9 @@ def _tiny_fifn(seed: int = 0) -> FIFN:
     return model.eval()
 
 
-def _smooth_images(batch: int, channels: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+def _smooth_images(
+    batch: int, channels: int, height: int, width: int, seed: int = 0
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, channels, height + 6, width + 6, generator=g)
     return F.avg_pool2d(x, 7, stride=1)  # (B, C, H, W), natural-image-like smoothness
@@ -54,7 +65,9 @@ def test_batch_of_one_equals_pair_inside_batch():
 
 
 def test_output_is_minmax_normalised_per_image():
-    fused = Fuser(_tiny_fifn()).fuse(_smooth_images(2, 1, 24, 30), _smooth_images(2, 1, 24, 30, seed=2))
+    fused = Fuser(_tiny_fifn()).fuse(
+        _smooth_images(2, 1, 24, 30), _smooth_images(2, 1, 24, 30, seed=2)
+    )
     for image in fused:
         assert image.min().item() == pytest.approx(0.0, abs=1e-6)
         assert image.max().item() == pytest.approx(1.0, abs=1e-6)
@@ -78,7 +91,9 @@ def test_gray_colour_and_gray_content_visible_inputs():
     assert fuser.fuse_arrays(ir, gray).shape == (20, 28)
     # TNO stores gray images as RGB: the output stays gray, and equals the 2-D input's.
     as_rgb = np.repeat(gray[..., None], 3, axis=2)
-    np.testing.assert_array_equal(fuser.fuse_arrays(np.dstack([ir] * 3), as_rgb), fuser.fuse_arrays(ir, gray))
+    np.testing.assert_array_equal(
+        fuser.fuse_arrays(np.dstack([ir] * 3), as_rgb), fuser.fuse_arrays(ir, gray)
+    )
     with pytest.raises(ValueError, match="differ in size"):
         prepare_pair(ir, gray[:10])
 

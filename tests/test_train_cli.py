@@ -40,14 +40,18 @@ def _dataset(root: Path, count: int = 6) -> Path:
     yy, xx = np.mgrid[0:36, 0:44]
     for i in range(count):
         base = 120 + 60 * np.sin(xx / (3 + i)) * np.cos(yy / 5)
-        write_image_atomic(root / "ir" / f"{i}.png", np.clip(base + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8))
+        write_image_atomic(
+            root / "ir" / f"{i}.png",
+            np.clip(base + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8),
+        )
         write_image_atomic(root / "vi" / f"{i}.png", np.clip(255 - base, 0, 255).astype(np.uint8))
     (root / "tiny.yaml").write_text(TINY_YAML)
     return root
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("WORLD_SIZE", None)
     return env
 
@@ -74,11 +78,31 @@ def test_missing_masks_is_a_clear_error_unless_pixel(tmp_path: Path) -> None:
 
 def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes(tmp_path: Path) -> None:
     data, run = _dataset(tmp_path / "d"), tmp_path / "run"
-    args = [str(data), "--objective", "pixel", "--config", str(data / "tiny.yaml"), "--out", str(run),
-            "--epochs", "10000", "--workers", "1", "--device", "cpu"]
+    args = [
+        str(data),
+        "--objective",
+        "pixel",
+        "--config",
+        str(data / "tiny.yaml"),
+        "--out",
+        str(run),
+        "--epochs",
+        "10000",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+    ]
     # Its own session: Ctrl-C reaches the whole process group (main and loader worker), as in a terminal.
-    proc = subprocess.Popen(_occo(*args), cwd=tmp_path, env=_env(), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _occo(*args),
+        cwd=tmp_path,
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not _steps(run) and time.monotonic() < deadline and proc.poll() is None:
@@ -93,28 +117,70 @@ def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes(tmp_path: Path) -> 
     assert "stopped at step" in stderr and "--resume" in stderr and "Traceback" not in stderr
     step = load_checkpoint(run / "checkpoint.pt")["state"]["step"]
     assert step >= 1 and (run / "last.safetensors").is_file()
-    done = subprocess.run(_occo(*args[:-6], "--resume", "--max-steps", str(step + 1), "--workers", "0"),
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        _occo(*args[:-6], "--resume", "--max-steps", str(step + 1), "--workers", "0"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     assert _steps(run)[-1]["step"] == step + 1
 
 
 def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "d")
-    common = [str(data), "--objective", "pixel", "--config", str(data / "tiny.yaml"), "--max-steps", "3",
-              "--device", "cpu"]
-    one = subprocess.run(_occo(*common, "--out", str(tmp_path / "one")), cwd=tmp_path, env=_env(),
-                         capture_output=True, text=True, timeout=180)
+    common = [
+        str(data),
+        "--objective",
+        "pixel",
+        "--config",
+        str(data / "tiny.yaml"),
+        "--max-steps",
+        "3",
+        "--device",
+        "cpu",
+    ]
+    one = subprocess.run(
+        _occo(*common, "--out", str(tmp_path / "one")),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert one.returncode == 0, one.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "-m", "occo_cli", "train", *common, "--out", str(tmp_path / "two")]
-    two = subprocess.run(launcher, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "occo_cli",
+        "train",
+        *common,
+        "--out",
+        str(tmp_path / "two"),
+    ]
+    two = subprocess.run(
+        launcher, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = _steps(tmp_path / "one"), _steps(tmp_path / "two")
     assert [r["step"] for r in b] == [1, 2, 3]  # rank 0 alone writes the log
     np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
-    wa, wb = load_file(tmp_path / "one" / "last.safetensors"), load_file(tmp_path / "two" / "last.safetensors")
-    for key in wa:
-        # BatchNorm statistics are synchronised over the processes (as one process sees them).
+    wa, wb = (
+        load_file(tmp_path / "one" / "last.safetensors"),
+        load_file(tmp_path / "two" / "last.safetensors"),
+    )
+    # Biases that feed a BatchNorm have zero gradient in exact arithmetic: Adam turns their
+    # float noise into +-lr steps, so they (and the running means that carry them) cannot be
+    # compared. Weights and running variances can, and would differ by far more if the
+    # shards, the loss averaging or the BatchNorm statistics were wrong.
+    compared = [k for k in wa if k.endswith(("weight", "running_var"))]
+    assert any("running_var" in k for k in compared)
+    for key in compared:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5, msg=key)
-    assert any("running_mean" in key for key in wa)

@@ -33,7 +33,9 @@ class DictMasks:
         return self.masks[stem]
 
 
-def _pairs(tmp_path: Path, count: int, size: tuple[int, int] = (40, 52)) -> list[tuple[str, Path, Path]]:
+def _pairs(
+    tmp_path: Path, count: int, size: tuple[int, int] = (40, 52)
+) -> list[tuple[str, Path, Path]]:
     rng = np.random.default_rng(1)
     pairs = []
     for i in range(count):
@@ -82,7 +84,9 @@ def test_salient_crop_contains_mask_pixels_even_after_failed_tries() -> None:
     mask = np.zeros((200, 300), np.float32)
     mask[190, 295] = 1  # a single object pixel in a corner: random tries almost never hit it
     for seed in range(20):
-        top, left = salient_crop_origin(mask, mask.shape, 32, tries=2, rng=np.random.default_rng(seed))
+        top, left = salient_crop_origin(
+            mask, mask.shape, 32, tries=2, rng=np.random.default_rng(seed)
+        )
         assert mask[top : top + 32, left : left + 32].any()
         assert 0 <= top <= 200 - 32 and 0 <= left <= 300 - 32
 
@@ -131,7 +135,9 @@ def test_config_defaults_yaml_overrides_and_validation(tmp_path: Path) -> None:
     cfg = TrainConfig()
     assert (cfg.batch_size, cfg.crop, cfg.lr, cfg.objective.groups) == (12, 256, 1e-4, 4)
     path = tmp_path / "c.yaml"
-    path.write_text("crop: 64\nmodel: {widths: [4, 8], heads: [1, 1]}\nobjective: {objective: pixel}\n")
+    path.write_text(
+        "crop: 64\nmodel: {widths: [4, 8], heads: [1, 1]}\nobjective: {objective: pixel}\n"
+    )
     resolved = cfg.replace(load_config_file(path)).replace({"lr": 3e-4, "seed": None})
     assert resolved.crop == 64 and resolved.model.widths == (4, 8) and resolved.lr == 3e-4
     assert TrainConfig.from_dict(resolved.to_dict()) == resolved  # YAML round trip

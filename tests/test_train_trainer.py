@@ -28,7 +28,9 @@ from models.trainer import DivergedError, Trainer, TrainingError
 TINY_MODEL = {"widths": [4, 8, 8, 8], "heads": [1, 1, 1, 1]}
 
 
-def make_dataset(root: Path, count: int = 8, size: tuple[int, int] = (40, 48), masks: bool = True) -> Path:
+def make_dataset(
+    root: Path, count: int = 8, size: tuple[int, int] = (40, 48), masks: bool = True
+) -> Path:
     """Pairs of smooth images with a warm object, and (optionally) a mask store."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
@@ -37,7 +39,11 @@ def make_dataset(root: Path, count: int = 8, size: tuple[int, int] = (40, 48), m
         cy, cx = rng.integers(8, size[0] - 8), rng.integers(8, size[1] - 8)
         blob = (np.hypot(yy - cy, xx - cx) < 6).astype(np.float64)
         ir = 40 + 150 * blob + 20 * np.sin(xx / 5 + i)
-        vi = 100 + 60 * np.cos(yy / 4 + i)[..., None] * np.array([1.0, 0.8, 0.6]) + 30 * blob[..., None]
+        vi = (
+            100
+            + 60 * np.cos(yy / 4 + i)[..., None] * np.array([1.0, 0.8, 0.6])
+            + 30 * blob[..., None]
+        )
         write_image_atomic(root / "ir" / f"{i:02d}.png", np.clip(ir, 0, 255).astype(np.uint8))
         write_image_atomic(root / "vi" / f"{i:02d}.png", np.clip(vi, 0, 255).astype(np.uint8))
         mask_ir = blob.astype(np.uint8)
@@ -54,8 +60,15 @@ def make_dataset(root: Path, count: int = 8, size: tuple[int, int] = (40, 48), m
 
 def tiny_config(objective: str = "occo", **overrides) -> TrainConfig:
     values = dict(
-        crop=32, batch_size=4, num_workers=0, epochs=2, log_every=1, tensorboard=False, val_every=0,
-        model=TINY_MODEL, objective={"objective": objective, "max_points": 8},
+        crop=32,
+        batch_size=4,
+        num_workers=0,
+        epochs=2,
+        log_every=1,
+        tensorboard=False,
+        val_every=0,
+        model=TINY_MODEL,
+        objective={"objective": objective, "max_points": 8},
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -77,7 +90,14 @@ def make_trainer(root: Path, out: Path, config: TrainConfig, **kwargs) -> Traine
     pairs = pair_images(root / "ir", root / "vi").pairs
     if config.uses_groups:
         kwargs.setdefault("objective", random_vgg_objective(config))
-    return Trainer(config, pairs, out, mask_source=lambda: open_store(root / "masks.h5"), device="cpu", **kwargs)
+    return Trainer(
+        config,
+        pairs,
+        out,
+        mask_source=lambda: open_store(root / "masks.h5"),
+        device="cpu",
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +117,29 @@ def test_loss_decreases_on_a_fixed_batch_with_random_vgg(dataset: Path, tmp_path
 
 def test_fit_writes_weights_log_samples_and_validation(dataset: Path, tmp_path: Path) -> None:
     pairs = pair_images(dataset / "ir", dataset / "vi").pairs
-    config = tiny_config("pixel", max_steps=3, val_every=1, val_samples=1, val_metrics=("EN", "Qabf"))
+    config = tiny_config(
+        "pixel", max_steps=3, val_every=1, val_samples=1, val_metrics=("EN", "Qabf")
+    )
     events = []
-    trainer = Trainer(config, pairs, tmp_path / "run", val_pairs=pairs[:2], device="cpu",
-                      metadata={"trained_on": "generated"}, on_event=lambda k, i: events.append(k))
+    trainer = Trainer(
+        config,
+        pairs,
+        tmp_path / "run",
+        val_pairs=pairs[:2],
+        device="cpu",
+        metadata={"trained_on": "generated"},
+        on_event=lambda k, i: events.append(k),
+    )
     result = trainer.fit()
     run = tmp_path / "run"
     assert result.state.step == 3 and not result.interrupted
-    assert {"config.yaml", "checkpoint.pt", "last.safetensors", "best.safetensors", "log.jsonl"} <= {
-        p.name for p in run.iterdir()
-    }
+    assert {
+        "config.yaml",
+        "checkpoint.pt",
+        "last.safetensors",
+        "best.safetensors",
+        "log.jsonl",
+    } <= {p.name for p in run.iterdir()}
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["event"] == "step"] == [1, 2, 3]
     assert {"ssim", "intensity", "texture"} <= set(records[0])
@@ -118,7 +151,10 @@ def test_fit_writes_weights_log_samples_and_validation(dataset: Path, tmp_path: 
     assert TrainConfig.from_dict(json.loads(meta["train_config"])) == config
     model = load_weights(result.best_weights)
     assert model.config.widths == (4, 8, 8, 8)
-    assert TrainConfig.from_dict(__import__("yaml").safe_load((run / "config.yaml").read_text())) == config
+    assert (
+        TrainConfig.from_dict(__import__("yaml").safe_load((run / "config.yaml").read_text()))
+        == config
+    )
     assert events[0] == "start" and events[-1] == "done" and "validation" in events
 
 
@@ -126,7 +162,9 @@ def test_resume_continues_exactly(dataset: Path, tmp_path: Path) -> None:
     # 8 images x 2 crops / batch 4 = 4 steps per epoch: the stop (2) and the end (6) cross an epoch.
     straight = make_trainer(dataset, tmp_path / "a", tiny_config(max_steps=6, lr=1e-3)).fit()
     make_trainer(dataset, tmp_path / "b", tiny_config(max_steps=2, lr=1e-3)).fit()
-    resumed = make_trainer(dataset, tmp_path / "b", tiny_config(max_steps=6, lr=1e-3), resume=True).fit()
+    resumed = make_trainer(
+        dataset, tmp_path / "b", tiny_config(max_steps=6, lr=1e-3), resume=True
+    ).fit()
     assert resumed.state.step == straight.state.step == 6 and resumed.state.epoch == 1
     a, b = load_file(straight.last_weights), load_file(resumed.last_weights)
     assert a.keys() == b.keys()
@@ -159,17 +197,27 @@ class FlakyObjective(nn.Module):
         return loss, {"mse": loss}
 
 
-def test_nonfinite_loss_is_skipped_logged_and_stops_a_diverged_run(dataset: Path, tmp_path: Path) -> None:
+def test_nonfinite_loss_is_skipped_logged_and_stops_a_diverged_run(
+    dataset: Path, tmp_path: Path
+) -> None:
     pairs = pair_images(dataset / "ir", dataset / "vi").pairs
     run = tmp_path / "flaky"
-    result = Trainer(tiny_config("pixel", max_steps=4), pairs, run, device="cpu",
-                     objective=FlakyObjective({2})).fit()
+    result = Trainer(
+        tiny_config("pixel", max_steps=4), pairs, run, device="cpu", objective=FlakyObjective({2})
+    ).fit()
     assert result.state.step == 4 and result.state.skipped == 1
-    skipped = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "nonfinite" in x]
+    skipped = [
+        json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if "nonfinite" in x
+    ]
     assert [r["step"] for r in skipped] == [2] and skipped[0]["loss"] == "nan"
 
-    trainer = Trainer(tiny_config("pixel", max_nonfinite=3), pairs, tmp_path / "bad", device="cpu",
-                      objective=FlakyObjective(set(range(1, 100))))
+    trainer = Trainer(
+        tiny_config("pixel", max_nonfinite=3),
+        pairs,
+        tmp_path / "bad",
+        device="cpu",
+        objective=FlakyObjective(set(range(1, 100))),
+    )
     before = {k: v.clone() for k, v in trainer.model.named_parameters()}
     with pytest.raises(DivergedError, match="not finite for 3 steps in a row"):
         trainer.fit()

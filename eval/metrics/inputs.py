@@ -43,6 +43,13 @@ def to_gray_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
         raise MetricInputError(f"{name}: expected (H, W) or (H, W, 3), got shape {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise MetricInputError(f"{name}: image is empty, shape {image.shape}")
+    if image.ndim == 3 and image.dtype == np.uint8:
+        first = image[:, :, 0]
+        # Gray content stored as RGB (common in fusion datasets): rgb2gray returns the
+        # channel itself (the weights sum to 1 and every level rounds back to itself),
+        # so skip the float conversion.
+        if np.array_equal(first, image[:, :, 1]) and np.array_equal(first, image[:, :, 2]):
+            return np.ascontiguousarray(first)
     return np.ascontiguousarray(toolkit_gray(image))
 
 
@@ -122,6 +129,7 @@ class GrayInputs:
         if key not in self._cross:
             # Every product is an integer <= 65025 and every partial sum stays below 2**53
             # (images up to 1.3e11 pixels), so the float64 dot product is exact in any order.
-            value = float(np.dot(self.f64(x).ravel(), self.f64(y).ravel()))
+            # einsum rather than np.dot: no BLAS threads inside worker processes.
+            value = float(np.einsum("i,i->", self.f64(x).ravel(), self.f64(y).ravel()))
             self._cross[key] = int(value)
         return self._cross[key]

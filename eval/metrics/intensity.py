@@ -48,8 +48,8 @@ def sf(x: GrayInputs) -> float:
     dx = (f[:, 1:] - f[:, :-1]).ravel()
     dy = (f[1:, :] - f[:-1, :]).ravel()
     # Squares of integer differences summed as float64 stay exact integers.
-    rf = _ratio(int(np.dot(dx, dx)), dx.size)
-    cf = _ratio(int(np.dot(dy, dy)), dy.size)
+    rf = _ratio(int(np.einsum("i,i->", dx, dx)), dx.size)
+    cf = _ratio(int(np.einsum("i,i->", dy, dy)), dy.size)
     return math.sqrt(rf + cf)
 
 
@@ -117,27 +117,25 @@ def scd(x: GrayInputs) -> float:
     return total
 
 
-def _joint_entropy_merged(f8: np.ndarray, s8: np.ndarray) -> float:
-    """Joint entropy (bits) of F and a source with grey levels 254 and 255 merged.
+def _merged_levels(image: np.ndarray) -> np.ndarray:
+    """Grey levels as the toolkit's joint histogram indexes them: 254 and 255 share a bin.
 
-    The toolkit indexes its 256x256 joint histogram with ``uint8 + 1``, which saturates:
-    254 and 255 land in the same bin on both axes.
+    The toolkit indexes its 256x256 joint histogram with ``uint8 + 1``, which saturates.
     """
-    fi = np.minimum(f8, 254).astype(np.intp)
-    si = np.minimum(s8, 254)
-    fi <<= 8
-    fi |= si
-    counts = np.bincount(fi.ravel(), minlength=65536)
-    return _entropy_of_counts(counts, f8.size)
+    return np.minimum(image, 254)
 
 
 def mi(x: GrayInputs) -> float:
     """MI: ``[H(A) + H(F) - H(A,F)] + [H(B) + H(F) - H(B,F)]`` in bits (toolkit joint histogram)."""
     h_f = en(x)
+    f_index = _merged_levels(x.f8).astype(np.intp)  # (H, W) row index of the joint histogram
+    f_index <<= 8
     total = 0.0
     for src in ("a", "b"):
         h_s = _entropy_of_counts(x.hist(src), x.n)
-        total += h_s + h_f - _joint_entropy_merged(x.f8, x.u8(src))
+        joint = np.bitwise_or(f_index, _merged_levels(x.u8(src)))
+        h_joint = _entropy_of_counts(np.bincount(joint.ravel(), minlength=65536), x.n)
+        total += h_s + h_f - h_joint
     return total
 
 

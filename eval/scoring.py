@@ -1,0 +1,279 @@
+"""Scoring folders of fused images: finding their sources, pairing by stem, running in parallel.
+
+A folder of fused images is one method. Its sources come from ``--ir``/``--vi``, else
+from the ``occo-fuse.json`` manifest inside it, else there are none and only the
+source-free metrics are computed. Work is per image and independent, so several
+processes score images side by side.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from data.errors import OccoError
+from data.io import read_image
+from data.pairing import list_images
+from eval.manifest import MANIFEST_NAME, read_fuse_manifest
+from eval.metrics import (
+    METRIC_INFO,
+    METRIC_NAMES,
+    SOURCE_FREE,
+    GrayInputs,
+    MetricInputError,
+    compute_on_gray,
+    to_gray_uint8,
+)
+
+
+class ScoringError(OccoError, ValueError):
+    """A folder or image that cannot be scored; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a folder's infrared and visible sources are."""
+
+    ir_dir: Path | None
+    """Infrared folder, or None when there are no sources."""
+    vi_dir: Path | None
+    """Visible folder, or None when there are no sources."""
+    origin: str
+    """How they were found: "options", "manifest" or "none"."""
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One fused image and its sources, self-contained so that a worker process can run it."""
+
+    method: str
+    """Row name: the fused folder's name."""
+    fused: Path
+    """The fused image."""
+    ir: Path | None
+    """Its infrared source, or None."""
+    vi: Path | None
+    """Its visible source, or None."""
+    metrics: tuple[str, ...]
+    """Metrics to compute."""
+
+
+@dataclass
+class FolderPlan:
+    """What will be scored for one folder of fused images, and what will not."""
+
+    method: str
+    """Row name (the folder's name, made unique)."""
+    folder: Path
+    """The fused folder."""
+    sources: Sources
+    """The sources used."""
+    metrics: tuple[str, ...]
+    """Metrics computed for this folder."""
+    skipped_metrics: tuple[str, ...] = ()
+    """Requested or default metrics that cannot be computed here."""
+    skip_reason: str | None = None
+    """Why ``skipped_metrics`` were skipped."""
+    jobs: list[ImageJob] = field(default_factory=list)
+    """One job per fused image with its sources."""
+    unpaired: list[Path] = field(default_factory=list)
+    """Fused images without an infrared or visible partner (listed, not scored)."""
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """Metric values of one fused image."""
+
+    method: str
+    """Row name of its folder."""
+    image: str
+    """File name of the fused image."""
+    values: dict[str, float]
+    """``{metric: value}``; NaN where undefined."""
+
+
+def find_sources(folder: Path, ir_dir: Path | None, vi_dir: Path | None) -> Sources:
+    """Sources for a fused folder: the options first, then its manifest, else none.
+
+    Raises:
+        ScoringError: only one of ``ir_dir``/``vi_dir`` given, or a manifest naming
+            folders that do not exist.
+    """
+    if (ir_dir is None) != (vi_dir is None):
+        raise ScoringError("give both --ir and --vi, or neither")
+    if ir_dir is not None:
+        return Sources(Path(ir_dir), Path(vi_dir), "options")
+    manifest = read_fuse_manifest(folder)
+    if manifest is None:
+        return Sources(None, None, "none")
+    ir, vi = Path(manifest["ir_dir"]), Path(manifest["vi_dir"])
+    for name, path in (("ir_dir", ir), ("vi_dir", vi)):
+        if not path.is_dir():
+            raise ScoringError(
+                f"{folder / MANIFEST_NAME} names {name} {path}, which does not exist; "
+                "pass --ir and --vi"
+            )
+    return Sources(ir, vi, "manifest")
+
+
+def plan_folder(
+    folder: str | Path,
+    ir_dir: str | Path | None = None,
+    vi_dir: str | Path | None = None,
+    metrics: Sequence[str] | None = None,
+    method: str | None = None,
+) -> FolderPlan:
+    """Pair a folder's fused images with their sources and choose the metrics.
+
+    Args:
+        folder: folder of fused images (not recursive).
+        ir_dir: infrared folder, or None to use the folder's manifest.
+        vi_dir: visible folder, or None to use the folder's manifest.
+        metrics: canonical metric names, or None for all that the inputs allow.
+        method: row name; defaults to the folder's name.
+
+    Returns:
+        The plan; fused images without both partners are in ``unpaired``.
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: the folder does not exist.
+        ScoringError: no images in the folder, or none of them has both partners.
+    """
+    folder = Path(folder)
+    fused = list_images(folder)
+    if not fused:
+        raise ScoringError(f"no images in {folder} (looked for png, jpg, bmp, tif)")
+    sources = find_sources(folder, None if ir_dir is None else Path(ir_dir), None if vi_dir is None else Path(vi_dir))
+    wanted = tuple(metrics) if metrics is not None else METRIC_NAMES
+    plan = FolderPlan(method=method or folder.resolve().name, folder=folder, sources=sources, metrics=wanted)
+    if sources.ir_dir is None:
+        plan.metrics = tuple(m for m in wanted if m in SOURCE_FREE)
+        plan.skipped_metrics = tuple(m for m in wanted if m not in SOURCE_FREE)
+        if plan.skipped_metrics:
+            plan.skip_reason = (
+                f"no sources for {folder}: pass --ir and --vi (or score a folder written by "
+                f"occo fuse, whose {MANIFEST_NAME} names them)"
+            )
+        if not plan.metrics:
+            raise ScoringError(f"{', '.join(wanted)} need the sources of {folder}; pass --ir and --vi")
+        plan.jobs = [ImageJob(plan.method, path, None, None, plan.metrics) for path in fused.values()]
+        return plan
+    ir_images, vi_images = list_images(sources.ir_dir), list_images(sources.vi_dir)
+    for stem, path in fused.items():
+        if stem in ir_images and stem in vi_images:
+            plan.jobs.append(ImageJob(plan.method, path, ir_images[stem], vi_images[stem], plan.metrics))
+        else:
+            plan.unpaired.append(path)
+    if not plan.jobs:
+        raise ScoringError(
+            f"none of the {len(fused)} images in {folder} has partners with the same name in "
+            f"both {sources.ir_dir} and {sources.vi_dir}; check --ir/--vi"
+        )
+    return plan
+
+
+def _read(path: Path, role: str) -> np.ndarray:
+    try:
+        return read_image(path)
+    except (OccoError, FileNotFoundError) as exc:
+        raise ScoringError(f"{exc} ({role} image)") from exc
+
+
+def score_image(job: ImageJob) -> ImageScore:
+    """Read one fused image (and its sources) and compute its metrics.
+
+    Raises:
+        ScoringError: an unreadable image, or a fused image whose size differs from its
+            sources; the message names the files.
+    """
+    fused = _read(job.fused, "fused")
+    ir = vi = None
+    if job.ir is not None:
+        ir, vi = _read(job.ir, "infrared"), _read(job.vi, "visible")
+        for name, path, image in (("infrared", job.ir, ir), ("visible", job.vi, vi)):
+            if image.shape[:2] != fused.shape[:2]:
+                raise ScoringError(
+                    f"{job.fused} is {fused.shape[1]}x{fused.shape[0]} but its {name} source "
+                    f"{path} is {image.shape[1]}x{image.shape[0]}; fused images must keep the "
+                    "sources' size"
+                )
+    try:
+        inputs = GrayInputs(
+            to_gray_uint8(fused, str(job.fused)),
+            None if ir is None else to_gray_uint8(ir, str(job.ir)),
+            None if vi is None else to_gray_uint8(vi, str(job.vi)),
+        )
+    except MetricInputError as exc:
+        raise ScoringError(str(exc)) from exc
+    return ImageScore(job.method, job.fused.name, compute_on_gray(inputs, job.metrics))
+
+
+def _init_worker() -> None:
+    # One thread per process: the pool is the parallelism.
+    cv2.setNumThreads(1)
+
+
+def default_workers() -> int:
+    """Cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def score_jobs(
+    jobs: Sequence[ImageJob],
+    workers: int = 1,
+    on_done: Callable[[ImageScore], None] | None = None,
+) -> list[ImageScore]:
+    """Score images, in a pool of ``workers`` processes when more than one.
+
+    Args:
+        jobs: images to score.
+        workers: processes; 1 scores in this process.
+        on_done: called with each result as it arrives (for a progress bar).
+
+    Returns:
+        Scores in the order of ``jobs``.
+
+    Raises:
+        ScoringError: the first failing image; the remaining work is cancelled.
+    """
+    results: list[ImageScore | None] = [None] * len(jobs)
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            results[i] = score_image(job)
+            if on_done is not None:
+                on_done(results[i])
+        return results  # type: ignore[return-value]
+    # fork keeps already imported modules (fast start) on Linux; elsewhere use the default.
+    context = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)), mp_context=context, initializer=_init_worker
+    ) as pool:
+        futures: dict[Future, int] = {pool.submit(score_image, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            error = future.exception()
+            if error is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise error
+            results[futures[future]] = future.result()
+            if on_done is not None:
+                on_done(results[futures[future]])
+    return results  # type: ignore[return-value]
+
+
+def unique_method_names(folders: Iterable[Path]) -> list[str]:
+    """Row names for folders: their names, or the paths as given where names repeat."""
+    folders = list(folders)
+    names = [f.resolve().name for f in folders]
+    return [str(f) if names.count(n) > 1 else n for f, n in zip(folders, names)]
+
