@@ -5,12 +5,27 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from data.errors import OccoError
 from data.version import OCCO_VERSION
 from occo_cli.console import err
 
+# The order commands appear in `occo --help`: the workflow's order, masks to metrics.
+COMMAND_ORDER = ("masks", "train", "fuse", "metrics", "convert")
+
+
+class _WorkflowOrderGroup(TyperGroup):
+    """Lists commands in workflow order (Typer would put command groups last)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+
 app = typer.Typer(
+    cls=_WorkflowOrderGroup,
     name="occo",
     help="OCCO infrared-visible image fusion: object masks, training, fusion and metrics.",
     no_args_is_help=True,
