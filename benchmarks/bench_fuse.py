@@ -92,6 +92,77 @@ def _pairs(dataset: str, count: int):
     return pair_images(folder / "ir", folder / "vi").pairs[:count]
 
 
+def release_style_forward(model, vi_y, ir):
+    """FIFN computed the way the released code writes it, on occo's modules (same weights).
+
+    NCHW feature maps flattened to tokens with copies, concatenations before every
+    projection, attention with per-head (d x N) @ (N x d) products, BatchNorms as separate
+    passes: the release's formulation (FACTS section 1), kept here as the baseline so that
+    occo's own speed-ups of the network code count too.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from models.blocks import upsample_to
+
+    def conv_block(b, x):
+        return F.relu(b.bn2(b.conv2(F.relu(b.bn1(b.conv1(x))))))
+
+    def tokens(t):
+        return t.flatten(2).transpose(1, 2)
+
+    def fifb(f, x, y):
+        n, c, h, w = x.shape
+        both = torch.cat((x, y), 1)
+        stats = torch.cat(
+            (
+                F.adaptive_avg_pool2d(both, 1).view(n, 2 * c),
+                F.adaptive_max_pool2d(both, 1).view(n, 2 * c),
+            ),
+            1,
+        )
+        cw = torch.sigmoid(f.channel_weights.fc2(F.relu(f.channel_weights.fc1(stats))))
+        cw = cw.view(n, 2, c, 1, 1).permute(1, 0, 2, 3, 4)
+        sp = f.spatial_weights
+
+        def spatial(t):
+            return torch.sigmoid(sp.conv2(F.relu(sp.conv1(t))))
+
+        c_x, c_y, s_x, s_y = cw[0] * x, cw[1] * y, spatial(x) * x, spatial(y) * y
+        x_t, y_t, c_x, c_y, s_x, s_y = map(tokens, (x, y, c_x, c_y, s_x, s_y))
+        u1, u2 = F.relu(f.proj_vi(c_x)), F.relu(f.proj_ir(c_y))
+        heads = f.attention.heads
+        d = c // heads
+        q1 = u1.reshape(n, -1, heads, d).permute(0, 2, 1, 3)
+        q2 = u2.reshape(n, -1, heads, d).permute(0, 2, 1, 3)
+        k1, v1 = f.attention.kv_vi(u1).reshape(n, -1, 2, heads, d).permute(2, 0, 3, 1, 4)
+        k2, v2 = f.attention.kv_ir(u2).reshape(n, -1, 2, heads, d).permute(2, 0, 3, 1, 4)
+        ctx1 = (k1.transpose(-2, -1) @ v1 * d**-0.5).softmax(dim=-2)
+        ctx2 = (k2.transpose(-2, -1) @ v2 * d**-0.5).softmax(dim=-2)
+        a1 = (q1 @ ctx2).permute(0, 2, 1, 3).reshape(n, -1, c)
+        a2 = (q2 @ ctx1).permute(0, 2, 1, 3).reshape(n, -1, c)
+        o1 = f.norm_vi(x_t + f.out_proj_vi(torch.cat((s_x, a1), -1)))
+        o2 = f.norm_ir(y_t + f.out_proj_ir(torch.cat((s_y, a2), -1)))
+        z = torch.cat((o1, o2), -1).permute(0, 2, 1).reshape(n, 2 * c, h, w)
+        m = f.merge
+        main = m.bn_main(m.pointwise(F.relu(m.depthwise(m.reduce(z)))))
+        return m.bn_out(m.shortcut(z) + main)
+
+    fused, x, y = [], vi_y, ir
+    for level, (ev, ei, f) in enumerate(
+        zip(model.encoder_vi, model.encoder_ir, model.fusion, strict=True)
+    ):
+        if level:
+            x, y = F.max_pool2d(x, 2), F.max_pool2d(y, 2)
+        x, y = conv_block(ev, x), conv_block(ei, y)
+        fused.append(fifb(f, x, y))
+    *skips, deep = fused
+    for up, skip in zip(model.decoder, reversed(skips), strict=True):
+        deep = torch.cat((skip, upsample_to(deep, skip.shape[-2:])), 1)
+        deep = F.relu(up.conv2(F.relu(up.conv1(deep))))
+    return model.head(deep)
+
+
 def _release_inputs(ir_path, vi_path, device):
     """Read a pair as the release's test does: cv2, gray IR, colour visible -> Y/Cb/Cr, /255."""
     import cv2
@@ -119,7 +190,7 @@ def _release_e2e(model, pairs, out_dir: Path, device) -> float:
     start = time.perf_counter()
     for stem, ir_path, vi_path in pairs:
         ycbcr, ir = _release_inputs(ir_path, vi_path, device)
-        raw = model(ycbcr[:, :1], ir)  # autograd records the graph, as in the release
+        raw = release_style_forward(model, ycbcr[:, :1], ir)  # train mode, autograd on
         fused = ycbcr_to_rgb(torch.cat((minmax_normalize(raw), ycbcr[:, 1:]), dim=1))
         image = (fused[0].detach().permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
         cv2.imwrite(str(out_dir / f"{stem}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -179,24 +250,40 @@ def worker(args) -> None:
         result["occo-fp32"]["peak_mb"] = mem.mb
     result["occo-bf16"] = {}
 
+    # Model-only, per pair the ways back to back. CPU time of the calling thread is
+    # also kept: with one torch thread it is the compute itself, robust to a busy machine.
     times: dict[str, list[float]] = {name: [] for name in ("release", *occo)}
-    for stem, ir_path, vi_path in pairs:
+    cpu: dict[str, list[float]] = {name: [] for name in times}
+
+    def timed(name, fn, *inputs):
+        _sync(device)
+        begin, begin_cpu = time.perf_counter(), time.thread_time()
+        out = fn(*inputs)
+        _sync(device)
+        times[name].append(time.perf_counter() - begin)
+        cpu[name].append(time.thread_time() - begin_cpu)
+        return out
+
+    release_model.train()
+    for index, (stem, ir_path, vi_path) in enumerate(pairs):
         ycbcr, ir = _release_inputs(ir_path, vi_path, device)
-        _sync(device)
-        begin = time.perf_counter()
-        release_model(ycbcr[:, :1], ir)
-        _sync(device)
-        times["release"].append(time.perf_counter() - begin)
+        raw = timed(
+            "release", lambda a, b: release_style_forward(release_model, a, b), ycbcr[:, :1], ir
+        )
         prepared = read_pair(FuseJob(stem, ir_path, vi_path, Path("unused")))
         vi_y, ir_t = luminance(prepared.vi[None].to(device)), prepared.ir[None].to(device)
         for name, fuser in occo.items():
-            _sync(device)
-            begin = time.perf_counter()
-            fuser.raw(vi_y, ir_t)
-            _sync(device)
-            times[name].append(time.perf_counter() - begin)
-    for name, values in times.items():
-        result[name]["model_pairs_s"] = 1 / statistics.median(values)
+            timed(name, fuser.raw, vi_y, ir_t)
+        if index == 0:  # the baseline computes the same function as occo's FIFN
+            with torch.no_grad():  # `model` is occo's (eval, running stats untouched)
+                same = release_style_forward(model.eval(), ycbcr[:, :1], ir)
+            result["baseline_max_abs_diff"] = (
+                (same - occo["occo-fp32"].raw(ycbcr[:, :1], ir)).abs().max().item()
+            )
+        del raw
+    for name in times:
+        result[name]["model_pairs_s"] = 1 / statistics.median(times[name])
+        result[name]["model_cpu_s"] = statistics.median(cpu[name])
     if device.type == "cuda":  # batched bf16 throughput, the number that matters on a GPU
         x = torch.rand(args.batch_size, 1, 480, 640, device=device)
         fuser = occo["occo-bf16"]
@@ -246,6 +333,7 @@ def main() -> None:
         return
 
     rows = {}
+    load_before = os.getloadavg()[0]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # large blocks back to the OS on free
     for dataset in DATASETS:
         command = [sys.executable, __file__, "--variant", "all", "--dataset", dataset,
@@ -259,12 +347,15 @@ def main() -> None:
     flops = _flops_640x480()
     first = next(iter(rows.values()))
     print(f"device: {args.device}, torch threads: {first['threads']}, pairs per dataset: "
-          f"{args.pairs}, occo batch size: {args.batch_size}, FIFN at 640x480: {flops / 1e9:.1f} GFLOP/pair\n")  # fmt: skip
+          f"{args.pairs}, occo batch size: {args.batch_size}, FIFN at 640x480: {flops / 1e9:.1f} GFLOP/pair; "
+          f"load average before/after: {load_before:.1f}/{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"baseline vs occo max |diff| (eval): "
+          f"{max(r['baseline_max_abs_diff'] for r in rows.values()):.1e}\n")  # fmt: skip
     print(
         "| dataset | way | end-to-end pairs/s | model-only pairs/s | peak memory MB | speed-up e2e / model |"
     )
     print("|---|---|---:|---:|---:|---:|")
-    labels = {"release": "release (train mode, autograd, 1 pair)", "occo-fp32": "occo fp32",
+    labels = {"release": "release's way (train mode, autograd, 1 pair)", "occo-fp32": "occo fp32",
               "occo-bf16": "occo bf16 autocast"}  # fmt: skip
     for dataset, result in rows.items():
         base = result["release"]
@@ -273,8 +364,9 @@ def main() -> None:
             e2e = f"{r['e2e_pairs_s']:.3f}" if "e2e_pairs_s" in r else "-"
             peak = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
             up_e2e = f"{r['e2e_pairs_s'] / base['e2e_pairs_s']:.1f}x" if "e2e_pairs_s" in r else "-"
-            print(f"| {dataset} | {label} | {e2e} | {r['model_pairs_s']:.3f} | {peak} | "
-                  f"{up_e2e} / {r['model_pairs_s'] / base['model_pairs_s']:.1f}x |")  # fmt: skip
+            print(f"| {dataset} | {label} | {e2e} | {r['model_pairs_s']:.3f} | {r['model_cpu_s']:.2f} | {peak} | "
+                  f"{up_e2e} / {r['model_pairs_s'] / base['model_pairs_s']:.1f}x / "
+                  f"{base['model_cpu_s'] / r['model_cpu_s']:.1f}x |")  # fmt: skip
     if args.device.startswith("cuda"):
         floor = H100_BF16_PEAK / flops
         best = rows["msrs20"]["occo-bf16"]["batched_640x480_pairs_s"]

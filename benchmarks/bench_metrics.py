@@ -253,8 +253,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tno", type=Path, default=ROOT.parent / "shared" / "data" / "tno")
     parser.add_argument("--method", default="SeAFusion", help="fused folder under tno/fused")
-    parser.add_argument("--baseline-images", type=int, default=6, help="images for the slow baseline")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes of occo over the images")
+    parser.add_argument(
+        "--baseline-images", type=int, default=6, help="images for the slow baseline"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed passes of occo over the images"
+    )
     parser.add_argument("--workers", type=int, default=0, help="all-cores run; 0 = every core")
     args = parser.parse_args()
     if not (args.tno / "fused" / args.method).is_dir():
@@ -272,7 +276,7 @@ def main() -> int:
         for key, names in (("eleven", eleven), ("twelve", METRIC_NAMES)):
             for f, a, b in images:
                 start = time.perf_counter()
-                result = compute_metrics(f, a, b, names)
+                compute_metrics(f, a, b, names)
                 per_image[key].append(time.perf_counter() - start)
         values = [compute_metrics(f, a, b) for f, a, b in images]
 
@@ -317,12 +321,16 @@ def main() -> int:
     occo_twelve = statistics.median(per_image["twelve"])
 
     shape = images[0][0].shape
-    print(f"TNO {args.method}: {len(images)} images (e.g. {shape[1]}x{shape[0]}), "
-          f"baseline on {n_base}; {workers} worker(s) for all cores; medians per image.\n")
+    print(
+        f"TNO {args.method}: {len(images)} images (e.g. {shape[1]}x{shape[0]}), "
+        f"baseline on {n_base}; {workers} worker(s) for all cores; medians per image.\n"
+    )
     print("| implementation | cores | 11 metrics ms/image | + SSIM ms/image | speed-up (11) |")
     print("|---|---|---|---|---|")
     print(f"| straightforward numpy | 1 | {_ms(base_eleven)} | {_ms(base_twelve)} | 1.0x |")
-    print(f"| occo | 1 | {_ms(occo_eleven)} | {_ms(occo_twelve)} | {base_eleven / occo_eleven:.0f}x |")
+    print(
+        f"| occo | 1 | {_ms(occo_eleven)} | {_ms(occo_twelve)} | {base_eleven / occo_eleven:.0f}x |"
+    )
     print(f"| occo (process pool) | {workers} | — | {_ms(pool_per_image)} (wall / images) | — |")
     print()
     print("| metric | baseline ms | occo ms | max rel. difference |")

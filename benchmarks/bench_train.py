@@ -60,9 +60,10 @@ class ReleaseObjective(nn.Module):
         self.state = {k: v.cpu() for k, v in vgg.features.state_dict().items()}
 
     def forward(self, fused, vi, ir, regions):
-        total = self.bench.release_objective(
+        result = self.bench.release_objective(
             fused, vi, ir, regions, self.state, fused.device, self.groups, True, {}
         )
+        total = result[0] if isinstance(result, tuple) else result  # (total, L_con) or total
         return total, {}
 
 

@@ -56,7 +56,9 @@ def _jsonable(value: Any, key: str) -> Any:
     raise TypeError(f"manifest field '{key}': {type(value).__name__} is not JSON-serialisable")
 
 
-def write_fuse_manifest(out_dir: str | Path, ir_dir: str | Path, vi_dir: str | Path, **info: Any) -> Path:
+def write_fuse_manifest(
+    out_dir: str | Path, ir_dir: str | Path, vi_dir: str | Path, **info: Any
+) -> Path:
     """Write ``out_dir/occo-fuse.json`` atomically.
 
     Args:

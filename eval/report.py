@@ -66,14 +66,18 @@ def metric_columns(plans: Sequence[FolderPlan]) -> list[str]:
     return [name for name in METRIC_NAMES if name in present]
 
 
-def best_methods(summaries: Sequence[MethodSummary], metrics: Sequence[str]) -> dict[str, list[str]]:
+def best_methods(
+    summaries: Sequence[MethodSummary], metrics: Sequence[str]
+) -> dict[str, list[str]]:
     """Methods with the best mean per metric (higher is better except for MSE); ties all win.
 
     Only marked when at least two methods have a value to compare.
     """
     best: dict[str, list[str]] = {}
     for name in metrics:
-        values = {s.method: s.mean[name] for s in summaries if not math.isnan(s.mean.get(name, math.nan))}
+        values = {
+            s.method: s.mean[name] for s in summaries if not math.isnan(s.mean.get(name, math.nan))
+        }
         if len(values) < 2:
             best[name] = []
             continue
@@ -98,7 +102,9 @@ def scores_csv(scores: Sequence[ImageScore], metrics: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def write_scores_csv(path: str | Path, scores: Sequence[ImageScore], metrics: Sequence[str]) -> Path:
+def write_scores_csv(
+    path: str | Path, scores: Sequence[ImageScore], metrics: Sequence[str]
+) -> Path:
     """Write :func:`scores_csv` to ``path`` atomically (temporary file + rename)."""
     path = Path(path)
     write_bytes_atomic(path, scores_csv(scores, metrics).encode("utf-8"))
@@ -124,7 +130,7 @@ def report_dict(
     metrics = metric_columns(plans)
     best = best_methods(summaries, metrics)
     methods = []
-    for plan, summary in zip(plans, summaries):
+    for plan, summary in zip(plans, summaries, strict=True):
         methods.append(
             {
                 "method": plan.method,
@@ -153,7 +159,11 @@ def report_dict(
         "methods": methods,
         "best": best,
         "images": [
-            {"method": s.method, "image": s.image, **{k: _json_number(v) for k, v in s.values.items()}}
+            {
+                "method": s.method,
+                "image": s.image,
+                **{k: _json_number(v) for k, v in s.values.items()},
+            }
             for s in scores
         ],
     }

@@ -24,7 +24,6 @@ from data.io import read_image
 from data.pairing import list_images
 from eval.manifest import MANIFEST_NAME, read_fuse_manifest
 from eval.metrics import (
-    METRIC_INFO,
     METRIC_NAMES,
     SOURCE_FREE,
     GrayInputs,
@@ -151,9 +150,13 @@ def plan_folder(
     fused = list_images(folder)
     if not fused:
         raise ScoringError(f"no images in {folder} (looked for png, jpg, bmp, tif)")
-    sources = find_sources(folder, None if ir_dir is None else Path(ir_dir), None if vi_dir is None else Path(vi_dir))
+    sources = find_sources(
+        folder, None if ir_dir is None else Path(ir_dir), None if vi_dir is None else Path(vi_dir)
+    )
     wanted = tuple(metrics) if metrics is not None else METRIC_NAMES
-    plan = FolderPlan(method=method or folder.resolve().name, folder=folder, sources=sources, metrics=wanted)
+    plan = FolderPlan(
+        method=method or folder.resolve().name, folder=folder, sources=sources, metrics=wanted
+    )
     if sources.ir_dir is None:
         plan.metrics = tuple(m for m in wanted if m in SOURCE_FREE)
         plan.skipped_metrics = tuple(m for m in wanted if m not in SOURCE_FREE)
@@ -163,13 +166,19 @@ def plan_folder(
                 f"occo fuse, whose {MANIFEST_NAME} names them)"
             )
         if not plan.metrics:
-            raise ScoringError(f"{', '.join(wanted)} need the sources of {folder}; pass --ir and --vi")
-        plan.jobs = [ImageJob(plan.method, path, None, None, plan.metrics) for path in fused.values()]
+            raise ScoringError(
+                f"{', '.join(wanted)} need the sources of {folder}; pass --ir and --vi"
+            )
+        plan.jobs = [
+            ImageJob(plan.method, path, None, None, plan.metrics) for path in fused.values()
+        ]
         return plan
     ir_images, vi_images = list_images(sources.ir_dir), list_images(sources.vi_dir)
     for stem, path in fused.items():
         if stem in ir_images and stem in vi_images:
-            plan.jobs.append(ImageJob(plan.method, path, ir_images[stem], vi_images[stem], plan.metrics))
+            plan.jobs.append(
+                ImageJob(plan.method, path, ir_images[stem], vi_images[stem], plan.metrics)
+            )
         else:
             plan.unpaired.append(path)
     if not plan.jobs:
@@ -259,7 +268,9 @@ def score_jobs(
     with ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)), mp_context=context, initializer=_init_worker
     ) as pool:
-        futures: dict[Future, int] = {pool.submit(score_image, job): i for i, job in enumerate(jobs)}
+        futures: dict[Future, int] = {
+            pool.submit(score_image, job): i for i, job in enumerate(jobs)
+        }
         for future in as_completed(futures):
             error = future.exception()
             if error is not None:
@@ -275,5 +286,4 @@ def unique_method_names(folders: Iterable[Path]) -> list[str]:
     """Row names for folders: their names, or the paths as given where names repeat."""
     folders = list(folders)
     names = [f.resolve().name for f in folders]
-    return [str(f) if names.count(n) > 1 else n for f, n in zip(folders, names)]
-
+    return [str(f) if names.count(n) > 1 else n for f, n in zip(folders, names, strict=True)]

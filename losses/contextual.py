@@ -1,7 +1,8 @@
 """Contextual similarity and distance (Mechrez et al. 2018) as OCCO uses them (FACTS section 3).
 
 Each feature map is a set of points (one per pixel). For source points x_i and target points
-y_j, both centred on the target's mean feature:
+y_j, both centred on the target's mean feature (each target map's own mean, so that a pair's
+distance does not depend on the rest of the batch):
 
     d_ij   cosine distance 1 - cos(x_i, y_j), or squared Euclidean distance
     d~_ij  = d_ij / (min_k d_ik + 1e-5)                  relative distance

@@ -29,8 +29,67 @@ class ConvBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, Cin, H, W) -> (B, Cout, H, W)
-        x = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return F.relu(self.bn2(self.conv2(x)), inplace=True)
+
+
+def to_tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H*W, C); a free view when ``x`` is channels_last."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
+def from_tokens(tokens: Tensor, height: int, width: int) -> Tensor:
+    """(B, H*W, C) -> (B, C, H, W) in channels_last layout (a view of contiguous tokens)."""
+    return tokens.reshape(tokens.shape[0], height, width, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+def pointwise(tokens: Tensor, layer: nn.Module) -> Tensor:
+    """A 1x1 ``nn.Conv2d`` (or ``nn.Linear``) applied to tokens (B, N, Cin) -> (B, N, Cout)."""
+    return F.linear(tokens, layer.weight.flatten(1), layer.bias)
+
+
+def linear_of_concat(a: Tensor, b: Tensor, layer: nn.Module, residual: Tensor | None = None) -> Tensor:
+    """``residual + layer(cat((a, b), -1))`` as two accumulating GEMMs, without the concat.
+
+    Args:
+        a: (B, N, Ca) tokens.
+        b: (B, N, Cb) tokens.
+        layer: ``nn.Linear`` or 1x1 ``nn.Conv2d`` with Ca + Cb inputs.
+        residual: optional (B, N, Cout) added to the result.
+
+    Returns:
+        (B, N, Cout).
+    """
+    weight, bias = layer.weight.flatten(1), layer.bias  # (Cout, Ca + Cb)
+    split = a.shape[-1]
+    a2, b2 = a.reshape(-1, split), b.reshape(-1, b.shape[-1])
+    if residual is not None:
+        out = residual.reshape(-1, weight.shape[0])
+        out = out + bias.to(out.dtype) if bias is not None else out.clone()
+    elif bias is not None:
+        out = torch.addmm(bias, a2, weight[:, :split].t())
+    else:
+        out = torch.mm(a2, weight[:, :split].t())
+    # GEMMs accumulating in place (beta = 1). In-place ops escape autocast: match dtypes.
+    if residual is not None:
+        out.addmm_(a2.to(out.dtype), weight[:, :split].t().to(out.dtype))
+    out.addmm_(b2.to(out.dtype), weight[:, split:].t().to(out.dtype))  # (B*N, Cout)
+    return out.view(*a.shape[:-1], -1)
+
+
+def linear_of_scaled(tokens: Tensor, scale: Tensor, layer: nn.Linear) -> Tensor:
+    """``layer(scale * tokens)`` with the per-sample channel scale folded into the weight.
+
+    Args:
+        tokens: (B, N, C).
+        scale: (B, 1, C) per-sample channel weights.
+        layer: ``nn.Linear(C, Cout)``.
+
+    Returns:
+        (B, N, Cout).
+    """
+    weight = layer.weight * scale  # (B, Cout, C): one small matrix per sample
+    return torch.baddbmm(layer.bias, tokens, weight.transpose(1, 2))
 
 
 class ChannelWeights(nn.Module):
@@ -49,19 +108,18 @@ class ChannelWeights(nn.Module):
         self.fc2 = nn.Linear(4 * channels, 2 * channels)
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Args: x, y: (B, C, H, W). Returns: (w_x, w_y), each (B, C, 1, 1)."""
-        both = torch.cat((x, y), dim=1)  # (B, 2C, H, W)
-        stats = torch.cat((both.mean(dim=(2, 3)), both.amax(dim=(2, 3))), dim=1)  # (B, 4C)
+        """Args: x, y: (B, N, C) tokens. Returns: (w_x, w_y), each (B, 1, C)."""
+        stats = torch.cat((x.mean(1), y.mean(1), x.amax(1), y.amax(1)), dim=1)  # (B, 4C)
         weights = torch.sigmoid(self.fc2(F.relu(self.fc1(stats))))  # (B, 2C)
-        w_x, w_y = weights[:, :, None, None].chunk(2, dim=1)
+        w_x, w_y = weights[:, None, :].chunk(2, dim=-1)
         return w_x, w_y
 
 
 class SpatialWeights(nn.Module):
-    """A per-pixel weight map: Conv1x1(C, C) -> ReLU -> Conv1x1(C, 1) -> Sigmoid.
+    """A per-pixel weight: Conv1x1(C, C) -> ReLU -> Conv1x1(C, 1) -> Sigmoid.
 
     The release applies ONE such module to both modalities (its second one is never used),
-    so FIFB holds a single instance.
+    so FIFB holds a single instance. 1x1 convolutions act on tokens as linear maps.
 
     Args:
         channels: C.
@@ -72,49 +130,52 @@ class SpatialWeights(nn.Module):
         self.conv1 = nn.Conv2d(channels, channels, 1)
         self.conv2 = nn.Conv2d(channels, 1, 1)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, 1, H, W)
-        return torch.sigmoid(self.conv2(F.relu(self.conv1(x))))
+    def forward(self, tokens: Tensor) -> Tensor:  # (B, N, C) -> (B, N, 1)
+        hidden = F.relu(pointwise(tokens, self.conv1), inplace=True)
+        return torch.sigmoid(pointwise(hidden, self.conv2))
 
 
-def efficient_context(kv: Tensor, heads: int) -> Tensor:
+def _no_autocast(device_type: str):
+    return torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") else nullcontext()
+
+
+def efficient_context(keys: Tensor, values: Tensor, heads: int) -> Tensor:
     """Per-head context of linear ("efficient") attention: softmax_rows(K^T V * d^-0.5).
 
     Args:
-        kv: (B, N, 2C) keys then values, as produced by a Linear(C, 2C).
+        keys: (B, N, C).
+        values: (B, N, C).
         heads: number of heads; d = C / heads.
 
     Returns:
         (B, heads, d, d), softmax taken over the first d axis (over keys' channels).
     """
-    b, n, two_c = kv.shape
-    d = two_c // (2 * heads)
-    k, v = kv.reshape(b, n, 2, heads, d).permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
-    # K^T V sums over all N pixels: in fp16 it can overflow (N = 307k at 640x480), so the
-    # context is always formed in float32; it is tiny (d x d) and cheap.
-    device = kv.device.type
-    no_autocast = (
-        torch.autocast(device, enabled=False) if device in ("cpu", "cuda") else nullcontext()
-    )
-    with no_autocast:
-        context = k.float().transpose(-2, -1) @ v.float()  # (B, heads, d, d)
-        return (context * d**-0.5).softmax(dim=-2)
+    b, _, c = keys.shape
+    d = c // heads
+    # K^T V sums over all N pixels: in fp16 it can overflow (N = 307k at 640x480), so it is
+    # formed in float32. One (C x C) GEMM for all heads, then its diagonal blocks: far
+    # faster than per-head (d x N) @ (N x d) products, and C x C is tiny.
+    with _no_autocast(keys.device.type):
+        full = keys.float().transpose(1, 2) @ values.float()  # (B, C, C)
+        blocks = torch.diagonal(full.view(b, heads, d, heads, d), dim1=1, dim2=3)  # (B, d, d, heads)
+        return (blocks.permute(0, 3, 1, 2) * d**-0.5).softmax(dim=-2)
 
 
 def attend(query: Tensor, context: Tensor) -> Tensor:
-    """Apply a per-head context to query tokens and merge the heads.
+    """Apply per-head contexts to query tokens (heads merged back to C).
 
     Args:
         query: (B, N, C) tokens, used as queries without projection.
         context: (B, heads, d, d) from :func:`efficient_context`.
 
     Returns:
-        (B, N, C).
+        (B, N, C): per head h, query[..., h] @ context[:, h].
     """
-    b, n, c = query.shape
-    heads, d = context.shape[1], context.shape[2]
-    q = query.reshape(b, n, heads, d).transpose(1, 2)  # (B, heads, N, d)
-    out = q @ context.to(q.dtype)  # (B, heads, N, d)
-    return out.transpose(1, 2).reshape(b, n, c)
+    b, heads, d, _ = context.shape
+    # One GEMM with the block-diagonal (C x C) matrix of the heads' contexts.
+    block_diagonal = context.new_zeros(b, heads, d, heads, d)
+    torch.diagonal(block_diagonal, dim1=1, dim2=3).copy_(context.permute(0, 2, 3, 1))
+    return torch.bmm(query, block_diagonal.view(b, heads * d, heads * d))
 
 
 class CrossAttention(nn.Module):
@@ -133,14 +194,15 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Args: x, y: (B, N, C) tokens. Returns: (x attends y, y attends x), each (B, N, C)."""
-        context_x = efficient_context(self.kv_vi(x), self.heads)
-        context_y = efficient_context(self.kv_ir(y), self.heads)
+        context_x = efficient_context(*self.kv_vi(x).chunk(2, dim=-1), self.heads)
+        context_y = efficient_context(*self.kv_ir(y).chunk(2, dim=-1), self.heads)
         return attend(x, context_y), attend(y, context_x)
 
 
 class MergeBlock(nn.Module):
     """Merge the two modalities' tokens back into one feature map.
 
+    With z = concat(x, y) on channels:
     BN(Conv1x1(2C, C, no bias)(z) + BN(Conv1x1(C, C)(ReLU(DWConv3x3(Conv1x1(2C, C)(z)))))).
 
     Args:
@@ -156,27 +218,21 @@ class MergeBlock(nn.Module):
         self.bn_main = nn.BatchNorm2d(channels)
         self.bn_out = nn.BatchNorm2d(channels)
 
-    def forward(self, z: Tensor) -> Tensor:  # (B, 2C, H, W) -> (B, C, H, W)
-        main = self.bn_main(self.pointwise(F.relu(self.depthwise(self.reduce(z)))))
-        return self.bn_out(self.shortcut(z) + main)
-
-
-def to_tokens(x: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B, H*W, C)."""
-    return x.flatten(2).transpose(1, 2)
-
-
-def from_tokens(tokens: Tensor, height: int, width: int) -> Tensor:
-    """(B, H*W, C) -> (B, C, H, W)."""
-    b, _, c = tokens.shape
-    return tokens.transpose(1, 2).reshape(b, c, height, width)
+    def forward(self, x: Tensor, y: Tensor, height: int, width: int) -> Tensor:
+        """Args: x, y: (B, H*W, C) tokens. Returns: (B, C, H, W), channels_last."""
+        shortcut = from_tokens(linear_of_concat(x, y, self.shortcut), height, width)
+        reduced = from_tokens(linear_of_concat(x, y, self.reduce), height, width)
+        main = F.relu(self.depthwise(reduced), inplace=True)
+        main = self.bn_main(from_tokens(pointwise(to_tokens(main), self.pointwise), height, width))
+        return self.bn_out(shortcut + main)
 
 
 class FIFB(nn.Module):
     """Feature Interaction Fusion Block: fuses one level's visible and infrared features.
 
     Channel and spatial re-weighting, cross attention between the channel-weighted
-    modalities, a residual LayerNorm per modality, then a convolutional merge.
+    modalities, a residual LayerNorm per modality, then a convolutional merge. Works on
+    tokens (B, H*W, C), which are free views of channels_last feature maps.
 
     Args:
         channels: C of each modality's feature map.
@@ -204,19 +260,20 @@ class FIFB(nn.Module):
             y: (B, C, H, W) infrared features.
 
         Returns:
-            (B, C, H, W) fused features.
+            (B, C, H, W) fused features (channels_last).
         """
         height, width = x.shape[-2:]
-        w_x, w_y = self.channel_weights(x, y)  # (B, C, 1, 1) each
-        s_x = to_tokens(self.spatial_weights(x) * x)  # (B, N, C)
-        s_y = to_tokens(self.spatial_weights(y) * y)
-        q_x = F.relu(self.proj_vi(to_tokens(w_x * x)))
-        q_y = F.relu(self.proj_ir(to_tokens(w_y * y)))
+        x = to_tokens(x.contiguous(memory_format=torch.channels_last))  # (B, N, C)
+        y = to_tokens(y.contiguous(memory_format=torch.channels_last))
+        w_x, w_y = self.channel_weights(x, y)  # (B, 1, C) each
+        s_x = self.spatial_weights(x) * x  # (B, N, C); one spatial module for both
+        s_y = self.spatial_weights(y) * y
+        q_x = F.relu(linear_of_scaled(x, w_x, self.proj_vi), inplace=True)  # proj(w_x * x)
+        q_y = F.relu(linear_of_scaled(y, w_y, self.proj_ir), inplace=True)
         a_x, a_y = self.attention(q_x, q_y)  # (B, N, C) each
-        out_x = self.norm_vi(to_tokens(x) + self.out_proj_vi(torch.cat((s_x, a_x), dim=-1)))
-        out_y = self.norm_ir(to_tokens(y) + self.out_proj_ir(torch.cat((s_y, a_y), dim=-1)))
-        merged = from_tokens(torch.cat((out_x, out_y), dim=-1), height, width)  # (B, 2C, H, W)
-        return self.merge(merged)
+        out_x = self.norm_vi(linear_of_concat(s_x, a_x, self.out_proj_vi, residual=x))
+        out_y = self.norm_ir(linear_of_concat(s_y, a_y, self.out_proj_ir, residual=y))
+        return self.merge(out_x, out_y, height, width)
 
 
 def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -255,4 +312,5 @@ class UpBlock(nn.Module):
     def forward(self, skip: Tensor, deep: Tensor) -> Tensor:
         """Args: skip (B, Cs, H, W), deep (B, Cd, H//2, W//2). Returns: (B, Cs, H, W)."""
         x = torch.cat((skip, upsample_to(deep, skip.shape[-2:])), dim=1)
-        return F.relu(self.conv2(F.relu(self.conv1(x))))
+        x = F.relu(self.conv1(x), inplace=True)
+        return F.relu(self.conv2(x), inplace=True)

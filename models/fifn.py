@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from models.blocks import FIFB, ConvBlock, UpBlock
+from models.blocks import FIFB, ConvBlock, MergeBlock, UpBlock
 from models.config import FIFNConfig
 
 
@@ -99,3 +102,28 @@ class FIFN(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def fold_batchnorm(model: FIFN) -> FIFN:
+    """An inference copy of ``model`` with each BatchNorm that follows a conv folded into it.
+
+    In eval mode such a BatchNorm is a per-channel affine map, so the conv's weights and
+    bias absorb it exactly (up to rounding); the BatchNorm becomes an identity. Saves a
+    pass over every encoder feature map. The copy's state dict no longer matches FIFN's:
+    use it for inference only.
+
+    Args:
+        model: the network (left untouched).
+
+    Returns:
+        The folded copy, in eval mode.
+    """
+    folded = copy.deepcopy(model).eval()
+    for block in folded.modules():
+        if isinstance(block, ConvBlock):
+            block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
+            block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
+        elif isinstance(block, MergeBlock):
+            block.pointwise = fuse_conv_bn_eval(block.pointwise, block.bn_main)
+            block.bn_main = nn.Identity()
+    return folded

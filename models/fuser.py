@@ -29,7 +29,7 @@ from torch import Tensor
 
 from data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from data.io import is_gray_content, read_image, write_image_atomic
-from models.fifn import FIFN, minmax_normalize
+from models.fifn import FIFN, fold_batchnorm, minmax_normalize
 
 IR16Mode = Literal["percentile", "minmax", "full"]
 #: Percentiles of the 16-bit infrared stretch: robust to dead and saturated pixels.
@@ -296,9 +296,10 @@ class Fuser:
         self.tile_margin = max(32, tile // 8) if tile and tile_margin is None else tile_margin
         self.ir16 = ir16
         self.amp_dtype = self._resolve_amp(amp)
-        # channels_last lets FIFB's token views (B, HW, C) share memory with the feature
-        # maps instead of copying, and suits oneDNN / cuDNN convolutions.
-        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+        self.model = model.to(self.device).eval()
+        # The network actually run: BatchNorms folded into the convs, channels_last so that
+        # FIFB's tokens (B, HW, C) are views of the feature maps (and oneDNN / cuDNN like it).
+        self.network = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
 
     def _resolve_amp(self, amp: bool | str | torch.dtype) -> torch.dtype | None:
         if isinstance(amp, torch.dtype):
@@ -321,7 +322,7 @@ class Fuser:
         with autocast:
             vi_y = vi_y.contiguous(memory_format=torch.channels_last)
             ir = ir.contiguous(memory_format=torch.channels_last)
-            return self.model(vi_y, ir).float()
+            return self.network(vi_y, ir).float()
 
     @torch.inference_mode()
     def raw(self, vi_y: Tensor, ir: Tensor) -> Tensor:

@@ -52,7 +52,7 @@ def _table(plans: list[FolderPlan], summaries: list[MethodSummary]) -> Table:
     for name in metrics:
         arrow = "↑" if METRIC_INFO[name].higher_is_better else "↓"
         table.add_column(f"{name} {arrow}", justify="right")
-    for plan, summary in zip(plans, summaries):
+    for summary in summaries:
         cells = []
         for name in metrics:
             if name not in summary.mean:
@@ -115,14 +115,22 @@ def metrics_command(
         fail("give both --ir and --vi, or neither")
     names = parse_metric_names(metrics)
     methods = unique_method_names(fused_dirs)
-    plans = [plan_folder(d, ir, vi, names, method=m) for d, m in zip(fused_dirs, methods)]
+    plans = [
+        plan_folder(d, ir, vi, names, method=m) for d, m in zip(fused_dirs, methods, strict=True)
+    ]
     if csv_path is not None:
-        inputs = [*fused_dirs, *(p.sources.ir_dir for p in plans), *(p.sources.vi_dir for p in plans)]
+        inputs = [
+            *fused_dirs,
+            *(p.sources.ir_dir for p in plans),
+            *(p.sources.vi_dir for p in plans),
+        ]
         _check_output_path(csv_path, [p for p in inputs if p is not None])
 
     for plan in plans:
         if plan.sources.origin == "manifest":
-            note(f"{plan.method}: sources from {plan.folder}/occo-fuse.json ({plan.sources.ir_dir}, {plan.sources.vi_dir})")
+            note(
+                f"{plan.method}: sources from {plan.folder}/occo-fuse.json ({plan.sources.ir_dir}, {plan.sources.vi_dir})"
+            )
         if plan.skipped_metrics:
             warn(f"{plan.method}: skipped {', '.join(plan.skipped_metrics)}: {plan.skip_reason}")
         if plan.unpaired:
@@ -137,7 +145,11 @@ def metrics_command(
     n_workers = workers or default_workers()
     with progress_bar(disable=not err.is_terminal) as progress:
         task = progress.add_task("scoring", total=len(jobs), status="")
-        scores = score_jobs(jobs, n_workers, on_done=lambda s: progress.update(task, advance=1, status=f"{s.method}/{s.image}"))
+        scores = score_jobs(
+            jobs,
+            n_workers,
+            on_done=lambda s: progress.update(task, advance=1, status=f"{s.method}/{s.image}"),
+        )
     summaries = summarize(plans, scores)
 
     if csv_path is not None:

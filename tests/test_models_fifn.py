@@ -65,9 +65,8 @@ def test_efficient_attention_matches_explicit_heads():
     torch.manual_seed(1)
     b, n, c, heads = 2, 10, 8, 2
     d = c // heads
-    kv, q = torch.randn(b, n, 2 * c), torch.randn(b, n, c)
-    got = attend(q, efficient_context(kv, heads))
-    k, v = kv[..., :c], kv[..., c:]
+    k, v, q = torch.randn(b, n, c), torch.randn(b, n, c), torch.randn(b, n, c)
+    got = attend(q, efficient_context(k, v, heads))
     for h in range(heads):
         sl = slice(h * d, (h + 1) * d)
         ctx = torch.softmax(k[..., sl].transpose(1, 2) @ v[..., sl] / d**0.5, dim=1)

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from eval.metrics.inputs import GrayInputs
+from eval.metrics.inputs import GrayInputs, histogram, product_sum, strips
 
 
 def _entropy_of_counts(counts: np.ndarray, total: int) -> float:
@@ -42,50 +42,69 @@ def en(x: GrayInputs) -> float:
     return _entropy_of_counts(x.hist("f"), x.n)
 
 
+def _neighbour_sq_sum(f8: np.ndarray, total_sq: int, axis: int) -> int:
+    """Exact sum of squared differences of neighbours along ``axis``.
+
+    ``sum (x[i+1] - x[i])^2 = sum x[1:]^2 + sum x[:-1]^2 - 2 sum x[1:] x[:-1]``, and the
+    first two are the total minus the last or first line: integers only, no temporaries.
+    """
+    first = np.take(f8, [0], axis=axis)
+    last = np.take(f8, [f8.shape[axis] - 1], axis=axis)
+    lead = f8[:, :-1] if axis == 1 else f8[:-1, :]
+    trail = f8[:, 1:] if axis == 1 else f8[1:, :]
+    ends = product_sum(first, first) + product_sum(last, last)
+    return 2 * total_sq - ends - 2 * product_sum(lead, trail)
+
+
 def sf(x: GrayInputs) -> float:
     """SF: ``sqrt(mean(dx^2) + mean(dy^2))``, each mean over its own difference array."""
-    f = x.f
-    dx = (f[:, 1:] - f[:, :-1]).ravel()
-    dy = (f[1:, :] - f[:-1, :]).ravel()
-    # Squares of integer differences summed as float64 stay exact integers.
-    rf = _ratio(int(np.einsum("i,i->", dx, dx)), dx.size)
-    cf = _ratio(int(np.einsum("i,i->", dy, dy)), dy.size)
+    m, n = x.shape
+    total_sq = x.total_sq("f")
+    rf = _ratio(_neighbour_sq_sum(x.f8, total_sq, 1), m * (n - 1))
+    cf = _ratio(_neighbour_sq_sum(x.f8, total_sq, 0), (m - 1) * n)
     return math.sqrt(rf + cf)
 
 
-def _twice_gradient(f: np.ndarray, axis: int) -> np.ndarray:
-    """``2 * numpy.gradient(f, axis)``: central differences inside, one-sided (doubled) at borders.
+def _twice_row_gradient(block: np.ndarray) -> np.ndarray:
+    """``2 * numpy.gradient(block, axis=1)``: central differences inside, one-sided (doubled)
+    at the first and last column; all zero for a single column (as MATLAB's ``gradient``).
 
     Doubling keeps every value an integer; the factor is folded into AG's constant.
     """
-    n = f.shape[axis]
-    g = np.zeros_like(f)
-    if n < 2:
-        return g  # MATLAB's gradient of a single row/column is 0
-    src = np.moveaxis(f, axis, 0)
-    dst = np.moveaxis(g, axis, 0)
-    np.subtract(src[2:], src[:-2], out=dst[1:-1])
-    np.subtract(src[1], src[0], out=dst[0])
-    np.subtract(src[-1], src[-2], out=dst[-1])
-    dst[0] *= 2.0
-    dst[-1] *= 2.0
+    g = np.zeros_like(block)
+    if block.shape[1] < 2:
+        return g
+    np.subtract(block[:, 2:], block[:, :-2], out=g[:, 1:-1])
+    np.subtract(block[:, 1], block[:, 0], out=g[:, 0])
+    np.subtract(block[:, -1], block[:, -2], out=g[:, -1])
+    g[:, 0] *= 2.0
+    g[:, -1] *= 2.0
     return g
 
 
 def ag(x: GrayInputs) -> float:
     """AG: ``sum(sqrt((gx^2 + gy^2) / 2)) / ((M-1)(N-1))`` with MATLAB ``gradient``."""
-    m, n = x.f.shape
+    m, n = x.shape
     if m < 2 or n < 2:
         return math.nan
-    gx = _twice_gradient(x.f, 1)
-    gy = _twice_gradient(x.f, 0)
-    # (2gx)^2 + (2gy)^2 = 4 (gx^2 + gy^2); dividing by 8 instead of 2 is exact.
-    gx *= gx
-    gy *= gy
-    gx += gy
-    gx *= 0.125
-    np.sqrt(gx, out=gx)
-    return float(gx.sum()) / ((m - 1) * (n - 1))
+    total = 0.0
+    for start, stop in strips(m, n):
+        rows = np.arange(start, stop)
+        up = np.maximum(rows - 1, 0)
+        down = np.minimum(rows + 1, m - 1)
+        f = x.rows("f", start, stop)
+        gx = _twice_row_gradient(f)
+        gy = x.f8[down].astype(np.float64)
+        gy -= x.f8[up]
+        gy[(down - up) == 1] *= 2.0  # one-sided at the first and last row, doubled
+        # (2gx)^2 + (2gy)^2 = 4 (gx^2 + gy^2); dividing by 8 instead of 2 is exact.
+        gx *= gx
+        gy *= gy
+        gx += gy
+        gx *= 0.125
+        np.sqrt(gx, out=gx)
+        total += float(gx.sum())
+    return total / ((m - 1) * (n - 1))
 
 
 def sd(x: GrayInputs) -> float:
@@ -117,25 +136,20 @@ def scd(x: GrayInputs) -> float:
     return total
 
 
-def _merged_levels(image: np.ndarray) -> np.ndarray:
-    """Grey levels as the toolkit's joint histogram indexes them: 254 and 255 share a bin.
-
-    The toolkit indexes its 256x256 joint histogram with ``uint8 + 1``, which saturates.
-    """
-    return np.minimum(image, 254)
-
-
 def mi(x: GrayInputs) -> float:
-    """MI: ``[H(A) + H(F) - H(A,F)] + [H(B) + H(F) - H(B,F)]`` in bits (toolkit joint histogram)."""
+    """MI: ``[H(A) + H(F) - H(A,F)] + [H(B) + H(F) - H(B,F)]`` in bits (toolkit joint histogram).
+
+    The toolkit indexes its 256x256 joint histogram with ``uint8 + 1``, which saturates:
+    grey levels 254 and 255 share a bin on both axes. The single-image entropies use
+    the plain 256-bin histograms.
+    """
     h_f = en(x)
-    f_index = _merged_levels(x.f8).astype(np.intp)  # (H, W) row index of the joint histogram
-    f_index <<= 8
+    f_merged = np.minimum(x.f8, 254)
     total = 0.0
     for src in ("a", "b"):
         h_s = _entropy_of_counts(x.hist(src), x.n)
-        joint = np.bitwise_or(f_index, _merged_levels(x.u8(src)))
-        h_joint = _entropy_of_counts(np.bincount(joint.ravel(), minlength=65536), x.n)
-        total += h_s + h_f - h_joint
+        joint = histogram([f_merged, np.minimum(x.u8(src), 254)])
+        total += h_s + h_f - _entropy_of_counts(joint, x.n)
     return total
 
 
