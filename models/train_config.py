@@ -30,7 +30,6 @@ RESUMABLE_CHANGES = frozenset(
         "log_every",
         "checkpoint_every",
         "val_every",
-        "val_max_pairs",
         "val_samples",
         "tensorboard",
         "max_nonfinite",

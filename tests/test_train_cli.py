@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -76,6 +77,7 @@ def test_missing_masks_is_a_clear_error_unless_pixel(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "--objective must be one of" in result.output
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes(tmp_path: Path) -> None:
     data, run = _dataset(tmp_path / "d"), tmp_path / "run"
     args = [
@@ -129,6 +131,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes(tmp_path: Path) -> 
     assert _steps(run)[-1]["step"] == step + 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_path: Path) -> None:
     data = _dataset(tmp_path / "d")
     common = [

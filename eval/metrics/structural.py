@@ -78,9 +78,9 @@ def _vif_sums(
     a zero term. The denominator uses ``s1`` zeroed below eps.
 
     Args:
-        s1: source variance, clamped at 0; overwritten.
+        s1: source variance clamped at 0; overwritten.
         s12: covariance; overwritten.
-        s2: fused variance, clamped at 0.
+        s2: fused variance.
         s2_ok: ``s2 >= eps`` as float64 0/1.
     """
     g = s1 + _EPS
@@ -133,12 +133,12 @@ def vif(x: GrayInputs) -> float:
             rows = (start, stop + size - 1)  # input rows the strip's windows cover
             d = _rows(dist, *rows)
             mu2, s2 = _local_stats(d, kernel)
-            np.maximum(s2, 0.0, out=s2)
+            # s2 is not clamped at 0: only pixels with s2 >= eps use it.
             s2_ok = (s2 >= _EPS).astype(np.float64)
             for i, ref in enumerate(refs):
                 r = _rows(ref, *rows)
                 mu1, s1 = _local_stats(r, kernel)
-                np.maximum(s1, 0.0, out=s1)
+                np.maximum(s1, 0.0, out=s1)  # keeps every term finite (s1 + eps > 0)
                 s12 = filter_valid(r * d, kernel)
                 mu1 *= mu2
                 s12 -= mu1
