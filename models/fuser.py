@@ -530,7 +530,11 @@ class FileFuser:
             images: list[np.ndarray | str] = list(self.fuser.fuse_pairs([p for _, p in group]))
         except (RuntimeError, ValueError) as exc:  # includes torch.OutOfMemoryError
             if len(group) == 1:
-                images = [f"{group[0][0].stem}: fusion failed: {str(exc).splitlines()[0]}"]
+                job = group[0][0]
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                if isinstance(exc, torch.OutOfMemoryError):
+                    reason = "out of memory; pass --tile 1024 (or smaller) to fuse it in tiles"
+                images = [f"{job.ir_path.name} + {job.vi_path.name}: fusion failed: {reason}"]
             else:
                 self.stats.model_s += time.perf_counter() - start
                 return [out for item in group for out in self._fuse_group([item])]

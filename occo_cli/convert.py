@@ -55,4 +55,5 @@ def convert(
         f"wrote {dst}: FIFN widths {list(report.config.widths)}, heads {list(report.config.heads)}, "
         f"{report.converted} tensors, {report.parameters:,} parameters",
         highlight=False,
+        soft_wrap=True,
     )

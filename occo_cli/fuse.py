@@ -147,22 +147,21 @@ def fuse(
         "amp": str(fuser.amp_dtype).removeprefix("torch.") if fuser.amp_dtype else None,
         "ir16": ir16, "resize_vi": resize_vi, "overwrite": overwrite, "workers": workers,
     }  # fmt: skip
+    per_image = stats.wall_s / stats.fused if stats.fused else None
     timings = {
-        "wall_s": round(stats.wall_s, 3),
-        "model_s": round(stats.model_s, 3),
-        "decode_s": round(stats.decode_s, 3),
-        "encode_s": round(stats.encode_s, 3),
-        "fused": stats.fused,
-        "pairs_per_s": round(stats.fused / stats.wall_s, 3) if stats.wall_s > 0 else None,
+        "total": round(stats.wall_s, 3),
+        "per_image": round(per_image, 4) if per_image else None,
+        "model": round(stats.model_s, 3),
+        "decode": round(stats.decode_s, 3),
+        "encode": round(stats.encode_s, 3),
+        "fused_this_run": stats.fused,
     }
     try:
         write_fuse_manifest(
             out_dir, ir_dir, vi_dir,
-            weights={"path": str(weights_path.resolve()), "source": source},
+            weights=str(weights_path.resolve()), weights_source=source,
             settings=settings, device=device, timings=timings,
-            pairs=[{"stem": j.stem, "ir": j.ir_path.name, "vi": j.vi_path.name, "fused": j.out_path.name}
-                   for j in done],
-            failures=failures,
+            pairs=len(done), stems=[job.stem for job in done], failures=failures,
         )  # fmt: skip
     except (OccoError, OSError) as exc:
         warn(f"could not write the manifest in {out_dir}: {exc}")
@@ -174,6 +173,7 @@ def fuse(
         + (f"; {skipped} already there" if skipped else "")
         + (f"; [bold red]{len(failures)} failed[/]" if failures else ""),
         highlight=False,
+        soft_wrap=True,
     )
     if failures:
         err.print("[bold red]failed pairs:[/]", highlight=False)

@@ -24,7 +24,7 @@ TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
 
 @pytest.fixture
 def dataset(tmp_path):
-    """ir/ and vi/ with 3 good pairs, a size mismatch, an unreadable file and a lone file."""
+    """ir/ and vi/: 4 good pairs; a size mismatch, an unreadable file, a lone file, a tiny pair."""
     rng = np.random.default_rng(0)
     ir_dir, vi_dir = tmp_path / "ir", tmp_path / "vi"
 
@@ -37,6 +37,11 @@ def dataset(tmp_path):
     write_image_atomic(vi_dir / "b.png", img(33, 47))  # gray visible, odd size
     write_image_atomic(ir_dir / "c.png", np.dstack([img(24, 30)] * 3))  # gray content as RGB
     write_image_atomic(vi_dir / "c.png", img(24, 30, 3))
+    ir16 = rng.integers(7000, 9000, size=(26, 34)).astype(np.uint16)  # raw 16-bit thermal
+    write_image_atomic(ir_dir / "d.png", ir16)
+    write_image_atomic(vi_dir / "d.png", img(26, 34, 3))
+    write_image_atomic(ir_dir / "tiny.png", img(6, 30))  # below FIFN's 8 px minimum
+    write_image_atomic(vi_dir / "tiny.png", img(6, 30))
     write_image_atomic(ir_dir / "big.png", img(20, 30))
     write_image_atomic(vi_dir / "big.png", img(40, 60, 3))  # twice the IR size
     write_image_atomic(ir_dir / "bad.png", img(20, 20))
@@ -65,28 +70,31 @@ def test_fuse_end_to_end(dataset, tmp_path):
     result = _fuse(ir_dir, vi_dir, out, "--weights", weights)
     assert result.exit_code == 1, result.output  # some pairs failed
     assert (_digest(ir_dir), _digest(vi_dir)) == before  # inputs untouched
-    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png", "d.png"]
     assert read_image(out / "a.png").shape == (40, 52, 3)  # colour kept
     assert read_image(out / "b.png").shape == (33, 47)  # gray in, gray out
     assert read_image(out / "c.png").shape == (24, 30, 3)
+    assert read_image(out / "d.png").shape == (26, 34, 3)  # 16-bit infrared input
     text = result.output
     assert "--resize-vi" in text  # the size mismatch says what to do
-    for stem in ("big", "bad", "lonely"):
+    for stem in ("big", "bad", "lonely", "tiny"):
         assert f"{stem}:" in text
     manifest = json.loads((out / "occo-fuse.json").read_text())
     assert manifest["format"] == "occo-fuse"
-    assert sorted(p["stem"] for p in manifest["pairs"]) == ["a", "b", "c"]
-    assert manifest["settings"]["batch_size"] == 2 and "wall_s" in manifest["timings"]
+    assert manifest["pairs"] == 4 and manifest["stems"] == ["a", "b", "c", "d"]
+    assert manifest["ir_dir"] == str(ir_dir.resolve()) and manifest["weights"] == str(weights.resolve())
+    assert sorted(manifest["failures"]) == ["bad", "big", "lonely", "tiny"]
+    assert manifest["settings"]["batch_size"] == 2 and manifest["timings"]["total"] > 0
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporaries
 
     # A second run skips what exists; --resize-vi rescues the mismatched pair.
     stamp = (out / "a.png").stat().st_mtime_ns
     again = _fuse(ir_dir, vi_dir, out, "--weights", weights, "--resize-vi")
-    assert "3 already there" in again.output
+    assert "4 already there" in again.output
     assert (out / "a.png").stat().st_mtime_ns == stamp
     assert read_image(out / "big.png").shape == (20, 30, 3)
     redo = _fuse(ir_dir, vi_dir, out, "--weights", weights, "--overwrite", "--tile", "16")
-    assert "fused 3 pair(s)" in redo.output and (out / "a.png").stat().st_mtime_ns != stamp
+    assert "fused 4 pair(s)" in redo.output and (out / "a.png").stat().st_mtime_ns != stamp
 
 
 def test_fuse_refuses_output_inside_inputs(dataset):

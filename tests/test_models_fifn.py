@@ -7,7 +7,7 @@ import torch
 
 from models.blocks import FIFB, attend, efficient_context
 from models.config import FIFNConfig
-from models.fifn import FIFN, count_parameters, minmax_normalize
+from models.fifn import FIFN, count_parameters, fold_batchnorm, minmax_normalize
 
 TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
 
@@ -99,3 +99,21 @@ def test_config_validation_and_json_round_trip():
         FIFNConfig.from_dict({"widths": [8, 8], "heads": [1, 1], "depth": 3})
     assert FIFNConfig.from_json(TINY.to_json()) == TINY
     assert FIFNConfig().widths == (32, 64, 112, 160) and FIFNConfig().heads == (4, 4, 4, 1)
+
+
+def test_fold_batchnorm_keeps_the_function():
+    torch.manual_seed(2)
+    model = FIFN(TINY)
+    for m in model.modules():  # non-trivial statistics, or folding would be a no-op
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    folded = fold_batchnorm(model)
+    remaining = [n for n, m in folded.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(remaining) == len(TINY.widths)  # only each merge's final BN stays
+    vi, ir = _inputs(29, 35)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(vi, ir), model(vi, ir), atol=1e-5, rtol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder_vi[0].modules())  # untouched
