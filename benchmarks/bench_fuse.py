@@ -1,15 +1,18 @@
 """Benchmark `occo fuse` against the release's way of inferring, in the same run.
 
 The release's test script runs FIFN in training mode (BatchNorm on batch statistics) with
-autograd on, one pair at a time, reading and writing images in the same thread. occo runs
-the Fuser: eval mode, inference_mode, channels_last, same-size batches, decoding and
-encoding overlapped in worker threads (FileFuser).
+autograd on, one pair at a time, reading and writing images in the same thread; the
+baseline does that with the release's formulation of the network (release_style_forward,
+same weights, checked equal to occo's FIFN). occo runs the Fuser: eval mode,
+inference_mode, BatchNorms folded, channels_last token-space FIFB, same-size batches,
+decoding and encoding overlapped in worker threads (FileFuser).
 
-Each dataset runs in its own subprocess, all ways in the same process. Peak memory is the
-peak RSS (CUDA: allocator peak) above the level at the start of the block. Weights are
+Each dataset runs in its own subprocess, all ways in the same process, glibc defaults
+(what users get). Peak memory comes from a second short subprocess per dataset: peak RSS
+(CUDA: allocator peak) above the level at the start of each way, end to end on 2 pairs. Weights are
 random (speed does not depend on them). Reported: pairs/s end to end (files in, PNGs
-out) and model-only (network on prepared tensors; per pair the ways run back to back,
-medians); on CUDA also batched bf16 throughput against the arithmetic floor.
+out) and model-only (network on prepared tensors, medians over pairs, wall and CPU time
+of the calling thread); on CUDA also batched bf16 throughput against the arithmetic floor.
 
 Usage:
     python benchmarks/bench_fuse.py                   # 5 MSRS + 5 TNO pairs, CPU
@@ -208,12 +211,42 @@ def _occo_e2e(fuser, pairs, out_dir: Path, workers: int) -> float:
     return len(jobs) / runner.stats.wall_s
 
 
+def memory_worker(args) -> None:
+    """Peak memory of each way end to end on 2 pairs; prints a JSON line.
+
+    Run with glibc's mmap threshold lowered, so that freed blocks go back to the OS and
+    the peak RSS of each block is its own (this slows allocation: no timings here).
+    """
+    import copy
+
+    import torch
+
+    from models.fifn import FIFN
+    from models.fuser import Fuser
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = FIFN().to(device)
+    release_model = copy.deepcopy(model)
+    fuser = Fuser(model, device=device, amp=False, batch_size=args.batch_size)
+    pairs = _pairs(args.dataset, 2)
+    peaks = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        with _PeakMemory(device) as mem:
+            _release_e2e(release_model, pairs, Path(tmp), device)
+        peaks["release"] = mem.mb
+        with _PeakMemory(device) as mem:
+            _occo_e2e(fuser, pairs, Path(tmp), args.workers)
+        peaks["occo-fp32"] = mem.mb
+    print(json.dumps(peaks))
+
+
 def worker(args) -> None:
     """Every way on one dataset, in one process (same conditions); prints a JSON line.
 
     End to end: the release's loop over the pairs, then occo's FileFuser over the same
-    pairs. Model-only: per pair, the three ways one after the other (so load changes on a
-    shared machine hit them alike); medians.
+    pairs. Model-only: each way over the pairs; medians.
     """
     import copy
 
@@ -238,20 +271,14 @@ def worker(args) -> None:
         # Warm-up both ways on one pair (allocator, oneDNN / cuDNN kernel choice).
         _release_e2e(release_model, pairs[:1], Path(tmp), device)
         _occo_e2e(occo["occo-fp32"], pairs[:1], Path(tmp), args.workers)
-        with _PeakMemory(device) as mem:
-            result["release"] = {
-                "e2e_pairs_s": _release_e2e(release_model, pairs, Path(tmp), device)
-            }
-        result["release"]["peak_mb"] = mem.mb
-        with _PeakMemory(device) as mem:
-            result["occo-fp32"] = {
-                "e2e_pairs_s": _occo_e2e(occo["occo-fp32"], pairs, Path(tmp), args.workers)
-            }
-        result["occo-fp32"]["peak_mb"] = mem.mb
+        result["release"] = {"e2e_pairs_s": _release_e2e(release_model, pairs, Path(tmp), device)}
+        result["occo-fp32"] = {
+            "e2e_pairs_s": _occo_e2e(occo["occo-fp32"], pairs, Path(tmp), args.workers)
+        }
     result["occo-bf16"] = {}
 
-    # Model-only, per pair the ways back to back. CPU time of the calling thread is
-    # also kept: with one torch thread it is the compute itself, robust to a busy machine.
+    # Model-only. CPU time of the calling thread is also kept: with one torch thread it is
+    # the compute itself, robust to a busy machine.
     times: dict[str, list[float]] = {name: [] for name in ("release", *occo)}
     cpu: dict[str, list[float]] = {name: [] for name in times}
 
@@ -264,23 +291,24 @@ def worker(args) -> None:
         cpu[name].append(time.thread_time() - begin_cpu)
         return out
 
-    release_model.train()
-    for index, (stem, ir_path, vi_path) in enumerate(pairs):
+    # Each way over all pairs in turn (interleaving per pair let the release's 5 GB of
+    # saved activations disturb the allocator state seen by the next way).
+    inputs = []
+    for stem, ir_path, vi_path in pairs:
         ycbcr, ir = _release_inputs(ir_path, vi_path, device)
-        raw = timed(
-            "release", lambda a, b: release_style_forward(release_model, a, b), ycbcr[:, :1], ir
-        )
         prepared = read_pair(FuseJob(stem, ir_path, vi_path, Path("unused")))
-        vi_y, ir_t = luminance(prepared.vi[None].to(device)), prepared.ir[None].to(device)
-        for name, fuser in occo.items():
-            timed(name, fuser.raw, vi_y, ir_t)
-        if index == 0:  # the baseline computes the same function as occo's FIFN
-            with torch.no_grad():  # `model` is occo's (eval, running stats untouched)
-                same = release_style_forward(model.eval(), ycbcr[:, :1], ir)
-            result["baseline_max_abs_diff"] = (
-                (same - occo["occo-fp32"].raw(ycbcr[:, :1], ir)).abs().max().item()
-            )
-        del raw
+        inputs.append((ycbcr[:, :1], ir, luminance(prepared.vi[None]), prepared.ir[None]))
+    for name, fuser in occo.items():
+        for _, _, vi_y, ir_t in inputs:
+            timed(name, fuser.raw, vi_y.to(device), ir_t.to(device))
+    release_model.train()
+    for vi_y, ir, _, _ in inputs:
+        timed("release", lambda a, b: release_style_forward(release_model, a, b), vi_y, ir)
+    with torch.no_grad():  # the baseline computes occo's function (`model`: eval, untouched)
+        same = release_style_forward(model.eval(), inputs[0][0], inputs[0][1])
+    result["baseline_max_abs_diff"] = (
+        (same - occo["occo-fp32"].raw(inputs[0][0], inputs[0][1])).abs().max().item()
+    )
     for name in times:
         result[name]["model_pairs_s"] = 1 / statistics.median(times[name])
         result[name]["model_cpu_s"] = statistics.median(cpu[name])
@@ -326,7 +354,7 @@ def main() -> None:
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        worker(args)
+        (memory_worker if args.variant == "memory" else worker)(args)
         return
     missing = [name for name, folder in DATASETS.items() if not (folder / "ir").is_dir()]
     if missing:
@@ -335,15 +363,21 @@ def main() -> None:
 
     rows = {}
     load_before = os.getloadavg()[0]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # large blocks back to the OS on free
+    low_mmap = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}  # freed blocks back to the OS
     for dataset in DATASETS:
-        command = [sys.executable, __file__, "--variant", "all", "--dataset", dataset,
-                   "--pairs", str(args.pairs), "--device", args.device, "--batch-size",
-                   str(args.batch_size), "--workers", str(args.workers), "--threads", str(args.threads)]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-        if done.returncode:
-            raise SystemExit(f"{dataset} failed:\n{done.stderr}")
-        rows[dataset] = json.loads(done.stdout.strip().splitlines()[-1])
+        common = ["--dataset", dataset, "--pairs", str(args.pairs), "--device", args.device,
+                  "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+                  "--threads", str(args.threads)]  # fmt: skip
+        runs = {}
+        for variant, env in (("all", None), ("memory", low_mmap)):
+            command = [sys.executable, __file__, "--variant", variant, *common]
+            done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+            if done.returncode:
+                raise SystemExit(f"{dataset} ({variant}) failed:\n{done.stderr}")
+            runs[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+        rows[dataset] = runs["all"]
+        for way, peak in runs["memory"].items():
+            rows[dataset][way]["peak_mb"] = peak
 
     flops = _flops_640x480()
     first = next(iter(rows.values()))
@@ -353,9 +387,10 @@ def main() -> None:
           f"baseline vs occo max |diff| (eval): "
           f"{max(r['baseline_max_abs_diff'] for r in rows.values()):.1e}\n")  # fmt: skip
     print(
-        "| dataset | way | end-to-end pairs/s | model-only pairs/s | peak memory MB | speed-up e2e / model |"
+        "| dataset | way | end-to-end pairs/s | model-only pairs/s | model CPU s/pair "
+        "| peak memory MB (e2e) | speed-up: e2e / model / CPU |"
     )
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|")
     labels = {"release": "release's way (train mode, autograd, 1 pair)", "occo-fp32": "occo fp32",
               "occo-bf16": "occo bf16 autocast"}  # fmt: skip
     for dataset, result in rows.items():

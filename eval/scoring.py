@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -230,6 +229,21 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a clean server process that has imported the metrics once.
+
+    Plain fork from the calling process is unsafe when it already runs threads (OpenCV's
+    or OpenMP's pools, the executor's own): a child can inherit a held lock and hang.
+    The fork server is started by exec, imports this module (and numpy, OpenCV) once,
+    and forks each worker from there, so workers start fast and clean.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 def default_workers() -> int:
     """Cores this process may use."""
     try:
@@ -263,10 +277,8 @@ def score_jobs(
             if on_done is not None:
                 on_done(results[i])
         return results  # type: ignore[return-value]
-    # fork keeps already imported modules (fast start) on Linux; elsewhere use the default.
-    context = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)), mp_context=context, initializer=_init_worker
+        max_workers=min(workers, len(jobs)), mp_context=_pool_context(), initializer=_init_worker
     ) as pool:
         futures: dict[Future, int] = {
             pool.submit(score_image, job): i for i, job in enumerate(jobs)

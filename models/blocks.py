@@ -48,7 +48,9 @@ def pointwise(tokens: Tensor, layer: nn.Module) -> Tensor:
     return F.linear(tokens, layer.weight.flatten(1), layer.bias)
 
 
-def linear_of_concat(a: Tensor, b: Tensor, layer: nn.Module, residual: Tensor | None = None) -> Tensor:
+def linear_of_concat(
+    a: Tensor, b: Tensor, layer: nn.Module, residual: Tensor | None = None
+) -> Tensor:
     """``residual + layer(cat((a, b), -1))`` as two accumulating GEMMs, without the concat.
 
     Args:
@@ -136,7 +138,11 @@ class SpatialWeights(nn.Module):
 
 
 def _no_autocast(device_type: str):
-    return torch.autocast(device_type, enabled=False) if device_type in ("cpu", "cuda") else nullcontext()
+    return (
+        torch.autocast(device_type, enabled=False)
+        if device_type in ("cpu", "cuda")
+        else nullcontext()
+    )
 
 
 def efficient_context(keys: Tensor, values: Tensor, heads: int) -> Tensor:
@@ -157,7 +163,9 @@ def efficient_context(keys: Tensor, values: Tensor, heads: int) -> Tensor:
     # faster than per-head (d x N) @ (N x d) products, and C x C is tiny.
     with _no_autocast(keys.device.type):
         full = keys.float().transpose(1, 2) @ values.float()  # (B, C, C)
-        blocks = torch.diagonal(full.view(b, heads, d, heads, d), dim1=1, dim2=3)  # (B, d, d, heads)
+        blocks = torch.diagonal(
+            full.view(b, heads, d, heads, d), dim1=1, dim2=3
+        )  # (B, d, d, heads)
         return (blocks.permute(0, 3, 1, 2) * d**-0.5).softmax(dim=-2)
 
 

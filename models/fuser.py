@@ -274,6 +274,9 @@ class Fuser:
         batch_size: pairs (or tiles) per network call.
         tile_margin: context added around each tile; None = max(32, tile // 8).
         ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
+
+    The Fuser runs an inference copy of ``model`` (BatchNorms folded, channels_last) made
+    here: later changes to ``model``'s weights need a new Fuser.
     """
 
     def __init__(
@@ -291,6 +294,8 @@ class Fuser:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if tile is not None and tile < 2 * model.config.min_size:
             raise ValueError(f"tile must be at least {2 * model.config.min_size} px, got {tile}")
+        if ir16 not in ("percentile", "minmax", "full"):
+            raise ValueError(f"ir16 must be percentile, minmax or full, got {ir16!r}")
         self.batch_size = batch_size
         self.tile = tile
         self.tile_margin = max(32, tile // 8) if tile and tile_margin is None else tile_margin

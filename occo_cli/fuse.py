@@ -92,10 +92,9 @@ def fuse(
         occo fuse ir/ vi/ fused/ --device cuda --batch-size 16 --tile 1024
         occo metrics fused/tno
     """
-    from eval.manifest import write_fuse_manifest
-
     from data.errors import OccoError
     from data.pairing import pair_images
+    from eval.manifest import write_fuse_manifest
     from models.checkpoint import load_weights, read_weights_metadata, resolve_weights
     from models.fuser import FileFuser, FuseJob, Fuser
 

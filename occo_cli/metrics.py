@@ -143,6 +143,8 @@ def metrics_command(
 
     jobs = [job for plan in plans for job in plan.jobs]
     n_workers = workers or default_workers()
+    if len(jobs) < 8 and not workers:
+        n_workers = 1  # starting worker processes costs more than a few images
     with progress_bar(disable=not err.is_terminal) as progress:
         task = progress.add_task("scoring", total=len(jobs), status="")
         scores = score_jobs(
@@ -154,10 +156,11 @@ def metrics_command(
 
     if csv_path is not None:
         write_scores_csv(csv_path, scores, metric_columns(plans))
-        note(f"per-image values: {csv_path}")
     if as_json:
         # Plain text, not rich: no wrapping or colour codes in what scripts parse.
         typer.echo(json.dumps(report_dict(plans, summaries, scores), indent=2))
+        if csv_path is not None:
+            note(f"per-image values: {csv_path}")
         return
     # Off a terminal rich assumes 80 columns; give the table room instead of squeezing it.
     console = out if out.is_terminal else Console(width=max(out.width, 160))
@@ -167,3 +170,5 @@ def metrics_command(
         if gaps:
             detail = ", ".join(f"{k} on {v}" for k, v in gaps.items())
             note(f"{summary.method}: undefined values left out of the means ({detail} image(s))")
+    if csv_path is not None:
+        note(f"per-image values: {csv_path}")

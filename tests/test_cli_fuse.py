@@ -82,7 +82,9 @@ def test_fuse_end_to_end(dataset, tmp_path):
     manifest = json.loads((out / "occo-fuse.json").read_text())
     assert manifest["format"] == "occo-fuse"
     assert manifest["pairs"] == 4 and manifest["stems"] == ["a", "b", "c", "d"]
-    assert manifest["ir_dir"] == str(ir_dir.resolve()) and manifest["weights"] == str(weights.resolve())
+    assert manifest["ir_dir"] == str(ir_dir.resolve()) and manifest["weights"] == str(
+        weights.resolve()
+    )
     assert sorted(manifest["failures"]) == ["bad", "big", "lonely", "tiny"]
     assert manifest["settings"]["batch_size"] == 2 and manifest["timings"]["total"] > 0
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporaries

@@ -116,4 +116,6 @@ def test_fold_batchnorm_keeps_the_function():
     vi, ir = _inputs(29, 35)
     with torch.inference_mode():
         torch.testing.assert_close(folded(vi, ir), model(vi, ir), atol=1e-5, rtol=1e-4)
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder_vi[0].modules())  # untouched
+    assert any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder_vi[0].modules()
+    )  # untouched
