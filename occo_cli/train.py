@@ -64,11 +64,7 @@ def train(
 ) -> None:
     """Train FIFN with the OCCO objective; resumable, mixed precision, multi-GPU.
 
-    Salient random crops (with object-mask pixels) from DATASET's pairs, batches of distinct
-    images so CCL's negatives come from other scenes, Adam, validation with the standard
-    metrics after each epoch. The run folder gets config.yaml, checkpoint.pt, last and
-    best weights (.safetensors, for `occo fuse --weights`), log.jsonl and sample images.
-    Ctrl-C saves a checkpoint and stops; --resume continues exactly.
+    Salient random crops (with object-mask pixels) from DATASET's pairs, batches of distinct images so CCL's negatives come from other scenes, Adam, validation with the standard metrics after each epoch. The run folder gets config.yaml, checkpoint.pt, last and best weights (.safetensors, for `occo fuse --weights`), log.jsonl and sample images. Ctrl-C saves a checkpoint and stops; --resume continues exactly.
 
     \b
     Example:

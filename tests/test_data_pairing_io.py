@@ -117,3 +117,16 @@ def test_ycbcr_round_trip_within_one_grey_level():
     rgb = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     back = ycbcr_to_rgb(rgb_to_ycbcr(rgb))
     assert (back - rgb).abs().max() * 255 < 1.0
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+
+    from data.io import write_bytes_atomic
+
+    umask = os.umask(0o022)
+    try:
+        write_bytes_atomic(tmp_path / "x.bin", b"abc")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "x.bin").stat().st_mode & 0o777 == 0o644
