@@ -42,7 +42,9 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: not a valid image file")
     if image.dtype not in (np.uint8, np.uint16):
         if image.dtype == np.float32 or image.dtype == np.float64:
-            raise ImageReadError(f"cannot read image {path}: floating-point images are not supported")
+            raise ImageReadError(
+                f"cannot read image {path}: floating-point images are not supported"
+            )
         raise ImageReadError(f"cannot read image {path}: unsupported pixel type {image.dtype}")
     if image.ndim == 3:
         channels = image.shape[2]
@@ -63,7 +65,10 @@ def is_gray_content(image: np.ndarray) -> bool:
     """True for a 2-D image or an RGB image whose three channels are identical."""
     if image.ndim == 2:
         return True
-    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+    return bool(
+        np.array_equal(image[..., 0], image[..., 1])
+        and np.array_equal(image[..., 1], image[..., 2])
+    )
 
 
 def write_image_atomic(path: str | Path, image: np.ndarray) -> None:

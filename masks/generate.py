@@ -92,7 +92,9 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         if not torch.cuda.is_available():
             raise ValueError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {resolved}: only {torch.cuda.device_count()} GPU(s) visible")
+            raise ValueError(
+                f"--device {resolved}: only {torch.cuda.device_count()} GPU(s) visible"
+            )
     return resolved
 
 

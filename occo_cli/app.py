@@ -50,19 +50,25 @@ def _root(
     """OCCO infrared-visible image fusion: object masks, training, fusion and metrics."""
 
 
-# Each command module adds itself to `app` on import; the order here is the order in --help.
-from occo_cli import masks as _masks  # noqa: E402,F401
-from occo_cli import train as _train  # noqa: E402,F401
-from occo_cli import fuse as _fuse  # noqa: E402,F401
-from occo_cli import metrics as _metrics  # noqa: E402,F401
+# Each command module adds itself to `app` on import; COMMAND_ORDER sets the --help order.
 from occo_cli import convert as _convert  # noqa: E402,F401
+from occo_cli import fuse as _fuse  # noqa: E402,F401
+from occo_cli import masks as _masks  # noqa: E402,F401
+from occo_cli import metrics as _metrics  # noqa: E402,F401
+from occo_cli import train as _train  # noqa: E402,F401
 
 
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr, exit code 1."""
     try:
         app()
-    except (OccoError, FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError) as exc:
+    except (
+        OccoError,
+        FileNotFoundError,
+        NotADirectoryError,
+        FileExistsError,
+        PermissionError,
+    ) as exc:
         message = str(exc) or exc.__class__.__name__
         err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(1)

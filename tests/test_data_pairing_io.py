@@ -105,7 +105,10 @@ def test_write_atomic_roundtrip(tmp_path):
 def test_toolkit_gray_matches_matlab_rounding():
     rgb = np.array([[[255, 255, 255], [0, 0, 0], [10, 200, 30], [1, 2, 3]]], np.uint8)
     expected = np.floor(
-        0.298936021293775 * rgb[..., 0] + 0.587043074451121 * rgb[..., 1] + 0.114020904255103 * rgb[..., 2] + 0.5
+        0.298936021293775 * rgb[..., 0]
+        + 0.587043074451121 * rgb[..., 1]
+        + 0.114020904255103 * rgb[..., 2]
+        + 0.5
     )
     assert toolkit_gray(rgb).tolist() == expected.astype(np.uint8).tolist()
     assert toolkit_gray(rgb)[0, 0] == 255
