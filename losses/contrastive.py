@@ -81,14 +81,25 @@ def group_size(batch_size: int, groups: int) -> int:
     return batch_size // groups
 
 
-def _ratio(distances: torch.Tensor) -> torch.Tensor:
-    """``mean D(a, p) / sum_k mean D(a, n_k)`` from ``(1 + K, V)`` rows: positive, negatives.
+def _ratio_from_sums(stats: torch.Tensor) -> torch.Tensor:
+    """``mean D(a, p) / sum_k mean D(a, n_k)`` from rows ``[count, sum_pos, sum_neg_1..K]``.
 
-    -log(CX + 1e-5) dips to -1e-5 for (near-)identical maps; as a distance it counts as 0,
-    and the denominator is floored, so that identical maps give 0 instead of -10 or NaN.
+    Working from sums and counts lets DDP ranks add theirs up before the ratio, so that
+    the ratio covers the global batch. A row with count 0 (no anchor with this region
+    anywhere) gives 0. -log(CX + 1e-5) dips to -1e-5 for (near-)identical maps: as a
+    distance it counts as 0, and the denominator is floored, so that identical maps give 0
+    instead of -10 or NaN.
+
+    Args:
+        stats: ``(T, 2 + K)``.
+
+    Returns:
+        ``(T,)`` ratios.
     """
-    means = distances.mean(dim=1).clamp_min(0.0)  # (1 + K,)
-    return means[0] / means[1:].sum().clamp_min(RATIO_EPS)
+    count = stats[:, :1]
+    means = (stats[:, 1:] / count.clamp_min(1.0)).clamp_min(0.0)  # (T, 1 + K)
+    ratio = means[:, 0] / means[:, 1:].sum(dim=1).clamp_min(RATIO_EPS)
+    return ratio * (count[:, 0] > 0)
 
 
 class _Samples:
@@ -203,6 +214,7 @@ def contextual_contrastive_loss(
     h: float = 1.0,
     w: float = 0.5,
     max_points: int = DEFAULT_MAX_POINTS,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_con and its per-term values.
 
@@ -221,6 +233,10 @@ def contextual_contrastive_loss(
         h: contextual band width.
         w: weight of the squared-L2 contextual term.
         max_points: point budget per feature map.
+        reduce: under DDP, an autograd-aware sum over ranks of a ``(T, 2 + G)`` tensor of
+            per-term anchor counts and distance sums (every rank must call it, in the same
+            order), so that each ratio covers the global batch exactly as one process
+            would compute it. None: this batch alone.
 
     Returns:
         ``(loss, parts)``: the weighted sum (scalar) and the unweighted value of each term
@@ -256,21 +272,36 @@ def contextual_contrastive_loss(
 
     dtype = torch.promote_types(fused.dtype, torch.float32)
     zero = torch.zeros((), device=fused.device, dtype=dtype)
-    parts: dict[str, torch.Tensor] = {name: zero for name in TERMS}
+    # One row [count, sum_pos, sum_neg_1..G] per (term, layer), in a fixed order on every
+    # rank, so that `reduce` can add all ranks' rows in one collective.
+    rows, row_keys = [], []
     for name in active:
         region, pos, neg = TERMS[name]
         anchors = valid[region]
-        if not anchors:
-            continue  # an empty region contributes nothing
         if region == "background":
-            a, t = gray.pairs(GRAY_LAYER, region, pos, neg, anchors)
-            mse = (a.to(dtype) - t.to(dtype)).square().flatten(1).mean(dim=1)  # ((1 + G) V,)
-            parts[name] = _ratio(mse.view(groups + 1, len(anchors)))
-            continue
-        for layer, layer_weight in layers.items():
-            a, t = deep.pairs(layer, region, pos, neg, anchors)
-            d = contextual_distance(a, t, h, w, max_points)  # ((1 + G) V,)
-            parts[name] = parts[name] + layer_weight * _ratio(d.view(groups + 1, len(anchors)))
+            keyed = [(GRAY_LAYER, 1.0)]
+        else:
+            keyed = list(layers.items())
+        for layer, layer_weight in keyed:
+            row_keys.append((name, layer_weight))
+            if not anchors:  # an empty region contributes nothing
+                rows.append(torch.zeros(groups + 2, device=fused.device, dtype=dtype))
+                continue
+            if region == "background":
+                a, t = gray.pairs(GRAY_LAYER, region, pos, neg, anchors)
+                d = (a.to(dtype) - t.to(dtype)).square().flatten(1).mean(dim=1)
+            else:
+                a, t = deep.pairs(layer, region, pos, neg, anchors)
+                d = contextual_distance(a, t, h, w, max_points).to(dtype)  # ((1 + G) V,)
+            sums = d.view(groups + 1, len(anchors)).sum(dim=1)  # (1 + G,)
+            rows.append(torch.cat((sums.new_tensor([len(anchors)]), sums)))
+    parts: dict[str, torch.Tensor] = {name: zero for name in TERMS}
+    if rows:
+        stats = torch.stack(rows)  # (T, 2 + G)
+        if reduce is not None:
+            stats = reduce(stats)
+        for (name, layer_weight), ratio in zip(row_keys, _ratio_from_sums(stats), strict=True):
+            parts[name] = parts[name] + layer_weight * ratio
     loss = sum((weights[name] * parts[name] for name in active), zero)
     return loss, parts
 
@@ -304,6 +335,8 @@ class ContextualContrastiveLoss(nn.Module):
         self.term_weights = dict(term_weights or {})
         self.layer_weights = dict(layer_weights or {})
         self.h, self.w, self.max_points = h, w, max_points
+        #: Sum over DDP ranks (see :func:`contextual_contrastive_loss`); the trainer sets it.
+        self.reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def forward(
         self, fused: torch.Tensor, vi: torch.Tensor, ir: torch.Tensor, regions: Any
@@ -321,4 +354,5 @@ class ContextualContrastiveLoss(nn.Module):
             h=self.h,
             w=self.w,
             max_points=self.max_points,
+            reduce=self.reduce,
         )

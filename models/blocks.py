@@ -145,6 +145,14 @@ def _no_autocast(device_type: str):
     )
 
 
+def _head_contexts(full: Tensor, heads: int) -> Tensor:
+    """softmax_rows(block_h * d^-0.5) of the diagonal (d x d) blocks of (B, C, C) ``full``."""
+    b, c, _ = full.shape
+    d = c // heads
+    blocks = torch.diagonal(full.view(b, heads, d, heads, d), dim1=1, dim2=3)  # (B, d, d, heads)
+    return (blocks.permute(0, 3, 1, 2) * d**-0.5).softmax(dim=-2)
+
+
 def efficient_context(keys: Tensor, values: Tensor, heads: int) -> Tensor:
     """Per-head context of linear ("efficient") attention: softmax_rows(K^T V * d^-0.5).
 
@@ -156,17 +164,39 @@ def efficient_context(keys: Tensor, values: Tensor, heads: int) -> Tensor:
     Returns:
         (B, heads, d, d), softmax taken over the first d axis (over keys' channels).
     """
-    b, _, c = keys.shape
-    d = c // heads
     # K^T V sums over all N pixels: in fp16 it can overflow (N = 307k at 640x480), so it is
     # formed in float32. One (C x C) GEMM for all heads, then its diagonal blocks: far
     # faster than per-head (d x N) @ (N x d) products, and C x C is tiny.
     with _no_autocast(keys.device.type):
-        full = keys.float().transpose(1, 2) @ values.float()  # (B, C, C)
-        blocks = torch.diagonal(
-            full.view(b, heads, d, heads, d), dim1=1, dim2=3
-        )  # (B, d, d, heads)
-        return (blocks.permute(0, 3, 1, 2) * d**-0.5).softmax(dim=-2)
+        return _head_contexts(keys.float().transpose(1, 2) @ values.float(), heads)
+
+
+def projected_context(tokens: Tensor, kv: nn.Linear, heads: int) -> Tensor:
+    """``efficient_context(*kv(tokens).chunk(2, -1), heads)`` without forming K and V.
+
+    With K = X W_k^T and V = X W_v^T (no bias), K^T V = W_k (X^T X) W_v^T: one (C x C)
+    Gram matrix over the N tokens replaces the (N x 2C) projection and its strided copies.
+
+    Args:
+        tokens: (B, N, C).
+        kv: bias-free ``nn.Linear(C, 2C)``, keys then values.
+        heads: number of heads.
+
+    Returns:
+        (B, heads, d, d), as :func:`efficient_context`.
+    """
+    with _no_autocast(tokens.device.type):  # float32, as in efficient_context
+        x = tokens.float()
+        w_k, w_v = kv.weight.float().chunk(2, dim=0)  # (C, C) each
+        return _head_contexts(w_k @ (x.transpose(1, 2) @ x) @ w_v.t(), heads)
+
+
+def block_diagonal(context: Tensor) -> Tensor:
+    """(B, heads, d, d) per-head contexts -> (B, C, C) block-diagonal matrix."""
+    b, heads, d, _ = context.shape
+    out = context.new_zeros(b, heads, d, heads, d)
+    torch.diagonal(out, dim1=1, dim2=3).copy_(context.permute(0, 2, 3, 1))
+    return out.view(b, heads * d, heads * d)
 
 
 def attend(query: Tensor, context: Tensor) -> Tensor:
@@ -179,11 +209,37 @@ def attend(query: Tensor, context: Tensor) -> Tensor:
     Returns:
         (B, N, C): per head h, query[..., h] @ context[:, h].
     """
-    b, heads, d, _ = context.shape
     # One GEMM with the block-diagonal (C x C) matrix of the heads' contexts.
-    block_diagonal = context.new_zeros(b, heads, d, heads, d)
-    torch.diagonal(block_diagonal, dim1=1, dim2=3).copy_(context.permute(0, 2, 3, 1))
-    return torch.bmm(query, block_diagonal.view(b, heads * d, heads * d))
+    return torch.bmm(query, block_diagonal(context))
+
+
+def attended_output(
+    residual: Tensor, spatial: Tensor, query: Tensor, context: Tensor, layer: nn.Linear
+) -> Tensor:
+    """``residual + layer(cat((spatial, attend(query, context)), -1))``, attention folded in.
+
+    attend(q, ctx) @ W_a^T = q @ (blockdiag(ctx) @ W_a^T): one small (C x Cout) matrix per
+    sample, so the attended tokens (B, N, C) are never formed (saves a GEMM and a pass).
+
+    Args:
+        residual: (B, N, Cout).
+        spatial: (B, N, C).
+        query: (B, N, C).
+        context: (B, heads, d, d).
+        layer: ``nn.Linear(2C, Cout)``.
+
+    Returns:
+        (B, N, Cout).
+    """
+    c = spatial.shape[-1]
+    weight = layer.weight  # (Cout, 2C): spatial part, then attention part
+    out = residual + layer.bias.to(residual.dtype)  # a new (B, N, Cout) tensor
+    folded = block_diagonal(context) @ weight[:, c:].t().to(context.dtype)  # (B, C, Cout)
+    # GEMMs accumulating in place. In-place ops escape autocast: match dtypes.
+    out.view(-1, out.shape[-1]).addmm_(
+        spatial.reshape(-1, c).to(out.dtype), weight[:, :c].t().to(out.dtype)
+    )
+    return out.baddbmm_(query.to(out.dtype), folded.to(out.dtype))
 
 
 class CrossAttention(nn.Module):
@@ -202,8 +258,8 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Args: x, y: (B, N, C) tokens. Returns: (x attends y, y attends x), each (B, N, C)."""
-        context_x = efficient_context(*self.kv_vi(x).chunk(2, dim=-1), self.heads)
-        context_y = efficient_context(*self.kv_ir(y).chunk(2, dim=-1), self.heads)
+        context_x = projected_context(x, self.kv_vi, self.heads)
+        context_y = projected_context(y, self.kv_ir, self.heads)
         return attend(x, context_y), attend(y, context_x)
 
 
@@ -278,9 +334,13 @@ class FIFB(nn.Module):
         s_y = self.spatial_weights(y) * y
         q_x = F.relu(linear_of_scaled(x, w_x, self.proj_vi), inplace=True)  # proj(w_x * x)
         q_y = F.relu(linear_of_scaled(y, w_y, self.proj_ir), inplace=True)
-        a_x, a_y = self.attention(q_x, q_y)  # (B, N, C) each
-        out_x = self.norm_vi(linear_of_concat(s_x, a_x, self.out_proj_vi, residual=x))
-        out_y = self.norm_ir(linear_of_concat(s_y, a_y, self.out_proj_ir, residual=y))
+        # Cross attention (x's queries read y's context and vice versa), folded into the
+        # output projections: see CrossAttention and attended_output.
+        attn = self.attention
+        context_x = projected_context(q_x, attn.kv_vi, attn.heads)
+        context_y = projected_context(q_y, attn.kv_ir, attn.heads)
+        out_x = self.norm_vi(attended_output(x, s_x, q_x, context_y, self.out_proj_vi))
+        out_y = self.norm_ir(attended_output(y, s_y, q_y, context_x, self.out_proj_ir))
         return self.merge(out_x, out_y, height, width)
 
 

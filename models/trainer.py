@@ -276,6 +276,21 @@ class TrainResult:
     """The latest validation scores."""
 
 
+def _sum_over_ranks(group: Any) -> Callable[[Tensor], Tensor]:
+    """An autograd-aware sum over DDP ranks, on its own process group.
+
+    Its backward sums the ranks' (identical) upstream gradients, world_size times the
+    gradient of the global loss; DDP's gradient averaging divides that back, so the
+    update equals one process's at the same global batch.
+    """
+    from torch.distributed.nn.functional import all_reduce
+
+    def reduce(stats: Tensor) -> Tensor:
+        return all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
+
+    return reduce
+
+
 class Trainer:
     """Trains a FIFN on salient crops with the configured objective.
 
@@ -361,6 +376,11 @@ class Trainer:
             convert_batchnorm(self.model, self.device)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            contrastive = getattr(self.objective, "contrastive", None)
+            if contrastive is not None and hasattr(contrastive, "reduce"):
+                # CCL's ratios are over the whole group; sum every rank's counts and distance
+                # sums so that N processes compute what one would at the same global batch.
+                contrastive.reduce = _sum_over_ranks(dist.new_group())
 
         self.sampler = GroupedBatchSampler(
             len(self.train_pairs),

@@ -237,3 +237,40 @@ def test_config_validation():
         ObjectiveConfig.from_dict({"w_typo": 1.0})
     config = ObjectiveConfig.from_dict({"h": 0.5, "max_points": 100})
     assert (config.h, config.max_points, config.w_con, config.w) == (0.5, 100, 10.0, 0.5)
+
+
+def test_rank_shares_with_summed_stats_equal_the_whole_batch(vgg):
+    """DDP: each rank holds the same positions of every group; summing their per-term
+    counts and distance sums (what `reduce` does across processes) gives the whole batch's
+    loss, even when a region is empty on one rank only."""
+    groups, world = 4, 2
+    fused, vi, ir, regions = make_batch(8)
+    regions = Regions(*(r.clone() for r in regions))
+    regions.shared[1].zero_()  # anchor 1 (rank 1's only anchor) has no shared region
+    whole, whole_parts = contextual_contrastive_loss(fused, vi, ir, regions, vgg, groups=groups, h=H)
+
+    def share(x, rank):  # rank r takes position r of each group of 2
+        return x[[k * world + rank for k in range(groups)]]
+
+    def rank_inputs(rank):
+        return (
+            share(fused, rank),
+            share(vi, rank),
+            share(ir, rank),
+            Regions(*(share(r, rank) for r in regions)),
+        )
+
+    captured = {}
+
+    def capture(stats):
+        captured["stats"] = stats.detach()
+        return stats
+
+    contextual_contrastive_loss(*rank_inputs(1), vgg, groups=groups, h=H, reduce=capture)
+    loss, parts = contextual_contrastive_loss(
+        *rank_inputs(0), vgg, groups=groups, h=H, reduce=lambda s: s + captured["stats"]
+    )
+    torch.testing.assert_close(loss, whole, rtol=1e-5, atol=1e-7)
+    for name, value in whole_parts.items():
+        torch.testing.assert_close(parts[name], value, rtol=1e-5, atol=1e-7, msg=name)
+    assert whole_parts["shared_vi"] > 0

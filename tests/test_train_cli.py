@@ -132,12 +132,38 @@ def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(tmp_path: Path) -> None:
-    data = _dataset(tmp_path / "d")
+def _ccl_inputs(data: Path, tmp_path: Path) -> list[str]:
+    """A label-map mask store and a random VGG19 file, for the full objective from the CLI."""
+    from safetensors.torch import save_file
+
+    from losses.vgg import VGGFeatures
+    from occo_cli.app import app
+
+    for image in (data / "ir").iterdir():
+        label = np.zeros((36, 44), np.uint8)
+        label[4 + int(image.stem) : 26, 6:30] = 1
+        write_image_atomic(data / "labels" / image.name, label)
+    result = CliRunner().invoke(
+        app, ["masks", "gen", str(data), "--labels", str(data / "labels"), "--classes", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    torch.manual_seed(0)
+    vgg = VGGFeatures(random_init=True)  # random weights, explicitly
+    save_file(vgg.features.state_dict(), str(tmp_path / "vgg.safetensors"))
+    return ["--objective", "occo", "--vgg-weights", str(tmp_path / "vgg.safetensors")]
+
+
+@pytest.mark.parametrize("objective", ["pixel", "occo"])
+def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(
+    tmp_path: Path, objective: str
+) -> None:
+    data = _dataset(tmp_path / "d", count=10)
+    extra = ["--objective", "pixel"]
+    if objective == "occo":  # CCL: batch 8 = 4 groups of 2, one position per rank
+        extra = [*_ccl_inputs(data, tmp_path), "--batch-size", "8"]
     common = [
         str(data),
-        "--objective",
-        "pixel",
+        *extra,
         "--config",
         str(data / "tiny.yaml"),
         "--max-steps",
