@@ -247,7 +247,9 @@ def test_rank_shares_with_summed_stats_equal_the_whole_batch(vgg):
     fused, vi, ir, regions = make_batch(8)
     regions = Regions(*(r.clone() for r in regions))
     regions.shared[1].zero_()  # anchor 1 (rank 1's only anchor) has no shared region
-    whole, whole_parts = contextual_contrastive_loss(fused, vi, ir, regions, vgg, groups=groups, h=H)
+    whole, whole_parts = contextual_contrastive_loss(
+        fused, vi, ir, regions, vgg, groups=groups, h=H
+    )
 
     def share(x, rank):  # rank r takes position r of each group of 2
         return x[[k * world + rank for k in range(groups)]]
