@@ -246,6 +246,13 @@ def release_key_to_occo(key: str, levels: int = 4) -> str | None:
     raise KeyError(key)
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch.save since 1.6) or a raw pickle (protocol 2+ starts with 0x80)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the authors' checkpoint safely: tensors only, never arbitrary unpickling.
 
@@ -271,10 +278,19 @@ def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"cannot read {path}: {exc}") from None
     else:
+        if not _looks_like_torch_file(path):
+            raise WeightsError(
+                f"cannot read {path}: not a torch checkpoint (expected the authors' occo.pth, "
+                "a file written by torch.save)"
+            )
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            # torch's message is a paragraph; its "WeightsUnpickler error" line says why.
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            first = next(
+                (line for line in lines if "WeightsUnpickler" in line), lines[0] if lines else ""
+            )
             raise WeightsError(
                 f"refusing to load {path}: it needs arbitrary unpickling, which could run code "
                 f"({first}); only checkpoints of plain tensors and containers are accepted"
