@@ -7,8 +7,9 @@ same weights, checked equal to occo's FIFN). occo runs the Fuser: eval mode,
 inference_mode, BatchNorms folded, channels_last token-space FIFB, same-size batches,
 decoding and encoding overlapped in worker threads (FileFuser).
 
-Each dataset runs in its own subprocess, all ways in the same process, glibc defaults
-(what users get). Peak memory comes from a second short subprocess per dataset: peak RSS
+Each dataset runs in its own subprocess, all ways in the same process, with the glibc
+setting `occo fuse` makes on CPU (models.fuser.keep_freed_memory; process-wide, so the
+release's way gets it too). Peak memory comes from a second short subprocess per dataset: peak RSS
 (CUDA: allocator peak) above the level at the start of each way, end to end on 2 pairs. Weights are
 random (speed does not depend on them). Reported: pairs/s end to end (files in, PNGs
 out) and model-only (network on prepared tensors, medians over pairs, wall and CPU time
@@ -253,11 +254,13 @@ def worker(args) -> None:
     import torch
 
     from models.fifn import FIFN
-    from models.fuser import FuseJob, Fuser, luminance, read_pair
+    from models.fuser import FuseJob, Fuser, keep_freed_memory, luminance, read_pair
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as `occo fuse` does on CPU; process-wide, so both ways get it
     torch.manual_seed(0)
     model = FIFN().to(device)
     release_model = copy.deepcopy(model)  # the release's own copy: NCHW, train mode

@@ -48,16 +48,13 @@ def pointwise(tokens: Tensor, layer: nn.Module) -> Tensor:
     return F.linear(tokens, layer.weight.flatten(1), layer.bias)
 
 
-def linear_of_concat(
-    a: Tensor, b: Tensor, layer: nn.Module, residual: Tensor | None = None
-) -> Tensor:
-    """``residual + layer(cat((a, b), -1))`` as two accumulating GEMMs, without the concat.
+def linear_of_concat(a: Tensor, b: Tensor, layer: nn.Module) -> Tensor:
+    """``layer(cat((a, b), -1))`` as two accumulating GEMMs, without the concat.
 
     Args:
         a: (B, N, Ca) tokens.
         b: (B, N, Cb) tokens.
         layer: ``nn.Linear`` or 1x1 ``nn.Conv2d`` with Ca + Cb inputs.
-        residual: optional (B, N, Cout) added to the result.
 
     Returns:
         (B, N, Cout).
@@ -65,16 +62,11 @@ def linear_of_concat(
     weight, bias = layer.weight.flatten(1), layer.bias  # (Cout, Ca + Cb)
     split = a.shape[-1]
     a2, b2 = a.reshape(-1, split), b.reshape(-1, b.shape[-1])
-    if residual is not None:
-        out = residual.reshape(-1, weight.shape[0])
-        out = out + bias.to(out.dtype) if bias is not None else out.clone()
-    elif bias is not None:
+    if bias is not None:
         out = torch.addmm(bias, a2, weight[:, :split].t())
     else:
         out = torch.mm(a2, weight[:, :split].t())
-    # GEMMs accumulating in place (beta = 1). In-place ops escape autocast: match dtypes.
-    if residual is not None:
-        out.addmm_(a2.to(out.dtype), weight[:, :split].t().to(out.dtype))
+    # GEMM accumulating in place (beta = 1). In-place ops escape autocast: match dtypes.
     out.addmm_(b2.to(out.dtype), weight[:, split:].t().to(out.dtype))  # (B*N, Cout)
     return out.view(*a.shape[:-1], -1)
 

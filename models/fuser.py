@@ -12,7 +12,10 @@ Pipeline for one pair (FACTS section 1):
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -260,6 +263,30 @@ def tiled_apply(
 
 
 # --- the Fuser ----------------------------------------------------------------------------
+
+
+def keep_freed_memory(limit: int = 1 << 30) -> bool:
+    """Let glibc reuse freed blocks up to ``limit`` bytes instead of returning them to the OS.
+
+    glibc serves blocks above 32 MB (a 640x480x32 float map is 39 MB) with fresh mmaps
+    and unmaps them on free, so every such tensor costs ~10k page faults on first touch:
+    about a quarter of FIFN's CPU time at 640x480. Raising the mmap and trim thresholds
+    keeps that memory in the heap for the next tensor. Process-wide, so the library never
+    calls it by itself: the process owner does (`occo fuse` on CPU). Linux glibc only;
+    left alone when MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set (explicit tuning).
+
+    Returns:
+        Whether the setting was applied.
+    """
+    tuned = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    if not sys.platform.startswith("linux") or any(name in os.environ for name in tuned):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, limit) and libc.mallopt(m_trim_threshold, limit))
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
 
 
 class Fuser:

@@ -96,7 +96,7 @@ def fuse(
     from data.pairing import pair_images
     from eval.manifest import write_fuse_manifest
     from models.checkpoint import load_weights, read_weights_metadata, resolve_weights
-    from models.fuser import FileFuser, FuseJob, Fuser
+    from models.fuser import FileFuser, FuseJob, Fuser, keep_freed_memory
 
     if ir16 not in _IR16:
         fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")
@@ -114,6 +114,9 @@ def fuse(
     source = read_weights_metadata(weights_path).get("source", "")
     device = _resolve_device(device)
     model = load_weights(weights_path)
+    if device == "cpu":
+        # This process is ours: let glibc reuse FIFN's large freed maps (~20% faster on CPU).
+        keep_freed_memory()
     try:
         fuser = Fuser(model, device=device, amp="auto" if amp is None else amp, tile=tile,
                       batch_size=batch_size, ir16=ir16)  # fmt: skip
