@@ -5,8 +5,8 @@ objective, backward, Adam) on one fixed generated batch; only the objective diff
 
 - ``occo``: :class:`losses.objective.FusionObjective` (VGG19 built once, each image
   through it once per step).
-- ``occo bf16``: the same under bf16 autocast and channels_last (CUDA only, as the trainer
-  does there).
+- ``occo bf16``: the same under bf16 autocast (``--amp``; by default on CUDA, with
+  ``--bf16`` on CPU, where it pays on CPUs with AVX512-BF16 or AMX).
 - ``release's way``: the authors' loss computation: a fresh VGG19 per criterion every step
   and features recomputed for every distance and layer (``release_objective`` of
   benchmarks/bench_losses.py, which checks that it gives occo's value).
@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--bf16", action="store_true", help="add the bf16 row off CUDA too")
     parser.add_argument("--skip-release", action="store_true", help="time occo only")
     args = parser.parse_args()
     if args.threads:
@@ -136,7 +137,8 @@ def main() -> None:
     device = torch.device(args.device)
     bench = _bench_losses()
     torch.manual_seed(0)
-    vgg = VGGFeatures(random_init=True, device=device)  # random weights, explicitly
+    # Random weights, explicitly; channels_last as the trainer builds it.
+    vgg = VGGFeatures(random_init=True, device=device, channels_last=True)
     batch = make_batch(args.batch, args.crop)
     rows: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,12 +150,9 @@ def main() -> None:
             args.repeats,
             bench.PeakMemory,
         )
-        if device.type == "cuda":
-            vgg_cl = VGGFeatures(random_init=True, device=device, channels_last=True)
-            vgg_cl.load_state_dict(vgg.state_dict())
-            occo_bf16 = FusionObjective(ObjectiveConfig(groups=args.groups), vgg_cl)
+        if device.type == "cuda" or args.bf16:
             rows["occo bf16"] = measure(
-                make_trainer(args, occo_bf16, True, Path(tmp)),
+                make_trainer(args, occo, True, Path(tmp)),
                 batch,
                 device,
                 args.repeats,

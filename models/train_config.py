@@ -69,10 +69,12 @@ class TrainConfig:
     """Adam betas (torch defaults, as released)."""
     weight_decay: float = 0.0
     """Adam weight decay (release: none)."""
-    amp: bool = True
-    """Mixed precision on GPU: bf16 where supported, else fp16 with loss scaling; CPU runs fp32."""
+    amp: bool | None = None
+    """Mixed precision. None: on for CUDA (bf16 where supported, else fp16 with loss scaling),
+    off on CPU. True: also on CPU, as bf16 autocast (about 2x faster convolutions on CPUs
+    with AVX512-BF16 or AMX, slower on others). False: float32 everywhere."""
     channels_last: bool = True
-    """channels_last memory format on GPU (faster convolutions on tensor cores)."""
+    """channels_last memory format (faster convolutions on tensor cores and with oneDNN on CPU)."""
     seed: int = 0
     """Seeds the weights, the crops and the batch order; same seed, same run."""
     # --- bookkeeping ------------------------------------------------------------------
@@ -134,6 +136,8 @@ class TrainConfig:
             raise ConfigError(
                 f"max_steps must be a positive integer or null, got {self.max_steps!r}"
             )
+        if self.amp is not None and not isinstance(self.amp, bool):
+            raise ConfigError(f"amp must be true, false or null, got {self.amp!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

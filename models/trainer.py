@@ -352,7 +352,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # same initial weights in every process
         self.model = FIFN(config.model).to(self.device)
         self.amp_dtype = self._amp_dtype()
-        if self.device.type == "cuda" and config.channels_last:
+        if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.objective = (objective if objective is not None else self._build_objective()).to(
             self.device
@@ -432,9 +432,13 @@ class Trainer:
         return saved.replace({name: getattr(given, name) for name in changed})
 
     def _amp_dtype(self) -> torch.dtype | None:
-        if not self.config.amp or self.device.type != "cuda":
+        amp = self.config.amp
+        if amp is False:
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Off by default elsewhere: CPU bf16 only pays on CPUs with bf16 instructions.
+        return torch.bfloat16 if amp and self.device.type == "cpu" else None
 
     def _build_objective(self) -> nn.Module:
         from losses.objective import FusionObjective
@@ -446,7 +450,7 @@ class Trainer:
             vgg = build_vgg_features(
                 getattr(self.config.objective, "vgg_weights", None),
                 device=self.device,
-                channels_last=self.device.type == "cuda" and self.config.channels_last,
+                channels_last=self.config.channels_last,
             )
         return FusionObjective(self.config.objective, vgg)
 
@@ -627,7 +631,7 @@ class Trainer:
 
     def _to_device(self, x: Tensor) -> Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.device.type == "cuda" and self.config.channels_last:
+        if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -670,7 +674,7 @@ class Trainer:
         finally:
             # The Fuser switched to eval mode and channels_last; training goes on as before.
             self.model.train()
-            if not (self.device.type == "cuda" and cfg.channels_last):
+            if not cfg.channels_last:
                 self.model.to(memory_format=torch.contiguous_format)
         means = {name: value / len(pairs) for name, value in totals.items()}
         record = {

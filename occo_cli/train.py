@@ -36,7 +36,10 @@ def train(
     crop: int | None = typer.Option(None, "--crop", help="Crop side in pixels (default: 256)."),
     lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default: 1e-4)."),
     amp: bool | None = typer.Option(
-        None, "--amp/--no-amp", help="Mixed precision on GPU (default: on)."
+        None,
+        "--amp/--no-amp",
+        help="bf16/fp16 autocast \\[default: on for CUDA, off on CPU; --amp on CPU is bf16, "
+        "worth it with AVX512-BF16 or AMX].",
     ),
     vgg_weights: Path | None = typer.Option(
         None,

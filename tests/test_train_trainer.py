@@ -229,3 +229,21 @@ def test_occo_objective_needs_masks(dataset: Path, tmp_path: Path) -> None:
     pairs = pair_images(dataset / "ir", dataset / "vi").pairs
     with pytest.raises(TrainingError, match="needs object masks"):
         Trainer(tiny_config("occo"), pairs, tmp_path / "r", device="cpu")
+
+
+def test_amp_on_cpu_only_when_asked_and_bf16_steps_train(dataset: Path, tmp_path: Path) -> None:
+    assert make_trainer(dataset, tmp_path / "a", tiny_config("pixel")).amp_dtype is None
+    assert make_trainer(dataset, tmp_path / "b", tiny_config("pixel", amp=False)).amp_dtype is None
+    trainer = make_trainer(dataset, tmp_path / "c", tiny_config(amp=True, lr=2e-3))
+    assert trainer.amp_dtype is torch.bfloat16
+    conv = trainer.model.encoder_vi[1].conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)  # default on CPU too
+    batch = next(iter(trainer.loader))
+    losses = [trainer.train_step(batch) for _ in range(6)]
+    assert all(np.isfinite(losses)) and min(losses[-2:]) < losses[0]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights
+
+
+def test_amp_setting_is_validated() -> None:
+    with pytest.raises(ValueError, match="amp must be"):
+        tiny_config(amp="yes")

@@ -19,6 +19,7 @@ import numpy as np
 
 from eval.metrics.filters import filter_valid, gaussian_kernel_1d, valid_size
 from eval.metrics.inputs import GrayInputs, strips
+from eval.metrics.vif_exact import ExactWindows
 
 _VIF_SIGMA_N_SQ = 2.0
 _EPS = 1e-10
@@ -68,7 +69,11 @@ def _local_stats(image: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _vif_sums(
-    s1: np.ndarray, s12: np.ndarray, s2: np.ndarray, s2_ok: np.ndarray
+    s1: np.ndarray,
+    s12: np.ndarray,
+    s2: np.ndarray,
+    s2_ok: np.ndarray,
+    fast: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Numerator and denominator sums of one VIF scale for one source (one strip).
 
@@ -82,6 +87,8 @@ def _vif_sums(
         s12: covariance; overwritten.
         s2: fused variance.
         s2_ok: ``s2 >= eps`` as float64 0/1.
+        fast: 0/1 float64, 0 at windows left out (recomputed exactly elsewhere), or
+            None for all.
     """
     g = s1 + _EPS
     np.divide(s12, g, out=g)  # g = s12 / (s1 + eps)
@@ -92,6 +99,9 @@ def _vif_sums(
     keep = s1 >= _EPS
     ok = s2_ok * keep
     ok *= s12 >= 0  # g < 0 exactly where s12 < 0
+    if fast is not None:
+        ok *= fast
+        keep = keep * fast
     g *= g
     g *= s1
     g /= sv
@@ -112,7 +122,12 @@ def vif(x: GrayInputs) -> float:
 
     A source whose denominator is 0 (constant source, image smaller than 17x17) gives
     NaN, as the reference code's 0/0 does.
+
+    Windows where a source is almost flat are rounding-sensitive (see
+    :mod:`eval.metrics.vif_exact`): the fast path leaves them out and they are
+    recomputed in the reference implementation's exact float64 order.
     """
+    exact = [ExactWindows(x.a8), ExactWindows(x.b8)]
     refs = [x.a8, x.b8]
     dist = x.f8
     nums = [0.0, 0.0]
@@ -139,12 +154,20 @@ def vif(x: GrayInputs) -> float:
                 r = _rows(ref, *rows)
                 mu1, s1 = _local_stats(r, kernel)
                 np.maximum(s1, 0.0, out=s1)  # keeps every term finite (s1 + eps > 0)
+                # At scale 1 the inputs are integers: a window is either constant (s1 and
+                # s12 both rounding noise, terms ~1e-11) or has s1 >= ~5e-5, a million
+                # times its rounding error, so only the low-passed scales need this.
+                fast = exact[i].select(scale, s1, start) if scale > 1 else None
                 s12 = filter_valid(r * d, kernel)
                 mu1 *= mu2
                 s12 -= mu1
-                num, den = _vif_sums(s1, s12, s2, s2_ok)
+                num, den = _vif_sums(s1, s12, s2, s2_ok, fast)
                 nums[i] += num
                 dens[i] += den
+    for i, windows in enumerate(exact):
+        num, den = windows.sums(x.f8)
+        nums[i] += num
+        dens[i] += den
     total = 0.0
     for num, den in zip(nums, dens, strict=True):
         total += num / den if den != 0 else math.nan
