@@ -9,10 +9,12 @@ metrics and prints, per metric, the largest relative error against
 
 VIF is discontinuous: its 1e-10 thresholds on local variances that are computed as
 ``E[x^2] - E[x]^2`` (cancellation around 255^2) decide whether a pixel counts, so the
-last bits of float64 rounding can switch a pixel on or off. For every VIF value off by
-more than the tolerance the script recomputes VIF in extended precision (long double,
-~1e-19 relative, far below the thresholds) and prints how far occo and the reference
-each are from that value, which says whose rounding is responsible.
+last bits of float64 rounding can switch a pixel on or off. occo recomputes such
+windows in the reference's own summation order (``eval.metrics.vif_exact``), which
+brings every image within ~3e-13. Should a VIF value still be off by more than the
+tolerance, the script recomputes VIF in extended precision (long double, ~1e-19
+relative, far below the thresholds) and prints how far occo and the reference each are
+from that value, which says whose rounding is responsible.
 """
 
 from __future__ import annotations

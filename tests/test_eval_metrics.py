@@ -200,19 +200,20 @@ def test_parse_metric_names():
 
 
 def test_full_tno_reference(shared_dir):
-    """All 126 reference rows (skipped without ../shared)."""
+    """Rows of the 126-row reference table (skipped without ../shared)."""
     tno = shared_dir / "data" / "tno"
     with open(shared_dir / "reference" / "tno_metrics_reference.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
+    # A sixth of the table keeps the suite fast; the three images whose VIF depends on
+    # the reference's float64 summation order (nearly flat saturated areas) are added.
+    sensitive = {("SeAFusion", "39.png"), ("SeAFusion", "40.png"), ("U2Fusion", "40.png")}
+    chosen = rows[::6] + [r for r in rows if (r["method"], r["image"]) in sensitive]
     worst = {}
-    for row in rows[::6]:  # a sixth of the table keeps the suite fast
+    for row in chosen:
         values = compute_metrics(*_load(tno, row["method"], row["image"]))
         for name, ref in row.items():
             if name in ("method", "image"):
                 continue
             rel = abs(values[name] - float(ref)) / abs(float(ref))
             worst[name] = max(worst.get(name, 0.0), rel)
-    # VIF's eps thresholds make it sensitive to float64 rounding on images with large
-    # saturated areas (see scripts/check_metrics_exactness.py); every other metric is exact.
-    assert all(v <= TOL for k, v in worst.items() if k != "VIF"), worst
-    assert worst["VIF"] <= 1e-7, worst
+    assert all(v <= TOL for v in worst.values()), worst

@@ -8,6 +8,10 @@ value beyond float64 rounding:
   instead of streaming whole-image arrays through memory.
 - Masks are applied by multiplying with 0/1 instead of boolean indexing, and the fused
   image's share of the work is computed once for both sources.
+
+VIF is the exception to "beyond float64 rounding": in nearly flat windows rounding
+decides its thresholds, so those few windows are recomputed in the reference
+implementation's own summation order (:mod:`eval.metrics.vif_exact`).
 """
 
 from __future__ import annotations
