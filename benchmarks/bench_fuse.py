@@ -273,12 +273,11 @@ def worker(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Warm-up both ways on one pair (allocator, oneDNN / cuDNN kernel choice).
         _release_e2e(release_model, pairs[:1], Path(tmp), device)
-        _occo_e2e(occo["occo-fp32"], pairs[:1], Path(tmp), args.workers)
+        for fuser in occo.values():
+            _occo_e2e(fuser, pairs[:1], Path(tmp), args.workers)
         result["release"] = {"e2e_pairs_s": _release_e2e(release_model, pairs, Path(tmp), device)}
-        result["occo-fp32"] = {
-            "e2e_pairs_s": _occo_e2e(occo["occo-fp32"], pairs, Path(tmp), args.workers)
-        }
-    result["occo-bf16"] = {}
+        for name, fuser in occo.items():  # `occo fuse` and `occo fuse --amp`
+            result[name] = {"e2e_pairs_s": _occo_e2e(fuser, pairs, Path(tmp), args.workers)}
 
     # Model-only. CPU time of the calling thread is also kept: with one torch thread it is
     # the compute itself, robust to a busy machine.

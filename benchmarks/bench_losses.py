@@ -11,7 +11,11 @@ Rows:
   where the time goes.
 - ``occo bf16``: occo under bf16 autocast (CUDA by default; ``--bf16`` elsewhere).
 
-Both ways compute the same value (printed). VGG19 has random weights unless
+Both ways compute the same value (printed), to float32 rounding: the contextual relative
+distance d / (min d + 1e-5) amplifies the last bits of near-identical points, so two
+correct float32 evaluations (channels_last against NCHW convolutions, say) agree to about
+1e-4 relative, not 1e-7. (In float64 the contextual similarity matches a loop-by-loop
+reference to 1e-10: tests/test_losses_contextual.py.) VGG19 has random weights unless
 ``--vgg-weights`` is given (timing does not depend on the weights). Peak memory: growth
 during the step, CUDA ``max_memory_allocated`` or, on CPU, the heap in use (sampled).
 
