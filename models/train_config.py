@@ -74,7 +74,8 @@ class TrainConfig:
     off on CPU. True: also on CPU, as bf16 autocast (about 2x faster convolutions on CPUs
     with AVX512-BF16 or AMX, slower on others). False: float32 everywhere."""
     channels_last: bool = True
-    """channels_last memory format (faster convolutions on tensor cores and with oneDNN on CPU)."""
+    """channels_last memory format (faster convolutions on tensor cores and with oneDNN on CPU;
+    CPU processes under DDP ignore it)."""
     seed: int = 0
     """Seeds the weights, the crops and the batch order; same seed, same run."""
     # --- bookkeeping ------------------------------------------------------------------

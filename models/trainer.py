@@ -352,7 +352,12 @@ class Trainer:
         torch.manual_seed(config.seed)  # same initial weights in every process
         self.model = FIFN(config.model).to(self.device)
         self.amp_dtype = self._amp_dtype()
-        if config.channels_last:
+        # channels_last speeds up cuDNN and oneDNN alike, but CPU processes under DDP (gloo)
+        # stay contiguous: there it broke the equality with one process, and a run aborted.
+        self.channels_last = config.channels_last and (
+            self.device.type == "cuda" or not self.info.distributed
+        )
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.objective = (objective if objective is not None else self._build_objective()).to(
             self.device
@@ -450,7 +455,7 @@ class Trainer:
             vgg = build_vgg_features(
                 getattr(self.config.objective, "vgg_weights", None),
                 device=self.device,
-                channels_last=self.config.channels_last,
+                channels_last=self.channels_last,
             )
         return FusionObjective(self.config.objective, vgg)
 
@@ -631,7 +636,7 @@ class Trainer:
 
     def _to_device(self, x: Tensor) -> Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.config.channels_last:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -674,7 +679,7 @@ class Trainer:
         finally:
             # The Fuser switched to eval mode and channels_last; training goes on as before.
             self.model.train()
-            if not cfg.channels_last:
+            if not self.channels_last:
                 self.model.to(memory_format=torch.contiguous_format)
         means = {name: value / len(pairs) for name, value in totals.items()}
         record = {

@@ -33,6 +33,9 @@ checkpoint_every: 1000
 val_every: 0
 tensorboard: false
 model: {widths: [4, 8, 8, 8], heads: [1, 1, 1, 1]}
+# CPU processes under DDP stay contiguous; so does the single process they are compared
+# with (a layout change alters float rounding, which Adam turns into lr-sized steps).
+channels_last: false
 """
 
 
