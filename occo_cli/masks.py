@@ -128,7 +128,16 @@ def gen(
     ] = None,
     classes: Annotated[
         str | None,
-        typer.Option(help="Object classes of the label maps, e.g. 1,2 (MSRS: car 1, person 2)."),
+        typer.Option(
+            help="Object classes of the label maps: indices, e.g. 1,2 (MSRS: car 1, person 2), "
+            "or names with --class-names."
+        ),
+    ] = None,
+    class_names: Annotated[
+        Path | None,
+        typer.Option(
+            help="The label maps' class table: one name per line (line N = class N) or ID NAME lines."
+        ),
     ] = None,
     ir_dir: Annotated[
         Path | None, typer.Option(help="Infrared folder (default: found in DATASET).")
@@ -150,6 +159,7 @@ def gen(
         occo masks gen data/FMB --batch-size 8
         occo masks gen data/FMB --detector ./grounding-dino-base --segmenter sam:vit_h:sam_vit_h_4b8939.pth
         occo masks gen data/MSRS --labels data/MSRS/Segmentation_labels --classes 1,2
+        occo masks gen data/FMB --labels data/FMB/Label --class-names fmb_classes.txt --classes person,car
         torchrun --nproc-per-node 4 -m occo_cli masks gen data/FMB
     """
     from masks.generate import (
@@ -168,17 +178,18 @@ def gen(
     lead = dist.rank == 0
     try:
         if labels is not None:
-            from masks.labels import LabelMaskSource, parse_classes
+            from masks.labels import LabelMaskSource, parse_classes, read_class_names
 
             if not classes:
                 fail("--labels needs --classes, e.g. --classes 1,2 (MSRS: car 1, person 2)")
-            source = LabelMaskSource(labels, parse_classes(classes))
+            names = read_class_names(class_names) if class_names is not None else None
+            source = LabelMaskSource(labels, parse_classes(classes, names), names)
             source.check([stem for stem, _, _ in pairs])
             meta["labels_dir"] = str(labels.resolve())
             what = f"label maps in {labels}"
         else:
-            if classes:
-                fail("--classes goes with --labels DIR")
+            if classes or class_names:
+                fail("--classes and --class-names go with --labels DIR")
             torch_device = resolve_device(device, dist.local_rank)
             config = ModelMaskConfig(
                 prompt=prompt,

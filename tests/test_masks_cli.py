@@ -14,7 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import masks_tiny as tiny  # noqa: E402
 
 from data.io import read_image, write_image_atomic  # noqa: E402
-from masks.labels import LabelMapError, class_boxes, mask_from_labels, parse_classes  # noqa: E402
+from masks.labels import (  # noqa: E402
+    LabelMapError,
+    class_boxes,
+    mask_from_labels,
+    parse_classes,
+    read_class_names,
+)
 from masks.store import SettingsMismatchError, open_mask_store  # noqa: E402
 
 runner = CliRunner()
@@ -187,6 +193,45 @@ def test_label_masks(app, tmp_path):
               "--classes", "1"],
     )  # fmt: skip
     assert lost.exit_code == 1 and "no label map" in lost.output and "0001" in lost.output
+
+
+def test_class_names_tables_and_lookup(tmp_path):
+    listed = tmp_path / "msrs.txt"
+    listed.write_text("unlabelled\ncar\nperson\nbike\ncurve\ncar stop  # a comment\n")
+    names = read_class_names(listed)
+    assert names[1] == "car" and names[5] == "car stop" and len(names) == 6
+    assert parse_classes("Person, car,CAR_STOP", names) == [1, 2, 5]
+    assert parse_classes("2,car", names) == [1, 2]  # indices and names mix
+    numbered = tmp_path / "gaps.txt"
+    numbered.write_text("# id name\n3: Traffic Sign\n7, person\n11 car\n")
+    assert parse_classes("traffic-sign,person", read_class_names(numbered)) == [3, 7]
+    with pytest.raises(ValueError, match="unknown class 'truck'.*known: unlabelled, car"):
+        parse_classes("truck", names)
+    with pytest.raises(ValueError, match="--class-names"):
+        parse_classes("person")
+    twice = tmp_path / "twice.txt"
+    twice.write_text("car\nCar\n")
+    with pytest.raises(LabelMapError, match="twice"):
+        read_class_names(twice)
+
+
+def test_label_masks_by_class_name(app, tmp_path):
+    labels = np.zeros((6, 8), np.uint8)
+    labels[1:3, 1:3] = 2
+    labels[4:6, 5:8] = 1
+    dataset = tiny.write_dataset(tmp_path / "ds", pairs=1, size=(6, 8))
+    write_image_atomic(tmp_path / "labels" / "0000.png", labels)
+    (tmp_path / "names.txt").write_text("unlabelled\ncar\nperson\n")
+    args = ["masks", "gen", str(dataset), "--labels", str(tmp_path / "labels"), "-q"]
+    result = runner.invoke(
+        app, [*args, "--class-names", str(tmp_path / "names.txt"), "--classes", "person,car"]
+    )
+    assert result.exit_code == 0, result.output
+    reader = open_mask_store(dataset / "masks.h5")
+    assert reader.settings["classes"] == [1, 2]
+    assert reader.read_pair("0000").vi.labels == ["car", "person"]
+    unnamed = runner.invoke(app, [*args, "--out", str(tmp_path / "x.h5"), "--classes", "person"])
+    assert unnamed.exit_code == 1 and "--class-names" in unnamed.output
 
 
 def test_overlay_panels():
