@@ -355,7 +355,7 @@ def generate_masks(
     if setup is not None:
         setup()  # load models once, before the journal changes and outside the timed loop
     if dist.rank == 0:
-        journal.prepare(settings, chunk_stems, overwrite)
+        journal.prepare(settings, chunk_stems, overwrite, meta)
     dist.barrier()
 
     mine = [k for k in range(len(chunks)) if k % dist.world_size == dist.rank]

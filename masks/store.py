@@ -247,6 +247,8 @@ class PartsJournal:
     """
 
     SETTINGS = "settings.json"
+    #: Descriptive attributes (ir_dir, vi_dir, ...) for looking at parts before the merge.
+    META = "meta.json"
 
     def __init__(self, store: str | Path) -> None:
         self.store = Path(store)
@@ -293,7 +295,11 @@ class PartsJournal:
         )
 
     def prepare(
-        self, settings: Mapping[str, Any], chunks: Sequence[Sequence[str]], overwrite: bool
+        self,
+        settings: Mapping[str, Any],
+        chunks: Sequence[Sequence[str]],
+        overwrite: bool,
+        meta: Mapping[str, Any] | None = None,
     ) -> int:
         """Make the journal ready for a run (call on one process only, before any writer).
 
@@ -305,6 +311,7 @@ class PartsJournal:
             settings: this run's settings.
             chunks: the stems of every chunk of this run's schedule.
             overwrite: discard an interrupted run made with other settings.
+            meta: descriptive attributes (not compared), kept for :class:`PartsReader`.
 
         Returns:
             The number of pairs already done in reusable parts.
@@ -324,6 +331,7 @@ class PartsJournal:
         write_bytes_atomic(
             self.dir / self.SETTINGS, json.dumps(wanted, indent=1, sort_keys=True).encode()
         )
+        write_bytes_atomic(self.dir / self.META, json.dumps(dict(meta or {}), indent=1).encode())
         expected = {self.part_path(k).name: list(stems) for k, stems in enumerate(chunks)}
         reused = 0
         for path in sorted(self.dir.glob("chunk-*.h5")):
@@ -559,6 +567,75 @@ class MaskReader:
         state["_file"] = None
         state["_pid"] = None
         return state
+
+
+class PartsReader:
+    """Read-only view of the pairs an unfinished ``occo masks gen`` run has done so far.
+
+    The store itself is written once, when the run ends; until then its finished chunks
+    sit in ``<store>.parts/``. This lets ``occo masks show/info/export`` look at them
+    early. Training never reads it: a partial store would silently drop pairs.
+
+    Args:
+        store: the store the run will write (``masks.h5``).
+
+    Raises:
+        FileNotFoundError: no unfinished run with finished chunks.
+    """
+
+    def __init__(self, store: str | Path) -> None:
+        journal = PartsJournal(store)
+        settings = journal.read_settings() if journal.exists() else None
+        self.path = journal.dir
+        self._where: dict[str, Path] = {}
+        for part in sorted(journal.dir.glob("chunk-*.h5")) if settings is not None else []:
+            for stem in PartsJournal.part_stems(part) or []:
+                self._where[stem] = part
+        if not self._where:
+            raise FileNotFoundError(f"no finished chunks of an unfinished run in {self.path}")
+        try:
+            meta = json.loads((journal.dir / PartsJournal.META).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            meta = {}
+        self._settings = {**settings, **meta}
+        self._stems = sorted(self._where)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The run's settings and descriptive attributes (ir_dir, vi_dir, ...)."""
+        return dict(self._settings)
+
+    def stems(self) -> list[str]:
+        """Stems of the finished chunks, sorted."""
+        return list(self._stems)
+
+    def __len__(self) -> int:
+        return len(self._stems)
+
+    def __contains__(self, stem: object) -> bool:
+        return stem in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stems())
+
+    def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(mask_ir, mask_vi)`` of a pair, as :meth:`MaskReader.read`."""
+        with h5py.File(self._where[stem], "r", locking=False) as h5:
+            return h5["ir"][stem][()], h5["vi"][stem][()]
+
+    def read_pair(self, stem: str) -> PairMasks:
+        """Masks, boxes, scores and phrases of a pair, as :meth:`MaskReader.read_pair`."""
+        with h5py.File(self._where[stem], "r", locking=False) as h5:
+            return read_pair(h5, stem)
+
+    def close(self) -> None:
+        """Nothing stays open (each read opens its chunk)."""
+
+    def __enter__(self) -> PartsReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def open_mask_store(path: str | Path) -> MaskReader:

@@ -261,8 +261,20 @@ def _order(key: str) -> tuple[int, str]:
 
 
 def _open(store: Path):
-    from masks.store import open_mask_store
+    """The store, or while `masks gen` has not written it yet, the pairs it has done so far."""
+    from masks.store import PartsReader, open_mask_store
 
+    if not store.exists():
+        try:
+            partial = PartsReader(store)
+        except FileNotFoundError:
+            pass  # nothing done yet either: open_mask_store says how to make one
+        else:
+            note(
+                f"{store} is written when `occo masks gen` finishes; reading the {len(partial)} "
+                f"pair(s) done so far in {partial.path}"
+            )
+            return partial
     return open_mask_store(store)
 
 

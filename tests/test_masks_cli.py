@@ -234,6 +234,34 @@ def test_label_masks_by_class_name(app, tmp_path):
     assert unnamed.exit_code == 1 and "--class-names" in unnamed.output
 
 
+def test_show_and_info_read_an_unfinished_run(app, tmp_path):
+    from masks.store import ModalityMasks, PairMasks, PartsJournal
+
+    dataset = tiny.write_dataset(tmp_path / "ds", pairs=2)
+    store = dataset / "masks.h5"
+    journal = PartsJournal(store)  # what a run leaves after finishing its first chunk
+    meta = {"ir_dir": str(dataset / "ir"), "vi_dir": str(dataset / "vi")}
+    journal.prepare({"source": "test"}, [["0000"], ["0001"]], overwrite=False, meta=meta)
+    mask = np.zeros((40, 56), np.uint8)
+    mask[5:20, 10:30] = 1
+    entry = ModalityMasks(mask, np.array([[10, 5, 30, 20]], np.float32), np.ones(1, np.float32),
+                          ["person"], "0000.png")  # fmt: skip
+    journal.write(0, [PairMasks("0000", entry, entry)])
+    journal._release_lock()
+
+    info = runner.invoke(app, ["masks", "info", str(store), "--json"])
+    assert info.exit_code == 0, info.output
+    assert "done so far" in info.stderr
+    record = json.loads(info.stdout)
+    assert record["settings"]["source"] == "test" and record["pending_chunks"] == 1
+    shown = runner.invoke(app, ["masks", "show", str(store), "--out", str(tmp_path / "ov")])
+    assert shown.exit_code == 0, shown.output
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["0000.png"]
+    missing = runner.invoke(app, ["masks", "info", str(tmp_path / "none.h5")])
+    assert isinstance(missing.exception, FileNotFoundError)  # occo's main prints it in one line
+    assert "occo masks gen" in str(missing.exception)
+
+
 def test_overlay_panels():
     from masks.overlay import render_pair
     from masks.store import ModalityMasks, PairMasks

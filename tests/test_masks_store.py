@@ -22,6 +22,7 @@ from masks.store import (  # noqa: E402
     ModalityMasks,
     PairMasks,
     PartsJournal,
+    PartsReader,
     SettingsMismatchError,
     export_masks,
     open_mask_store,
@@ -163,6 +164,26 @@ def test_interrupted_run_resumes_to_the_same_store(tmp_path):
     assert source.batches == [["p04", "p05"], ["p06"]]  # only the unfinished chunks ran
     assert (result.resumed, result.computed, result.stored) == (4, 3, 7)
     assert tiny.store_differences(out, reference) == []
+
+
+def test_parts_of_an_unfinished_run_can_be_read_but_not_trained_on(tmp_path):
+    out = tmp_path / "masks.h5"
+    with pytest.raises(FileNotFoundError):
+        PartsReader(out)  # no run at all
+    with pytest.raises(KeyboardInterrupt):
+        generate_masks(
+            pairs_of(7), out, StubSource(crash_after=2), batch_size=2, meta={"ir_dir": "/x/ir"}
+        )
+    partial = PartsReader(out)
+    assert partial.stems() == ["p00", "p01", "p02", "p03"] and "p04" not in partial
+    assert partial.settings["source"] == "stub" and partial.settings["ir_dir"] == "/x/ir"
+    expected = fake_pair("p02", boxes=2)  # what StubSource made
+    ir, vi = partial.read("p02")
+    np.testing.assert_array_equal(ir, expected.ir.mask)
+    np.testing.assert_array_equal(vi, expected.vi.mask)
+    assert partial.read_pair("p03").vi.labels == fake_pair("p03", boxes=2).vi.labels
+    with pytest.raises(FileNotFoundError):
+        open_mask_store(out)  # the trainer's entry point never sees a partial store
 
 
 def test_new_pairs_are_added_and_old_ones_kept(tmp_path):
