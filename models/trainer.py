@@ -16,6 +16,7 @@ Run folder::
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -291,6 +292,15 @@ def _sum_over_ranks(group: Any) -> Callable[[Tensor], Tensor]:
     return reduce
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's content (streamed: VGG19 checkpoints are 0.5 GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Trainer:
     """Trains a FIFN on salient crops with the configured objective.
 
@@ -335,7 +345,9 @@ class Trainer:
         checkpoint = None
         if resume:
             checkpoint = load_checkpoint(self.out_dir / "checkpoint.pt")
-            config = self._resumed_config(TrainConfig.from_dict(checkpoint["config"]), config)
+            config = self._resumed_config(
+                TrainConfig.from_dict(checkpoint["config"]), config, checkpoint.get("vgg_sha256")
+            )
             saved = checkpoint.get("train_stems")
             if saved is not None and saved != [p[0] for p in self.train_pairs]:
                 raise TrainingError(
@@ -359,9 +371,17 @@ class Trainer:
         )
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.vgg_sha256: str | None = None  # of a --vgg-weights file, so that it may move
         self.objective = (objective if objective is not None else self._build_objective()).to(
             self.device
         )
+        recorded = checkpoint.get("vgg_sha256") if checkpoint is not None else None
+        if recorded and self.vgg_sha256 and self.vgg_sha256 != recorded:
+            raise TrainingError(
+                f"the VGG19 weights {config.objective.vgg_weights} differ from those the run in "
+                f"{self.out_dir} started with (SHA-256 {self.vgg_sha256[:12]}... vs {recorded[:12]}...); "
+                "resume with the same file"
+            )
         self.regions_fn = regions_fn
         if config.uses_groups and regions_fn is None:
             from masks.regions import split_regions
@@ -425,16 +445,30 @@ class Trainer:
 
     # --- setup helpers -----------------------------------------------------------------
 
-    def _resumed_config(self, saved: TrainConfig, given: TrainConfig) -> TrainConfig:
-        """The checkpoint's config with the changes a resume allows taken from ``given``."""
+    def _resumed_config(
+        self, saved: TrainConfig, given: TrainConfig, vgg_sha256: str | None = None
+    ) -> TrainConfig:
+        """The checkpoint's config with the changes a resume allows taken from ``given``.
+
+        The VGG19 weights file may move (another machine, another mount) when the run
+        recorded its SHA-256: the new file must then have the same content, checked when
+        the extractor is built.
+        """
         changed = saved.changed_fields(given)
-        blocked = [name for name in changed if name not in RESUMABLE_CHANGES]
+        moved = vgg_sha256 and given.objective.vgg_weights is not None
+        movable = {"objective.vgg_weights"} if moved else set()
+        blocked = [name for name in changed if name not in RESUMABLE_CHANGES | movable]
         if blocked:
             raise TrainingError(
                 f"cannot change {', '.join(blocked)} when resuming {self.out_dir} (the run would not "
                 "continue exactly); drop those options or start a new run with another --out"
             )
-        return saved.replace({name: getattr(given, name) for name in changed})
+        overrides: dict[str, Any] = {
+            name: getattr(given, name) for name in changed if "." not in name
+        }
+        if "objective.vgg_weights" in changed:
+            overrides["objective"] = {"vgg_weights": given.objective.vgg_weights}
+        return saved.replace(overrides)
 
     def _amp_dtype(self) -> torch.dtype | None:
         amp = self.config.amp
@@ -452,11 +486,10 @@ class Trainer:
         if self.config.uses_groups:
             from losses.vgg import build_vgg_features
 
-            vgg = build_vgg_features(
-                getattr(self.config.objective, "vgg_weights", None),
-                device=self.device,
-                channels_last=self.channels_last,
-            )
+            path = getattr(self.config.objective, "vgg_weights", None)
+            if path is not None and Path(path).is_file():
+                self.vgg_sha256 = file_sha256(path)
+            vgg = build_vgg_features(path, device=self.device, channels_last=self.channels_last)
         return FusionObjective(self.config.objective, vgg)
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -734,6 +767,7 @@ class Trainer:
             "rng": rng_state(),
             "world_size": self.info.world_size,
             "train_stems": [p[0] for p in self.train_pairs],
+            "vgg_sha256": self.vgg_sha256,
         }
         save_torch_atomic(self.out_dir / "checkpoint.pt", payload)
         if weights:

@@ -247,3 +247,27 @@ def test_amp_on_cpu_only_when_asked_and_bf16_steps_train(dataset: Path, tmp_path
 def test_amp_setting_is_validated() -> None:
     with pytest.raises(ValueError, match="amp must be"):
         tiny_config(amp="yes")
+
+
+def test_resume_accepts_a_moved_copy_of_the_vgg_file_and_refuses_other_weights(
+    dataset: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(1)
+    state = VGGFeatures(random_init=True).features.state_dict()  # random, explicitly
+    first, copy, other = tmp_path / "a.pth", tmp_path / "moved" / "b.pth", tmp_path / "c.pth"
+    torch.save(state, first)
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())
+    state["0.bias"] = state["0.bias"] + 1.0
+    torch.save(state, other)
+
+    def config(vgg: Path, steps: int) -> TrainConfig:
+        return tiny_config(max_steps=steps).replace({"objective": {"vgg_weights": str(vgg)}})
+
+    run = tmp_path / "run"
+    make_trainer(dataset, run, config(first, 1), objective=None).fit()
+    resumed = make_trainer(dataset, run, config(copy, 2), objective=None, resume=True)
+    assert resumed.config.objective.vgg_weights == str(copy)
+    assert resumed.fit().state.step == 2
+    with pytest.raises(TrainingError, match="differ from those the run"):
+        make_trainer(dataset, run, config(other, 3), objective=None, resume=True)
