@@ -289,6 +289,25 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
         return False
 
 
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX-BF16).
+
+    Without them, bf16 autocast on the CPU is emulated and usually slower than float32.
+
+    Returns:
+        True or False from the Linux CPU flags; None where they cannot be read.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return None
+
+
 class Fuser:
     """Fuse infrared/visible pairs with a FIFN: eval mode, inference_mode, AMP, tiles.
 

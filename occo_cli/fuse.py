@@ -96,7 +96,7 @@ def fuse(
     from data.pairing import pair_images
     from eval.manifest import write_fuse_manifest
     from models.checkpoint import load_weights, read_weights_metadata, resolve_weights
-    from models.fuser import FileFuser, FuseJob, Fuser, keep_freed_memory
+    from models.fuser import FileFuser, FuseJob, Fuser, cpu_has_native_bf16, keep_freed_memory
 
     if ir16 not in _IR16:
         fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")
@@ -123,6 +123,9 @@ def fuse(
     except ValueError as exc:
         fail(str(exc))
     note(f"weights: {weights_path}" + (f" ({source})" if source else ""))
+    if device == "cpu" and fuser.amp_dtype is not None and cpu_has_native_bf16() is False:
+        warn("this CPU has no bf16 instructions (AVX512-BF16 or AMX): --amp runs emulated, "
+             "likely slower than the float32 default")  # fmt: skip
 
     jobs = [FuseJob(stem, ir, vi, out_dir / f"{stem}.png") for stem, ir, vi in pairing.pairs]
     todo = jobs if overwrite else [job for job in jobs if not job.out_path.exists()]

@@ -174,6 +174,12 @@ def train(
                 f"validating on {info['val_pairs']}; device {info['device']} x{info['world_size']}, "
                 f"amp {info['amp']}; run folder {run}"
             )
+            if info["amp"] == "bfloat16" and str(info["device"]).startswith("cpu"):
+                from models.fuser import cpu_has_native_bf16
+
+                if cpu_has_native_bf16() is False:
+                    warn("this CPU has no bf16 instructions (AVX512-BF16 or AMX): --amp runs "
+                         "emulated, likely slower than the float32 default")  # fmt: skip
             bar.start()
             task.append(
                 bar.add_task("train", total=info["total_steps"], completed=info["step"], status="")

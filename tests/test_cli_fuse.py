@@ -138,3 +138,38 @@ def test_convert_then_fuse(dataset, tmp_path):
     assert again.exit_code == 1 and "--overwrite" in again.output
     fused = _fuse(ir_dir, vi_dir, tmp_path / "out", "--weights", dst)
     assert (tmp_path / "out" / "a.png").is_file() and "converted from occo.pth" in fused.output
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
+    import builtins
+    import io
+
+    import models.fuser as fuser_module
+
+    def fake_open(flags):
+        def opener(path, *args, **kwargs):
+            if str(path) != "/proc/cpuinfo":
+                raise AssertionError(path)
+            if flags is None:
+                raise OSError("no procfs")
+            return io.StringIO(f"processor\t: 0\nflags\t\t: {flags}\n")
+
+        return opener
+
+    for flags, expected in (("fpu avx2 avx512f", False), ("avx512f amx_bf16", True), (None, None)):
+        monkeypatch.setattr(builtins, "open", fake_open(flags))
+        assert fuser_module.cpu_has_native_bf16() is expected
+
+
+def test_amp_on_a_cpu_without_bf16_warns(dataset, tmp_path, monkeypatch):
+    import models.fuser as fuser_module
+
+    ir_dir, vi_dir, weights = dataset
+    monkeypatch.setattr(fuser_module, "cpu_has_native_bf16", lambda: False)
+    out = tmp_path / "fused"
+    result = _fuse(ir_dir, vi_dir, out, "--weights", weights, "--amp")
+    assert "no bf16 instructions" in result.stderr
+    assert (out / "a.png").is_file()  # still fuses, only slower
+    monkeypatch.setattr(fuser_module, "cpu_has_native_bf16", lambda: True)
+    quiet = _fuse(ir_dir, vi_dir, tmp_path / "again", "--weights", weights, "--amp")
+    assert "no bf16 instructions" not in quiet.stderr
