@@ -484,7 +484,46 @@ def read_store_attrs(path: str | Path) -> dict[str, Any]:
     return attrs
 
 
-class MaskReader:
+class _MaskView:
+    """What both readers share: settings, sorted stems, membership, a context manager.
+
+    Subclasses set ``_settings``, ``_stems`` (sorted) and ``_index`` (the same stems as a
+    set) and define ``read`` and ``read_pair``.
+    """
+
+    _settings: dict[str, Any]
+    _stems: list[str]
+    _index: set[str]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Root attributes or run settings: format, prompt, models, thresholds, ir_dir, ..."""
+        return dict(self._settings)
+
+    def stems(self) -> list[str]:
+        """Stems with both masks written, sorted."""
+        return list(self._stems)
+
+    def __len__(self) -> int:
+        return len(self._stems)
+
+    def __contains__(self, stem: object) -> bool:
+        return stem in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stems())
+
+    def close(self) -> None:
+        """Release open files (none by default)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MaskReader(_MaskView):
     """Read-only access to a mask store, safe to pass to DataLoader worker processes.
 
     The HDF5 file is opened lazily, once per process (h5py handles must not cross a fork);
@@ -502,24 +541,6 @@ class MaskReader:
         self._index = set(self._stems)
         self._file: h5py.File | None = None
         self._pid: int | None = None
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """Root attributes: format, version, prompt, models, thresholds, ..."""
-        return dict(self._settings)
-
-    def stems(self) -> list[str]:
-        """Stems with both masks written, sorted."""
-        return list(self._stems)
-
-    def __len__(self) -> int:
-        return len(self._stems)
-
-    def __contains__(self, stem: object) -> bool:
-        return stem in self._index
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.stems())
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
@@ -556,12 +577,6 @@ class MaskReader:
         self._file = None
         self._pid = None
 
-    def __enter__(self) -> MaskReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_file"] = None
@@ -569,7 +584,7 @@ class MaskReader:
         return state
 
 
-class PartsReader:
+class PartsReader(_MaskView):
     """Read-only view of the pairs an unfinished ``occo masks gen`` run has done so far.
 
     The store itself is written once, when the run ends; until then its finished chunks
@@ -599,24 +614,7 @@ class PartsReader:
             meta = {}
         self._settings = {**settings, **meta}
         self._stems = sorted(self._where)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The run's settings and descriptive attributes (ir_dir, vi_dir, ...)."""
-        return dict(self._settings)
-
-    def stems(self) -> list[str]:
-        """Stems of the finished chunks, sorted."""
-        return list(self._stems)
-
-    def __len__(self) -> int:
-        return len(self._stems)
-
-    def __contains__(self, stem: object) -> bool:
-        return stem in self._where
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.stems())
+        self._index = set(self._stems)
 
     def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """``(mask_ir, mask_vi)`` of a pair, as :meth:`MaskReader.read`."""
@@ -627,15 +625,6 @@ class PartsReader:
         """Masks, boxes, scores and phrases of a pair, as :meth:`MaskReader.read_pair`."""
         with h5py.File(self._where[stem], "r", locking=False) as h5:
             return read_pair(h5, stem)
-
-    def close(self) -> None:
-        """Nothing stays open (each read opens its chunk)."""
-
-    def __enter__(self) -> PartsReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def open_mask_store(path: str | Path) -> MaskReader:
