@@ -7,6 +7,7 @@ module names; ``models.checkpoint`` maps the release's key names onto these.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -103,7 +104,17 @@ class ChannelWeights(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Args: x, y: (B, N, C) tokens. Returns: (w_x, w_y), each (B, 1, C)."""
-        stats = torch.cat((x.mean(1), y.mean(1), x.amax(1), y.amax(1)), dim=1)  # (B, 4C)
+        return self.from_stats(torch.cat((x.mean(1), y.mean(1), x.amax(1), y.amax(1)), dim=1))
+
+    def from_stats(self, stats: Tensor) -> tuple[Tensor, Tensor]:
+        """Weights from precomputed statistics (tiled inference gathers them tile by tile).
+
+        Args:
+            stats: (B, 4C): mean of x, mean of y, max of x, max of y over all tokens.
+
+        Returns:
+            (w_x, w_y), each (B, 1, C).
+        """
         weights = torch.sigmoid(self.fc2(F.relu(self.fc1(stats))))  # (B, 2C)
         w_x, w_y = weights[:, None, :].chunk(2, dim=-1)
         return w_x, w_y
@@ -177,10 +188,30 @@ def projected_context(tokens: Tensor, kv: nn.Linear, heads: int) -> Tensor:
     Returns:
         (B, heads, d, d), as :func:`efficient_context`.
     """
-    with _no_autocast(tokens.device.type):  # float32, as in efficient_context
+    return context_from_gram(gram(tokens), kv, heads)
+
+
+def gram(tokens: Tensor) -> Tensor:
+    """(B, N, C) -> (B, C, C) float32 X^T X, summed over the N tokens (see efficient_context)."""
+    with _no_autocast(tokens.device.type):
         x = tokens.float()
+        return x.transpose(1, 2) @ x
+
+
+def context_from_gram(xtx: Tensor, kv: nn.Linear, heads: int) -> Tensor:
+    """Per-head contexts W_k (X^T X) W_v^T from a Gram matrix (see projected_context).
+
+    Args:
+        xtx: (B, C, C) float32 X^T X of the query tokens; tiled inference sums it tile by tile.
+        kv: bias-free ``nn.Linear(C, 2C)``, keys then values.
+        heads: number of heads.
+
+    Returns:
+        (B, heads, d, d) float32.
+    """
+    with _no_autocast(xtx.device.type):
         w_k, w_v = kv.weight.float().chunk(2, dim=0)  # (C, C) each
-        return _head_contexts(w_k @ (x.transpose(1, 2) @ x) @ w_v.t(), heads)
+        return _head_contexts(w_k @ xtx.float() @ w_v.t(), heads)
 
 
 def block_diagonal(context: Tensor) -> Tensor:
@@ -283,6 +314,20 @@ class MergeBlock(nn.Module):
         return self.bn_out(shortcut + main)
 
 
+@dataclass(frozen=True)
+class FusionContext:
+    """The whole-image quantities of one FIFB: everything in it that is not per pixel."""
+
+    w_x: Tensor
+    """(B, 1, C) visible channel weights, from statistics over all pixels."""
+    w_y: Tensor
+    """(B, 1, C) infrared channel weights."""
+    context_x: Tensor
+    """(B, heads, d, d) attention context of the visible queries (read by the infrared)."""
+    context_y: Tensor
+    """(B, heads, d, d) attention context of the infrared queries (read by the visible)."""
+
+
 class FIFB(nn.Module):
     """Feature Interaction Fusion Block: fuses one level's visible and infrared features.
 
@@ -308,12 +353,14 @@ class FIFB(nn.Module):
         self.norm_ir = nn.LayerNorm(channels)
         self.merge = MergeBlock(channels)
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor, context: FusionContext | None = None) -> Tensor:
         """Fuse a level.
 
         Args:
             x: (B, C, H, W) visible features.
             y: (B, C, H, W) infrared features.
+            context: the block's whole-image quantities; None = compute them from x and y.
+                Tiled inference passes those of the whole image (see models.tiling).
 
         Returns:
             (B, C, H, W) fused features (channels_last).
@@ -321,19 +368,38 @@ class FIFB(nn.Module):
         height, width = x.shape[-2:]
         x = to_tokens(x.contiguous(memory_format=torch.channels_last))  # (B, N, C)
         y = to_tokens(y.contiguous(memory_format=torch.channels_last))
-        w_x, w_y = self.channel_weights(x, y)  # (B, 1, C) each
+        if context is None:
+            w_x, w_y = self.channel_weights(x, y)  # (B, 1, C) each
+        else:
+            w_x, w_y = context.w_x, context.w_y
         s_x = self.spatial_weights(x) * x  # (B, N, C); one spatial module for both
         s_y = self.spatial_weights(y) * y
-        q_x = F.relu(linear_of_scaled(x, w_x, self.proj_vi), inplace=True)  # proj(w_x * x)
-        q_y = F.relu(linear_of_scaled(y, w_y, self.proj_ir), inplace=True)
+        q_x, q_y = self.queries(x, y, w_x, w_y)
         # Cross attention (x's queries read y's context and vice versa), folded into the
         # output projections: see CrossAttention and attended_output.
-        attn = self.attention
-        context_x = projected_context(q_x, attn.kv_vi, attn.heads)
-        context_y = projected_context(q_y, attn.kv_ir, attn.heads)
+        if context is None:
+            attn = self.attention
+            context_x = projected_context(q_x, attn.kv_vi, attn.heads)
+            context_y = projected_context(q_y, attn.kv_ir, attn.heads)
+        else:
+            context_x, context_y = context.context_x, context.context_y
         out_x = self.norm_vi(attended_output(x, s_x, q_x, context_y, self.out_proj_vi))
         out_y = self.norm_ir(attended_output(y, s_y, q_y, context_x, self.out_proj_ir))
         return self.merge(out_x, out_y, height, width)
+
+    def queries(self, x: Tensor, y: Tensor, w_x: Tensor, w_y: Tensor) -> tuple[Tensor, Tensor]:
+        """Attention queries relu(proj(w * tokens)) of both modalities.
+
+        Args:
+            x, y: (B, N, C) tokens.
+            w_x, w_y: (B, 1, C) channel weights.
+
+        Returns:
+            (q_x, q_y), each (B, N, C).
+        """
+        q_x = F.relu(linear_of_scaled(x, w_x, self.proj_vi), inplace=True)  # proj(w_x * x)
+        q_y = F.relu(linear_of_scaled(y, w_y, self.proj_ir), inplace=True)
+        return q_x, q_y
 
 
 def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -349,7 +415,11 @@ def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     Returns:
         (B, C, H, W).
     """
-    up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+    return pad_to(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True), size)
+
+
+def pad_to(up: Tensor, size: tuple[int, int]) -> Tensor:
+    """Reflection-pad an upsampled (B, C, h, w) map to ``size``, as the release does."""
     dh, dw = size[0] - up.shape[-2], size[1] - up.shape[-1]
     if dh or dw:
         up = F.pad(up, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), mode="reflect")
@@ -371,6 +441,10 @@ class UpBlock(nn.Module):
 
     def forward(self, skip: Tensor, deep: Tensor) -> Tensor:
         """Args: skip (B, Cs, H, W), deep (B, Cd, H//2, W//2). Returns: (B, Cs, H, W)."""
-        x = torch.cat((skip, upsample_to(deep, skip.shape[-2:])), dim=1)
+        return self.merge(skip, upsample_to(deep, skip.shape[-2:]))
+
+    def merge(self, skip: Tensor, up: Tensor) -> Tensor:
+        """The convolutions, on the skip and the already upsampled deeper map (B, Cd, H, W)."""
+        x = torch.cat((skip, up), dim=1)
         x = F.relu(self.conv1(x), inplace=True)
         return F.relu(self.conv2(x), inplace=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -64,16 +65,31 @@ class FIFN(nn.Module):
         Returns:
             One (B, C_l, H_l, W_l) map per level, H_l = floor(H / 2^l).
         """
-        fused = []
+        return [
+            fifb(x, y)
+            for fifb, (x, y) in zip(self.fusion, self.encoder_levels(vi_y, ir), strict=True)
+        ]
+
+    def encoder_levels(self, vi_y: Tensor, ir: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+        """The two encoders' features, one level at a time, shallow to deep.
+
+        A generator, so that only the current level's features stay alive.
+
+        Args:
+            vi_y: (B, 1, H, W) visible luminance in [0, 1].
+            ir: (B, 1, H, W) infrared in [0, 1].
+
+        Yields:
+            (visible, infrared) features, each (B, C_l, H_l, W_l), H_l = floor(H / 2^l).
+        """
         x, y = vi_y, ir
-        for level, (enc_vi, enc_ir, fifb) in enumerate(
-            zip(self.encoder_vi, self.encoder_ir, self.fusion, strict=True)
+        for level, (enc_vi, enc_ir) in enumerate(
+            zip(self.encoder_vi, self.encoder_ir, strict=True)
         ):
             if level:  # the pooled output of the last level is unused, so pool lazily
                 x, y = F.max_pool2d(x, 2), F.max_pool2d(y, 2)
             x, y = enc_vi(x), enc_ir(y)
-            fused.append(fifb(x, y))
-        return fused
+            yield x, y
 
     def forward(self, vi_y: Tensor, ir: Tensor) -> Tensor:
         """Fuse.

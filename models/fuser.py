@@ -5,7 +5,8 @@ Pipeline for one pair (FACTS section 1):
 1. Infrared to one channel in [0, 1]: 8-bit / 255; 16-bit by a robust per-image stretch
    (see :func:`ir_to_unit`). Visible to [0, 1] (8-bit / 255, 16-bit / 65535); a colour
    visible image is split into Y, Cb, Cr with the release's coefficients.
-2. FIFN(vi_y, ir) -> raw map, optionally in overlapping tiles (:func:`tiled_apply`).
+2. FIFN(vi_y, ir) -> raw map, optionally in windows with the same result
+   (:func:`models.tiling.tiled_forward`).
 3. Min-max normalise the raw map over the whole image (as the release does per image).
 4. Colour: fused Y with the visible image's Cb and Cr, back to RGB, clamped.
 """
@@ -13,12 +14,11 @@ Pipeline for one pair (FACTS section 1):
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from torch import Tensor
 from data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from data.io import is_gray_content, read_image, write_image_atomic
 from models.fifn import FIFN, fold_batchnorm, minmax_normalize
+from models.tiling import receptive_margin, tiled_forward
 
 IR16Mode = Literal["percentile", "minmax", "full"]
 #: Percentiles of the 16-bit infrared stretch: robust to dead and saturated pixels.
@@ -174,94 +175,6 @@ def luminance(vi: Tensor) -> Tensor:
     return vi if vi.shape[1] == 1 else rgb_to_ycbcr(vi)[:, :1]
 
 
-# --- tiling -------------------------------------------------------------------------------
-
-
-def _window_starts(length: int, window: int, overlap: int) -> list[int]:
-    """Start offsets of windows of ``window`` px covering ``length`` px, overlapping >= ``overlap``."""
-    if length <= window:
-        return [0]
-    stride = max(window - overlap, 1)
-    count = math.ceil((length - window) / stride) + 1
-    return [round(i * (length - window) / (count - 1)) for i in range(count)]
-
-
-def _blend_profile(window: int, margin: int, ramp_start: bool, ramp_end: bool) -> Tensor:
-    """1-D blending weights of a window along one axis.
-
-    At an inner edge (one shared with a neighbouring window) the outer ``margin // 2`` px
-    get weight 0, since the network saw no context beyond them, and the next ``margin`` px
-    rise with a raised cosine; image borders keep full weight. Neighbours overlap by at
-    least ``2 * margin``, so every pixel keeps a positive total weight.
-    """
-    discard = margin // 2
-    i = torch.arange(window, dtype=torch.float32)
-    rise = torch.sin(0.5 * math.pi * ((i - discard + 0.5) / max(margin, 1)).clamp(0, 1)) ** 2
-    rise[:discard] = 0.0
-    w = torch.ones(window)
-    if ramp_start:
-        w = w * rise
-    if ramp_end:
-        w = w * rise.flip(0)
-    return w
-
-
-def tiled_apply(
-    fn: Callable[..., Tensor],
-    inputs: Sequence[Tensor],
-    tile: int,
-    margin: int,
-    batch_size: int = 1,
-) -> Tensor:
-    """Apply an image-to-image function in overlapping tiles and blend them seamlessly.
-
-    Windows of ``tile + 2 * margin`` px (capped to the image) overlap by at least
-    ``2 * margin`` px. At inner edges each window's outer ``margin // 2`` px are discarded
-    (their context was cut off) and the next ``margin`` px cross-fade with the neighbour
-    under a raised-cosine ramp, so no seam shows; image borders keep full weight.
-
-    Args:
-        fn: maps tensors (N, C_i, h, w) to (N, C_out, h, w).
-        inputs: tensors (B, C_i, H, W) of the same B, H, W.
-        tile: core tile size in pixels.
-        margin: extra context on each side of a tile.
-        batch_size: windows per call of ``fn``.
-
-    Returns:
-        (B, C_out, H, W) float32 on the inputs' device.
-    """
-    b, _, height, width = inputs[0].shape
-    win_h, win_w = min(tile + 2 * margin, height), min(tile + 2 * margin, width)
-    boxes = [
-        (top, left)
-        for top in _window_starts(height, win_h, 2 * margin)
-        for left in _window_starts(width, win_w, 2 * margin)
-    ]
-    device = inputs[0].device
-    out: Tensor | None = None
-    weight_sum = torch.zeros(1, 1, height, width, device=device)
-    # Every window of every image, processed batch_size at a time.
-    jobs = [(i, top, left) for i in range(b) for top, left in boxes]
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start : start + batch_size]
-        crops = [
-            torch.stack([x[i, :, top : top + win_h, left : left + win_w] for i, top, left in chunk])
-            for x in inputs
-        ]
-        result = fn(*crops).float()  # (n, C_out, win_h, win_w)
-        if out is None:
-            out = torch.zeros(b, result.shape[1], height, width, device=device)
-        for (i, top, left), tile_out in zip(chunk, result, strict=True):
-            wy = _blend_profile(win_h, margin, top > 0, top + win_h < height).to(device)
-            wx = _blend_profile(win_w, margin, left > 0, left + win_w < width).to(device)
-            weight = wy[:, None] * wx[None, :]  # (win_h, win_w)
-            out[i, :, top : top + win_h, left : left + win_w] += tile_out * weight
-            if i == 0:
-                weight_sum[0, 0, top : top + win_h, left : left + win_w] += weight
-    assert out is not None
-    return out / weight_sum
-
-
 # --- the Fuser ----------------------------------------------------------------------------
 
 
@@ -316,9 +229,10 @@ class Fuser:
         device: where to run.
         amp: autocast dtype: True = bf16 (fp16 where the GPU lacks bf16), False = float32,
             ``"auto"`` = on for CUDA, off on CPU, or an explicit ``torch.dtype``.
-        tile: core tile size in px for images too large for memory; None = whole images.
-        batch_size: pairs (or tiles) per network call.
-        tile_margin: context added around each tile; None = max(32, tile // 8).
+        tile: for images too large for memory: run FIFN in windows of this many px (plus
+            the network's receptive margin each side) with the same result as whole images
+            (see models.tiling); None = whole images.
+        batch_size: pairs per network call.
         ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
 
     The Fuser runs an inference copy of ``model`` (BatchNorms folded, channels_last) made
@@ -332,7 +246,6 @@ class Fuser:
         amp: bool | str | torch.dtype = "auto",
         tile: int | None = None,
         batch_size: int = 1,
-        tile_margin: int | None = None,
         ir16: IR16Mode = "percentile",
     ) -> None:
         self.device = torch.device(device)
@@ -344,7 +257,8 @@ class Fuser:
             raise ValueError(f"ir16 must be percentile, minmax or full, got {ir16!r}")
         self.batch_size = batch_size
         self.tile = tile
-        self.tile_margin = max(32, tile // 8) if tile and tile_margin is None else tile_margin
+        #: Context each window adds per side: FIFN's receptive reach (models.tiling).
+        self.tile_margin = receptive_margin(model.config.levels)[1]
         self.ir16 = ir16
         self.amp_dtype = self._resolve_amp(amp)
         self.model = model.to(self.device).eval()
@@ -364,7 +278,7 @@ class Fuser:
         return torch.bfloat16
 
     def _network(self, vi_y: Tensor, ir: Tensor) -> Tensor:
-        """Raw FIFN output for whole inputs (B, 1, h, w), float32."""
+        """Raw FIFN output for inputs (B, 1, h, w), float32; in windows when too large."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype
@@ -373,11 +287,14 @@ class Fuser:
         with autocast:
             vi_y = vi_y.contiguous(memory_format=torch.channels_last)
             ir = ir.contiguous(memory_format=torch.channels_last)
+            if self.tile is not None and max(ir.shape[-2:]) > self.tile + 2 * self.tile_margin:
+                return tiled_forward(self.network, vi_y, ir, self.tile).float()
             return self.network(vi_y, ir).float()
 
     @torch.inference_mode()
     def raw(self, vi_y: Tensor, ir: Tensor) -> Tensor:
-        """Raw network output, tiled when a tile size is set and the image exceeds it.
+        """Raw network output, in windows when a tile size is set and the image exceeds
+        one window (same result, up to float summation order).
 
         Args:
             vi_y: (B, 1, H, W) visible luminance in [0, 1].
@@ -387,17 +304,12 @@ class Fuser:
             (B, 1, H, W) float32, not normalised.
         """
         vi_y, ir = vi_y.to(self.device), ir.to(self.device)
-        height, width = ir.shape[-2:]
-        if self.tile is None or max(height, width) <= self.tile + 2 * self.tile_margin:
-            return torch.cat(
-                [
-                    self._network(v, i)
-                    for v, i in zip(
-                        vi_y.split(self.batch_size), ir.split(self.batch_size), strict=True
-                    )
-                ]
-            )
-        return tiled_apply(self._network, (vi_y, ir), self.tile, self.tile_margin, self.batch_size)
+        return torch.cat(
+            [
+                self._network(v, i)
+                for v, i in zip(vi_y.split(self.batch_size), ir.split(self.batch_size), strict=True)
+            ]
+        )
 
     @torch.inference_mode()
     def fuse(self, vi: Tensor, ir: Tensor) -> Tensor:

@@ -59,13 +59,14 @@ def fuse(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(
-        4, "--batch-size", min=1, help="Same-size pairs (or tiles) per network call."
+        4, "--batch-size", min=1, help="Same-size pairs per network call."
     ),
     tile: int | None = typer.Option(
         None,
         "--tile",
         min=16,
-        help="Fuse in overlapping NxN tiles, for images too large for memory.",
+        help="For images too large for memory: run the network in NxN windows (plus 80 px"
+        " of context per side, about 2x the compute); same output as whole images.",
     ),
     amp: bool | None = typer.Option(
         None, "--amp/--no-amp", help="bf16/fp16 autocast \\[default: on for CUDA, off on CPU]."
