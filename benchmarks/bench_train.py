@@ -7,9 +7,14 @@ objective, backward, Adam) on one fixed generated batch; only the objective diff
   through it once per step).
 - ``occo bf16``: the same under bf16 autocast (``--amp``; by default on CUDA, with
   ``--bf16`` on CPU, where it pays on CPUs with AVX512-BF16 or AMX).
-- ``release's way``: the authors' loss computation: a fresh VGG19 per criterion every step
-  and features recomputed for every distance and layer (``release_objective`` of
-  benchmarks/bench_losses.py, which checks that it gives occo's value).
+- ``release's way``: the authors' training step: FIFN in the release's formulation
+  (``release_style_forward`` of benchmarks/bench_fuse.py: NCHW, concatenations and
+  per-head attention products, same weights and function) and the authors' loss
+  computation: a fresh VGG19 per criterion every step and features recomputed for every
+  distance and layer (``release_objective`` of benchmarks/bench_losses.py, which checks
+  that it gives occo's value).
+- ``release's objective, occo's FIFN``: the same loss computation with occo's network, to
+  show what each part contributes.
 
 VGG19 has random weights, explicitly (pretrained weights are not needed for timing).
 Peak memory: CUDA ``max_memory_allocated``; on CPU the sampled growth of the resident set.
@@ -41,11 +46,9 @@ from models.train_config import TrainConfig  # noqa: E402
 from models.trainer import Trainer  # noqa: E402
 
 
-def _bench_losses():
-    """The release-way objective and memory probe of bench_losses.py (one implementation)."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_losses", ROOT / "benchmarks" / "bench_losses.py"
-    )
+def _bench_module(name: str):
+    """A sibling benchmark script as a module (its baselines have one implementation)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -86,12 +89,15 @@ def make_batch(batch: int, crop: int, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def make_trainer(args, objective: nn.Module, amp: bool, out: Path) -> Trainer:
+def make_trainer(
+    args, objective: nn.Module, amp: bool, out: Path, channels_last: bool = True
+) -> Trainer:
     config = TrainConfig(
         crop=args.crop,
         batch_size=args.batch,
         num_workers=0,
         amp=amp,
+        channels_last=channels_last,
         tensorboard=False,
         log_every=10**6,
         objective=ObjectiveConfig(groups=args.groups),
@@ -131,11 +137,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--bf16", action="store_true", help="add the bf16 row off CUDA too")
     parser.add_argument("--skip-release", action="store_true", help="time occo only")
+    parser.add_argument(
+        "--split-release", action="store_true", help="add the release objective + occo FIFN row"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    bench = _bench_losses()
+    bench = _bench_module("bench_losses")
+    release_style_forward = _bench_module("bench_fuse").release_style_forward
     torch.manual_seed(0)
     # Random weights, explicitly; channels_last as the trainer builds it.
     vgg = VGGFeatures(random_init=True, device=device, channels_last=True)
@@ -160,13 +170,22 @@ def main() -> None:
             )
         if not args.skip_release:
             release = ReleaseObjective(bench, vgg, args.groups)
-            rows["release's way"] = measure(
-                make_trainer(args, release, False, Path(tmp)),
-                batch,
-                device,
-                args.repeats,
-                bench.PeakMemory,
-            )
+            trainer = make_trainer(args, release, False, Path(tmp), channels_last=False)
+            network = trainer.model
+            with torch.no_grad():  # same function in training mode (batch statistics)
+                vi, ir = (batch[k][:4].to(device) for k in ("vi", "ir"))
+                gap = (release_style_forward(network, vi, ir) - network(vi, ir)).abs().max()
+            print(f"release-style FIFN vs occo's FIFN, training mode: max |diff| {gap:.1e}")
+            network.forward = lambda vi, ir: release_style_forward(network, vi, ir)
+            rows["release's way"] = measure(trainer, batch, device, args.repeats, bench.PeakMemory)
+            if args.split_release:
+                rows["release's objective, occo's FIFN"] = measure(
+                    make_trainer(args, release, False, Path(tmp)),
+                    batch,
+                    device,
+                    args.repeats,
+                    bench.PeakMemory,
+                )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"\nTraining step (FIFN forward + objective + backward + Adam): batch {args.batch}, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.blocks import FIFB, attend, efficient_context
+from models.blocks import FIFB, attend, cat_channels, efficient_context, token_max
 from models.config import FIFNConfig
 from models.fifn import FIFN, count_parameters, fold_batchnorm, minmax_normalize
 
@@ -119,3 +119,39 @@ def test_fold_batchnorm_keeps_the_function():
     assert any(
         isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder_vi[0].modules()
     )  # untouched
+
+
+def test_cat_channels_gradients_are_dense_and_equal_cat():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 3, 5, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    b = torch.randn(2, 4, 5, 7, generator=g)  # NCHW: each gradient keeps its input's layout
+    weight = torch.randn(2, 7, 5, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for cat in (cat_channels, lambda x, y: torch.cat((x, y), 1)):
+        x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
+        inner = [x * 1.0, y * 1.0]  # non-leaves: their gradients arrive as computed
+        seen = []
+        for t in inner:
+            t.register_hook(seen.append)
+        out = cat(*inner)
+        torch.testing.assert_close(out, torch.cat((a, b), 1), rtol=0, atol=0)
+        (out * weight).sum().backward()
+        grads.append(seen[::-1] if seen[0].shape[1] == 4 else seen)
+    (ours_a, ours_b), (ref_a, ref_b) = grads
+    torch.testing.assert_close(ours_a, ref_a, rtol=0, atol=0)
+    torch.testing.assert_close(ours_b, ref_b, rtol=0, atol=0)
+    assert ours_a.is_contiguous(memory_format=torch.channels_last) and ours_b.is_contiguous()
+    assert not ref_a.is_contiguous(memory_format=torch.channels_last)  # cat's strided slices
+    assert not ref_b.is_contiguous()
+
+
+def test_token_max_gradient_goes_to_one_token():
+    tokens = torch.tensor([[[1.0, 5.0], [3.0, 5.0], [3.0, 2.0]]], requires_grad=True)  # ties
+    values = token_max(tokens)
+    torch.testing.assert_close(values, tokens.detach().amax(1))
+    values.sum().backward()
+    # One token per channel receives the whole gradient (adaptive max pooling's rule).
+    assert tokens.grad.sum(1).tolist() == [[1.0, 1.0]]
+    assert sorted(tokens.grad.flatten().tolist()) == [0, 0, 0, 0, 1, 1]
+    with torch.no_grad():
+        torch.testing.assert_close(token_max(tokens), values.detach())
