@@ -17,7 +17,9 @@ objective, backward, Adam) on one fixed generated batch; only the objective diff
   show what each part contributes.
 
 VGG19 has random weights, explicitly (pretrained weights are not needed for timing).
-Peak memory: CUDA ``max_memory_allocated``; on CPU the sampled growth of the resident set.
+Peak memory: CUDA ``max_memory_allocated``; on CPU the sampled growth of the heap in use
+(glibc mallinfo2, bench_losses.PeakMemory). Rows run one after another in one process,
+with the glibc setting `occo train` makes on CPU (models.host.keep_freed_memory).
 
 Example:
     python benchmarks/bench_train.py --device cuda            # batch 12, 256 crops, + bf16
@@ -144,6 +146,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cpu":
+        from models.host import keep_freed_memory
+
+        keep_freed_memory()  # as `occo train` does on CPU; process-wide, so every row gets it
     bench = _bench_module("bench_losses")
     release_style_forward = _bench_module("bench_fuse").release_style_forward
     torch.manual_seed(0)

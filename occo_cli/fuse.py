@@ -97,7 +97,8 @@ def fuse(
     from data.pairing import pair_images
     from eval.manifest import write_fuse_manifest
     from models.checkpoint import load_weights, read_weights_metadata, resolve_weights
-    from models.fuser import FileFuser, FuseJob, Fuser, cpu_has_native_bf16, keep_freed_memory
+    from models.fuser import FileFuser, FuseJob, Fuser
+    from models.host import cpu_has_native_bf16, keep_freed_memory
 
     if ir16 not in _IR16:
         fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")

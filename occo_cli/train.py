@@ -175,7 +175,7 @@ def train(
                 f"amp {info['amp']}; run folder {run}"
             )
             if info["amp"] == "bfloat16" and str(info["device"]).startswith("cpu"):
-                from models.fuser import cpu_has_native_bf16
+                from models.host import cpu_has_native_bf16
 
                 if cpu_has_native_bf16() is False:
                     warn("this CPU has no bf16 instructions (AVX512-BF16 or AMX): --amp runs "
@@ -213,6 +213,10 @@ def train(
         resume=resume,
         on_event=on_event,
     )
+    if trainer.device.type == "cpu":
+        from models.host import keep_freed_memory
+
+        keep_freed_memory()  # large CPU tensors reuse freed heap instead of faulting pages in
     try:
         with stop_on_signals(trainer):
             result = trainer.fit()

@@ -144,7 +144,7 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
     import builtins
     import io
 
-    import models.fuser as fuser_module
+    import models.host as host_module
 
     def fake_open(flags):
         def opener(path, *args, **kwargs):
@@ -158,18 +158,18 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
 
     for flags, expected in (("fpu avx2 avx512f", False), ("avx512f amx_bf16", True), (None, None)):
         monkeypatch.setattr(builtins, "open", fake_open(flags))
-        assert fuser_module.cpu_has_native_bf16() is expected
+        assert host_module.cpu_has_native_bf16() is expected
 
 
 def test_amp_on_a_cpu_without_bf16_warns(dataset, tmp_path, monkeypatch):
-    import models.fuser as fuser_module
+    import models.host as host_module
 
     ir_dir, vi_dir, weights = dataset
-    monkeypatch.setattr(fuser_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(host_module, "cpu_has_native_bf16", lambda: False)
     out = tmp_path / "fused"
     result = _fuse(ir_dir, vi_dir, out, "--weights", weights, "--amp")
     assert "no bf16 instructions" in result.stderr
     assert (out / "a.png").is_file()  # still fuses, only slower
-    monkeypatch.setattr(fuser_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(host_module, "cpu_has_native_bf16", lambda: True)
     quiet = _fuse(ir_dir, vi_dir, tmp_path / "again", "--weights", weights, "--amp")
     assert "no bf16 instructions" not in quiet.stderr
