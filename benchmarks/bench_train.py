@@ -17,9 +17,12 @@ objective, backward, Adam) on one fixed generated batch; only the objective diff
   show what each part contributes.
 
 VGG19 has random weights, explicitly (pretrained weights are not needed for timing).
-Peak memory: CUDA ``max_memory_allocated``; on CPU the sampled growth of the heap in use
-(glibc mallinfo2, bench_losses.PeakMemory). Rows run one after another in one process,
-with the glibc setting `occo train` makes on CPU (models.host.keep_freed_memory).
+Each row runs in its own process. occo's rows make the glibc setting `occo train` makes on
+CPU (models.host.keep_freed_memory: freed heap is reused instead of returned to the OS);
+the release's rows run with glibc's defaults, as the release's script does. Peak memory:
+CUDA ``max_memory_allocated``; on CPU the sampled growth of the heap in use (glibc
+mallinfo2, bench_losses.PeakMemory) and the process's peak resident set (which also counts
+freed memory kept for reuse).
 
 Example:
     python benchmarks/bench_train.py --device cuda            # batch 12, 256 crops, + bf16
@@ -30,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,6 +134,55 @@ def measure(
     return statistics.median(times), max(peaks)
 
 
+ROWS = {  # --row name -> table label
+    "occo": "occo",
+    "occo-bf16": "occo bf16",
+    "release": "release's way",
+    "release-objective": "release's objective, occo's FIFN",
+}
+
+
+def run_row(args) -> dict:
+    """Time one row in this process; returns seconds, heap peak and process peak RSS."""
+    import resource
+
+    device = torch.device(args.device)
+    if device.type == "cpu" and args.row.startswith("occo"):
+        from models.host import keep_freed_memory
+
+        keep_freed_memory()  # as `occo train` does on CPU (the release's script does not)
+    bench = _bench_module("bench_losses")
+    torch.manual_seed(0)
+    # Random weights, explicitly; channels_last as the trainer builds it.
+    vgg = VGGFeatures(random_init=True, device=device, channels_last=True)
+    batch = make_batch(args.batch, args.crop)
+    result: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.row.startswith("occo"):
+            objective = FusionObjective(ObjectiveConfig(groups=args.groups), vgg)
+            trainer = make_trainer(args, objective, args.row == "occo-bf16", Path(tmp))
+        else:
+            release = ReleaseObjective(bench, vgg, args.groups)
+            if args.row == "release":
+                trainer = make_trainer(args, release, False, Path(tmp), channels_last=False)
+                network = trainer.model
+                forward = _bench_module("bench_fuse").release_style_forward
+                with torch.no_grad():  # the same function in training mode (batch statistics)
+                    vi, ir = (batch[k][:4].to(device) for k in ("vi", "ir"))
+                    result["fifn_gap"] = float(
+                        (forward(network, vi, ir) - network(vi, ir)).abs().max()
+                    )
+                network.forward = lambda vi, ir: forward(network, vi, ir)
+            else:
+                trainer = make_trainer(args, release, False, Path(tmp))
+        result["seconds"], result["heap_mib"] = measure(
+            trainer, batch, device, args.repeats, bench.PeakMemory
+        )
+    result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["threads"] = torch.get_num_threads()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=12, help="crops per step (the paper: 12)")
@@ -142,68 +196,52 @@ def main() -> None:
     parser.add_argument(
         "--split-release", action="store_true", help="add the release objective + occo FIFN row"
     )
+    parser.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.row:  # a child process: one row, one JSON line
+        print("ROW " + json.dumps(run_row(args)), flush=True)
+        return
     device = torch.device(args.device)
-    if device.type == "cpu":
-        from models.host import keep_freed_memory
-
-        keep_freed_memory()  # as `occo train` does on CPU; process-wide, so every row gets it
-    bench = _bench_module("bench_losses")
-    release_style_forward = _bench_module("bench_fuse").release_style_forward
-    torch.manual_seed(0)
-    # Random weights, explicitly; channels_last as the trainer builds it.
-    vgg = VGGFeatures(random_init=True, device=device, channels_last=True)
-    batch = make_batch(args.batch, args.crop)
-    rows: dict[str, tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        occo = FusionObjective(ObjectiveConfig(groups=args.groups), vgg)
-        rows["occo"] = measure(
-            make_trainer(args, occo, False, Path(tmp)),
-            batch,
-            device,
-            args.repeats,
-            bench.PeakMemory,
+    wanted = ["occo"]
+    wanted += ["occo-bf16"] if device.type == "cuda" or args.bf16 else []
+    wanted += [] if args.skip_release else ["release"]
+    wanted += ["release-objective"] if args.split_release and not args.skip_release else []
+    rows: dict[str, dict] = {}
+    passed = [a for a in sys.argv[1:] if a not in ("--bf16", "--skip-release", "--split-release")]
+    for row in wanted:  # each in a fresh process: no heap state carries over between rows
+        child = subprocess.run(
+            [sys.executable, __file__, *passed, "--row", row],
+            capture_output=True,
+            text=True,
         )
-        if device.type == "cuda" or args.bf16:
-            rows["occo bf16"] = measure(
-                make_trainer(args, occo, True, Path(tmp)),
-                batch,
-                device,
-                args.repeats,
-                bench.PeakMemory,
-            )
-        if not args.skip_release:
-            release = ReleaseObjective(bench, vgg, args.groups)
-            trainer = make_trainer(args, release, False, Path(tmp), channels_last=False)
-            network = trainer.model
-            with torch.no_grad():  # same function in training mode (batch statistics)
-                vi, ir = (batch[k][:4].to(device) for k in ("vi", "ir"))
-                gap = (release_style_forward(network, vi, ir) - network(vi, ir)).abs().max()
-            print(f"release-style FIFN vs occo's FIFN, training mode: max |diff| {gap:.1e}")
-            network.forward = lambda vi, ir: release_style_forward(network, vi, ir)
-            rows["release's way"] = measure(trainer, batch, device, args.repeats, bench.PeakMemory)
-            if args.split_release:
-                rows["release's objective, occo's FIFN"] = measure(
-                    make_trainer(args, release, False, Path(tmp)),
-                    batch,
-                    device,
-                    args.repeats,
-                    bench.PeakMemory,
-                )
+        lines = [line for line in child.stdout.splitlines() if line.startswith("ROW ")]
+        if child.returncode or not lines:
+            sys.exit(f"row {row} failed:\n{child.stdout[-2000:]}\n{child.stderr[-4000:]}")
+        rows[ROWS[row]] = json.loads(lines[-1][4:])
+    if "fifn_gap" in rows.get(ROWS["release"], {}):
+        gap = rows[ROWS["release"]]["fifn_gap"]
+        print(f"release-style FIFN vs occo's FIFN, training mode: max |diff| {gap:.1e}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    threads = rows["occo"]["threads"]
     print(
         f"\nTraining step (FIFN forward + objective + backward + Adam): batch {args.batch}, "
-        f"{args.crop}x{args.crop} crops, {args.groups} groups, {name} ({torch.get_num_threads()} threads), "
-        f"median of {args.repeats} steps after one warm-up, VGG19 random weights\n"
+        f"{args.crop}x{args.crop} crops, {args.groups} groups, {name} ({threads} threads), "
+        f"median of {args.repeats} steps after one warm-up, VGG19 random weights, "
+        "one process per row\n"
     )
-    base = rows.get("release's way", (None,))[0]
-    print("| method | s / step | steps / s | speed-up vs release | peak memory (MiB) |")
-    print("|---|---:|---:|---:|---:|")
-    for label, (sec, peak) in rows.items():
+    base = rows.get(ROWS["release"], {}).get("seconds")
+    print(
+        "| method | s / step | steps / s | speed-up vs release | peak memory (MiB) "
+        "| process peak RSS (MiB) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, row in rows.items():
+        sec = row["seconds"]
         speed = f"{base / sec:.1f}x" if base else "-"
-        print(f"| {label} | {sec:.3f} | {1 / sec:.3f} | {speed} | {peak:.0f} |")
+        rss = f"{row['rss_mib']:.0f}" if device.type == "cpu" else "-"
+        print(f"| {label} | {sec:.3f} | {1 / sec:.3f} | {speed} | {row['heap_mib']:.0f} | {rss} |")
 
 
 if __name__ == "__main__":
