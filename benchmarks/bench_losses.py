@@ -241,10 +241,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cpu":
-        from models.host import keep_freed_memory
-
-        keep_freed_memory()  # as `occo train` does on CPU; process-wide, so every row gets it
     torch.manual_seed(0)
     # channels_last, as `occo train` builds it (faster convolutions on GPUs and with oneDNN).
     if args.vgg_weights:
