@@ -66,7 +66,8 @@ def fuse(
         "--tile",
         min=16,
         help="For images too large for memory: run the network in NxN windows (plus 80 px"
-        " of context per side, about 2x the compute); same output as whole images.",
+        " of context per side; 2-4x the compute, less for larger N); same output as whole"
+        " images.",
     ),
     amp: bool | None = typer.Option(
         None, "--amp/--no-amp", help="bf16/fp16 autocast \\[default: on for CUDA, off on CPU]."
