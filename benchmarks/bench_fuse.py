@@ -90,7 +90,7 @@ class _PeakMemory:
 
 
 def _pairs(dataset: str, count: int):
-    from data.pairing import pair_images
+    from occo.data.pairing import pair_images
 
     folder = DATASETS[dataset]
     return pair_images(folder / "ir", folder / "vi").pairs[:count]
@@ -107,7 +107,7 @@ def release_style_forward(model, vi_y, ir):
     import torch
     import torch.nn.functional as F
 
-    from models.blocks import upsample_to
+    from occo.models.blocks import upsample_to
 
     def conv_block(b, x):
         return F.relu(b.bn2(b.conv2(F.relu(b.bn1(b.conv1(x))))))
@@ -172,7 +172,7 @@ def _release_inputs(ir_path, vi_path, device):
     import cv2
     import torch
 
-    from data.color import rgb_to_ycbcr
+    from occo.data.color import rgb_to_ycbcr
 
     ir = cv2.imread(str(ir_path), cv2.IMREAD_GRAYSCALE)
     vi = cv2.cvtColor(cv2.imread(str(vi_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -187,8 +187,8 @@ def _release_e2e(model, pairs, out_dir: Path, device) -> float:
     import numpy as np
     import torch
 
-    from data.color import ycbcr_to_rgb
-    from models.fifn import minmax_normalize
+    from occo.data.color import ycbcr_to_rgb
+    from occo.models.fifn import minmax_normalize
 
     model.train()
     start = time.perf_counter()
@@ -202,7 +202,7 @@ def _release_e2e(model, pairs, out_dir: Path, device) -> float:
 
 
 def _occo_e2e(fuser, pairs, out_dir: Path, workers: int) -> float:
-    from models.fuser import FileFuser, FuseJob
+    from occo.models.fuser import FileFuser, FuseJob
 
     jobs = [FuseJob(stem, ir, vi, out_dir / f"{stem}.png") for stem, ir, vi in pairs]
     runner = FileFuser(fuser, workers=workers)
@@ -222,8 +222,8 @@ def memory_worker(args) -> None:
 
     import torch
 
-    from models.fifn import FIFN
-    from models.fuser import Fuser
+    from occo.models.fifn import FIFN
+    from occo.models.fuser import Fuser
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -253,9 +253,9 @@ def worker(args) -> None:
 
     import torch
 
-    from models.fifn import FIFN
-    from models.fuser import FuseJob, Fuser, luminance, read_pair
-    from models.host import keep_freed_memory
+    from occo.models.fifn import FIFN
+    from occo.models.fuser import FuseJob, Fuser, luminance, read_pair
+    from occo.models.host import keep_freed_memory
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -335,7 +335,7 @@ def _flops_640x480() -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from models.fifn import FIFN
+    from occo.models.fifn import FIFN
 
     model = FIFN().to("meta").eval()
     x = torch.empty(1, 1, 480, 640, device="meta")

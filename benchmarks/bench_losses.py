@@ -41,11 +41,11 @@ import torchvision
 # Run from a checkout: the project's packages are importable without (re)installing.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from losses.contextual import contextual_distance  # noqa: E402
-from losses.objective import FusionObjective, ObjectiveConfig  # noqa: E402
-from losses.pixel import PixelLoss  # noqa: E402
-from losses.vgg import VGGFeatures  # noqa: E402
-from masks.regions import split_regions  # noqa: E402
+from occo.losses.contextual import contextual_distance  # noqa: E402
+from occo.losses.objective import FusionObjective, ObjectiveConfig  # noqa: E402
+from occo.losses.pixel import PixelLoss  # noqa: E402
+from occo.losses.vgg import VGGFeatures  # noqa: E402
+from occo.masks.regions import split_regions  # noqa: E402
 
 TERMS = {  # name -> (region, positive, negative, weight)
     "unique_vi": ("unique_vi", "vi", "ir", 1.0),

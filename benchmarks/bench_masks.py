@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import masks_tiny as tiny  # noqa: E402
 
-from data.io import write_image_atomic  # noqa: E402
-from data.pairing import pair_images  # noqa: E402
-from masks.generate import ModelMaskConfig, ModelMaskSource, generate_masks  # noqa: E402
-from masks.labels import LabelMaskSource  # noqa: E402
+from occo.data.io import write_image_atomic  # noqa: E402
+from occo.data.pairing import pair_images  # noqa: E402
+from occo.masks.generate import ModelMaskConfig, ModelMaskSource, generate_masks  # noqa: E402
+from occo.masks.labels import LabelMaskSource  # noqa: E402
 
 
 def reset_peak(device: torch.device) -> None:

@@ -34,10 +34,10 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.io import read_image  # noqa: E402
-from eval.metrics import METRIC_NAMES, compute_metrics  # noqa: E402
-from eval.metrics.inputs import to_gray_uint8  # noqa: E402
-from eval.scoring import ImageJob, default_workers, score_jobs  # noqa: E402
+from occo.data.io import read_image  # noqa: E402
+from occo.eval.metrics import METRIC_NAMES, compute_metrics  # noqa: E402
+from occo.eval.metrics.inputs import to_gray_uint8  # noqa: E402
+from occo.eval.scoring import ImageJob, default_workers, score_jobs  # noqa: E402
 
 # --------------------------------------------------------------------------------------
 # Straightforward implementation (baseline): the formulas written directly, per metric.

@@ -47,10 +47,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from losses.objective import FusionObjective, ObjectiveConfig  # noqa: E402
-from losses.vgg import VGGFeatures  # noqa: E402
-from models.train_config import TrainConfig  # noqa: E402
-from models.trainer import Trainer  # noqa: E402
+from occo.losses.objective import FusionObjective, ObjectiveConfig  # noqa: E402
+from occo.losses.vgg import VGGFeatures  # noqa: E402
+from occo.models.train_config import TrainConfig  # noqa: E402
+from occo.models.trainer import Trainer  # noqa: E402
 
 
 def _bench_module(name: str):
@@ -148,7 +148,7 @@ def run_row(args) -> dict:
 
     device = torch.device(args.device)
     if device.type == "cpu" and args.row.startswith("occo"):
-        from models.host import keep_freed_memory
+        from occo.models.host import keep_freed_memory
 
         keep_freed_memory()  # as `occo train` does on CPU (the release's script does not)
     bench = _bench_module("bench_losses")

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.errors import OccoError
+from occo.data.errors import OccoError
 
 
 class ImageReadError(OccoError, ValueError):

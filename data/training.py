@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from data.errors import OccoError
-from data.io import read_image
+from occo.data.errors import OccoError
+from occo.data.io import read_image
 
 #: Folder names recognised for the two modalities, in order of preference.
 IR_DIR_NAMES = ("ir", "IR", "infrared", "Infrared", "inf", "thermal")

@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from data.errors import OccoError
-from data.io import write_bytes_atomic
-from data.version import OCCO_VERSION
+from occo.data.errors import OccoError
+from occo.data.io import write_bytes_atomic
+from occo.data.version import OCCO_VERSION
 
 #: File name of the manifest inside a fuse output folder.
 MANIFEST_NAME = "occo-fuse.json"

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from data.io import write_bytes_atomic
-from data.version import OCCO_VERSION
-from eval.metrics import CONVENTIONS, METRIC_INFO, METRIC_NAMES
-from eval.scoring import FolderPlan, ImageScore
+from occo.data.io import write_bytes_atomic
+from occo.data.version import OCCO_VERSION
+from occo.eval.metrics import CONVENTIONS, METRIC_INFO, METRIC_NAMES
+from occo.eval.scoring import FolderPlan, ImageScore
 
 
 @dataclass

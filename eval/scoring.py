@@ -18,11 +18,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.errors import OccoError
-from data.io import read_image
-from data.pairing import list_images
-from eval.manifest import MANIFEST_NAME, read_fuse_manifest
-from eval.metrics import (
+from occo.data.errors import OccoError
+from occo.data.io import read_image
+from occo.data.pairing import list_images
+from occo.eval.manifest import MANIFEST_NAME, read_fuse_manifest
+from occo.eval.metrics import (
     METRIC_NAMES,
     SOURCE_FREE,
     GrayInputs,

@@ -1,20 +1,20 @@
 """OCCO's training objective: VGG19 features, contextual similarity, the contextual
 contrastive loss over object regions and the pixel losses (FACTS section 3)."""
 
-from losses.contextual import (
+from occo.losses.contextual import (
     ContextualDistance,
     ContextualSimilarity,
     contextual_distance,
     contextual_similarity,
 )
-from losses.contrastive import (
+from occo.losses.contrastive import (
     BatchGroupingError,
     ContextualContrastiveLoss,
     contextual_contrastive_loss,
 )
-from losses.objective import FusionObjective, ObjectiveConfig
-from losses.pixel import SSIM, PixelLoss, intensity_loss, ssim, ssim_loss, texture_loss
-from losses.vgg import VGGFeatures, VGGWeightsError, build_vgg_features
+from occo.losses.objective import FusionObjective, ObjectiveConfig
+from occo.losses.pixel import SSIM, PixelLoss, intensity_loss, ssim, ssim_loss, texture_loss
+from occo.losses.vgg import VGGFeatures, VGGWeightsError, build_vgg_features
 
 __all__ = [
     "SSIM",

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from data.errors import OccoError
-from losses.contextual import DEFAULT_MAX_POINTS, contextual_distance
-from losses.vgg import GRAY_LAYER, VGGFeatures
+from occo.data.errors import OccoError
+from occo.losses.contextual import DEFAULT_MAX_POINTS, contextual_distance
+from occo.losses.vgg import GRAY_LAYER, VGGFeatures
 
 #: term name -> (region, positive modality, negative modality)
 TERMS: dict[str, tuple[str, str, str]] = {

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from data.errors import OccoError
-from losses.contextual import DEFAULT_MAX_POINTS
-from losses.contrastive import ContextualContrastiveLoss, group_size
-from losses.pixel import PixelLoss
-from losses.vgg import VGGFeatures, build_vgg_features
+from occo.data.errors import OccoError
+from occo.losses.contextual import DEFAULT_MAX_POINTS
+from occo.losses.contrastive import ContextualContrastiveLoss, group_size
+from occo.losses.pixel import PixelLoss
+from occo.losses.vgg import VGGFeatures, build_vgg_features
 
 OBJECTIVES = ("occo", "pixel")
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.errors import OccoError
+from occo.data.errors import OccoError
 
 # torchvision's configuration "E" (VGG19) up to conv5_4; "M" is a 2x2 max-pool.
 _VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M")

@@ -4,8 +4,8 @@ The trainer needs only :func:`open_mask_store` and :func:`split_regions`; the mo
 imported when mask generation starts, never at ``import masks``.
 """
 
-from masks.regions import Regions, split_regions
-from masks.store import (
+from occo.masks.regions import Regions, split_regions
+from occo.masks.store import (
     MaskReader,
     MaskStoreError,
     ModalityMasks,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.errors import OccoError
+from occo.data.errors import OccoError
 
 #: The detector occo uses unless told otherwise (172 M parameters, 689 MB).
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"

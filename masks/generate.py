@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 import torch
 
-from data.io import read_image
-from data.version import OCCO_VERSION
-from masks.detector import (
+from occo.data.io import read_image
+from occo.data.version import OCCO_VERSION
+from occo.masks.detector import (
     DEFAULT_DETECTOR,
     DEFAULT_PROMPT,
     GroundingDinoDetector,
@@ -31,8 +31,8 @@ from masks.detector import (
     normalize_prompt,
     to_rgb8,
 )
-from masks.segmenter import DEFAULT_SEGMENTER, BoxSegmenter, load_segmenter, segmenter_source
-from masks.store import (
+from occo.masks.segmenter import DEFAULT_SEGMENTER, BoxSegmenter, load_segmenter, segmenter_source
+from occo.masks.store import (
     FORMAT,
     STORE_VERSION,
     MaskReader,

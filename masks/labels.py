@@ -13,10 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.errors import OccoError
-from data.io import read_image
-from data.pairing import list_images
-from masks.store import ModalityMasks, PairMasks
+from occo.data.errors import OccoError
+from occo.data.io import read_image
+from occo.data.pairing import list_images
+from occo.masks.store import ModalityMasks, PairMasks
 
 #: Class indices of person and car in MSRS label maps (0 is unlabelled).
 MSRS_PERSON_CAR = (2, 1)

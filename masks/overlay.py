@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from masks.detector import to_rgb8
-from masks.regions import split_regions
-from masks.store import ModalityMasks, PairMasks
+from occo.masks.detector import to_rgb8
+from occo.masks.regions import split_regions
+from occo.masks.store import ModalityMasks, PairMasks
 
 #: RGB colours of the overlay.
 MASK_COLOUR = (0, 220, 90)

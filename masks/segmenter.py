@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masks.detector import (
+from occo.masks.detector import (
     ModelLoadError,
     autocast,
     image_processor_on_device,

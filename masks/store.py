@@ -32,8 +32,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from data.errors import OccoError
-from data.io import write_bytes_atomic
+from occo.data.errors import OccoError
+from occo.data.io import write_bytes_atomic
 
 FORMAT = "occo-masks"
 PART_FORMAT = "occo-masks-part"
@@ -657,7 +657,7 @@ def summarize_store(
         mask pixels: mean, median, min, max) and regions the mean fraction of each region
         over pairs whose two masks have one size.
     """
-    from masks.regions import split_regions
+    from occo.masks.regions import split_regions
 
     stems = reader.stems()
     cover: dict[str, list[float]] = {m: [] for m in MODALITIES}
@@ -722,7 +722,7 @@ def export_masks(
     Returns:
         The number of pairs written.
     """
-    from data.io import write_image_atomic
+    from occo.data.io import write_image_atomic
 
     out_dir = Path(out_dir)
     stems = reader.stems() if stems is None else list(stems)

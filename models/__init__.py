@@ -1,6 +1,6 @@
 """FIFN, the fusion network of OCCO: its blocks, weight files and the Fuser (inference)."""
 
-from models.checkpoint import (
+from occo.models.checkpoint import (
     DEFAULT_WEIGHTS,
     WeightsError,
     convert_release_checkpoint,
@@ -8,9 +8,9 @@ from models.checkpoint import (
     read_weights_metadata,
     save_weights,
 )
-from models.config import FIFNConfig
-from models.fifn import FIFN, count_parameters, fold_batchnorm, minmax_normalize
-from models.fuser import Fuser
+from occo.models.config import FIFNConfig
+from occo.models.fifn import FIFN, count_parameters, fold_batchnorm, minmax_normalize
+from occo.models.fuser import Fuser
 
 __all__ = [
     "DEFAULT_WEIGHTS",

@@ -24,11 +24,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from data.errors import OccoError
-from data.io import write_bytes_atomic
-from data.version import OCCO_VERSION
-from models.config import FIFNConfig
-from models.fifn import FIFN, count_parameters
+from occo.data.errors import OccoError
+from occo.data.io import write_bytes_atomic
+from occo.data.version import OCCO_VERSION
+from occo.models.config import FIFNConfig
+from occo.models.fifn import FIFN, count_parameters
 
 WEIGHTS_FORMAT = "occo-fifn"
 #: Where the bundled default weights live (produced by training; may be absent).

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from models.blocks import FIFB, ConvBlock, MergeBlock, UpBlock
-from models.config import FIFNConfig
+from occo.models.blocks import FIFB, ConvBlock, MergeBlock, UpBlock
+from occo.models.config import FIFNConfig
 
 
 def minmax_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data.color import rgb_to_ycbcr, ycbcr_to_rgb
-from data.io import is_gray_content, read_image, write_image_atomic
-from models.fifn import FIFN, fold_batchnorm, minmax_normalize
-from models.tiling import receptive_margin, tiled_forward
+from occo.data.color import rgb_to_ycbcr, ycbcr_to_rgb
+from occo.data.io import is_gray_content, read_image, write_image_atomic
+from occo.models.fifn import FIFN, fold_batchnorm, minmax_normalize
+from occo.models.tiling import receptive_margin, tiled_forward
 
 IR16Mode = Literal["percentile", "minmax", "full"]
 #: Percentiles of the 16-bit infrared stretch: robust to dead and saturated pixels.

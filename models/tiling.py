@@ -29,8 +29,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from models.blocks import FusionContext, context_from_gram, gram, pad_to, to_tokens
-from models.fifn import FIFN
+from occo.models.blocks import FusionContext, context_from_gram, gram, pad_to, to_tokens
+from occo.models.fifn import FIFN
 
 #: One axis of a window: (window start, window end, core start, core end) in pixels.
 Span = tuple[int, int, int, int]

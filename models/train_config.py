@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from data.errors import OccoError
-from losses.objective import ObjectiveConfig
-from models.config import FIFNConfig
+from occo.data.errors import OccoError
+from occo.losses.objective import ObjectiveConfig
+from occo.models.config import FIFNConfig
 
 #: Metrics computed on the validation pairs after every epoch (all: higher is better).
 VAL_METRICS = ("EN", "SF", "AG", "CC", "SD", "VIF", "Qabf")

@@ -36,13 +36,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from data.errors import OccoError
-from data.io import write_bytes_atomic, write_image_atomic
-from data.training import FusionCropDataset, GroupedBatchSampler, MaskReader, seed_worker
-from data.version import OCCO_VERSION
-from models.checkpoint import save_weights
-from models.fifn import FIFN, minmax_normalize
-from models.train_config import RESUMABLE_CHANGES, TrainConfig
+from occo.data.errors import OccoError
+from occo.data.io import write_bytes_atomic, write_image_atomic
+from occo.data.training import FusionCropDataset, GroupedBatchSampler, MaskReader, seed_worker
+from occo.data.version import OCCO_VERSION
+from occo.models.checkpoint import save_weights
+from occo.models.fifn import FIFN, minmax_normalize
+from occo.models.train_config import RESUMABLE_CHANGES, TrainConfig
 
 CHECKPOINT_FORMAT = "occo-train-checkpoint"
 Pair = tuple[str, Path, Path]
@@ -384,7 +384,7 @@ class Trainer:
             )
         self.regions_fn = regions_fn
         if config.uses_groups and regions_fn is None:
-            from masks.regions import split_regions
+            from occo.masks.regions import split_regions
 
             self.regions_fn = split_regions
         self.optimizer = torch.optim.Adam(
@@ -480,11 +480,11 @@ class Trainer:
         return torch.bfloat16 if amp and self.device.type == "cpu" else None
 
     def _build_objective(self) -> nn.Module:
-        from losses.objective import FusionObjective
+        from occo.losses.objective import FusionObjective
 
         vgg = None
         if self.config.uses_groups:
-            from losses.vgg import build_vgg_features
+            from occo.losses.vgg import build_vgg_features
 
             path = getattr(self.config.objective, "vgg_weights", None)
             if path is not None and Path(path).is_file():
@@ -691,9 +691,9 @@ class Trainer:
         return scores
 
     def _validate_main(self) -> dict[str, float]:
-        from data.io import read_image
-        from eval.metrics import compute_metrics
-        from models.fuser import Fuser
+        from occo.data.io import read_image
+        from occo.eval.metrics import compute_metrics
+        from occo.models.fuser import Fuser
 
         cfg, state = self.config, self.state
         pairs = self.val_pairs[: cfg.val_max_pairs]
@@ -820,7 +820,7 @@ def prepare_training_pair(ir: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, n
     Returns:
         ``(ir, vi_y)``, each ``(H, W)`` float32 in [0, 1].
     """
-    from models.fuser import luminance, prepare_pair
+    from occo.models.fuser import luminance, prepare_pair
 
     pair = prepare_pair(ir, vi)
     return pair.ir[0].numpy(), luminance(pair.vi[None])[0, 0].numpy()

@@ -7,9 +7,9 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from data.errors import OccoError
-from data.version import OCCO_VERSION
-from occo_cli.console import err
+from occo.cli.console import err
+from occo.data.errors import OccoError
+from occo.data.version import OCCO_VERSION
 
 # The order commands appear in `occo --help`: the workflow's order, masks to metrics.
 COMMAND_ORDER = ("masks", "train", "fuse", "metrics", "convert")
@@ -51,11 +51,11 @@ def _root(
 
 
 # Each command module adds itself to `app` on import; COMMAND_ORDER sets the --help order.
-from occo_cli import convert as _convert  # noqa: E402,F401
-from occo_cli import fuse as _fuse  # noqa: E402,F401
-from occo_cli import masks as _masks  # noqa: E402,F401
-from occo_cli import metrics as _metrics  # noqa: E402,F401
-from occo_cli import train as _train  # noqa: E402,F401
+from occo.cli import convert as _convert  # noqa: E402,F401
+from occo.cli import fuse as _fuse  # noqa: E402,F401
+from occo.cli import masks as _masks  # noqa: E402,F401
+from occo.cli import metrics as _metrics  # noqa: E402,F401
+from occo.cli import train as _train  # noqa: E402,F401
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from occo_cli.app import app
-from occo_cli.console import fail, note, out
+from occo.cli.app import app
+from occo.cli.console import fail, note, out
 
 
 @app.command("convert")
@@ -30,7 +30,7 @@ def convert(
         occo convert occo.pth weights/occo_release.safetensors
         occo fuse ir/ vi/ fused/ --weights weights/occo_release.safetensors
     """
-    from models.checkpoint import convert_release_checkpoint
+    from occo.models.checkpoint import convert_release_checkpoint
 
     if dst.suffix != ".safetensors":
         fail(f"DST {dst} should end in .safetensors")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from occo_cli.app import app
-from occo_cli.console import err, fail, note, out, progress_bar, warn
+from occo.cli.app import app
+from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 _IR16 = ("percentile", "minmax", "full")
 
@@ -94,12 +94,12 @@ def fuse(
         occo fuse ir/ vi/ fused/ --device cuda --batch-size 16 --tile 1024
         occo metrics fused/tno
     """
-    from data.errors import OccoError
-    from data.pairing import pair_images
-    from eval.manifest import write_fuse_manifest
-    from models.checkpoint import load_weights, read_weights_metadata, resolve_weights
-    from models.fuser import FileFuser, FuseJob, Fuser
-    from models.host import cpu_has_native_bf16, keep_freed_memory
+    from occo.data.errors import OccoError
+    from occo.data.pairing import pair_images
+    from occo.eval.manifest import write_fuse_manifest
+    from occo.models.checkpoint import load_weights, read_weights_metadata, resolve_weights
+    from occo.models.fuser import FileFuser, FuseJob, Fuser
+    from occo.models.host import cpu_has_native_bf16, keep_freed_memory
 
     if ir16 not in _IR16:
         fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")

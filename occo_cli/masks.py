@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from occo_cli.app import app
-from occo_cli.console import err, fail, note, out, progress_bar, warn
+from occo.cli.app import app
+from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 masks_app = typer.Typer(
     name="masks",
@@ -36,8 +36,8 @@ def _find_folder(dataset: Path, names: tuple[str, ...], what: str, option: str) 
 def _dataset_pairs(
     dataset: Path, ir_dir: Path | None, vi_dir: Path | None
 ) -> tuple[list, Path, Path]:
-    from data.pairing import pair_images
-    from data.training import IR_DIR_NAMES, VI_DIR_NAMES
+    from occo.data.pairing import pair_images
+    from occo.data.training import IR_DIR_NAMES, VI_DIR_NAMES
 
     ir_dir = ir_dir or _find_folder(dataset, IR_DIR_NAMES, "infrared", "--ir-dir")
     vi_dir = vi_dir or _find_folder(dataset, VI_DIR_NAMES, "visible", "--vi-dir")
@@ -160,9 +160,9 @@ def gen(
         occo masks gen data/FMB --detector ./grounding-dino-base --segmenter sam:vit_h:sam_vit_h_4b8939.pth
         occo masks gen data/MSRS --labels data/MSRS/Segmentation_labels --classes 1,2
         occo masks gen data/FMB --labels data/FMB/Label --class-names fmb_classes.txt --classes person,car
-        torchrun --nproc-per-node 4 -m occo_cli masks gen data/FMB
+        torchrun --nproc-per-node 4 -m occo masks gen data/FMB
     """
-    from masks.generate import (
+    from occo.masks.generate import (
         DistContext,
         ModelMaskConfig,
         ModelMaskSource,
@@ -178,7 +178,7 @@ def gen(
     lead = dist.rank == 0
     try:
         if labels is not None:
-            from masks.labels import LabelMaskSource, parse_classes, read_class_names
+            from occo.masks.labels import LabelMaskSource, parse_classes, read_class_names
 
             if not classes:
                 fail("--labels needs --classes, e.g. --classes 1,2 (MSRS: car 1, person 2)")
@@ -262,7 +262,7 @@ def _order(key: str) -> tuple[int, str]:
 
 def _open(store: Path):
     """The store, or while `masks gen` has not written it yet, the pairs it has done so far."""
-    from masks.store import PartsReader, open_mask_store
+    from occo.masks.store import PartsReader, open_mask_store
 
     if not store.exists():
         try:
@@ -300,8 +300,8 @@ def show(
     Example:
         occo masks show data/FMB/masks.h5 00012 00034 --out overlays/
     """
-    from data.io import read_image, write_image_atomic
-    from masks.overlay import render_pair
+    from occo.data.io import read_image, write_image_atomic
+    from occo.masks.overlay import render_pair
 
     reader = _open(store)
     folders = {}
@@ -338,7 +338,7 @@ def export(
     Example:
         occo masks export data/FMB/masks.h5 data/FMB
     """
-    from masks.store import export_masks
+    from occo.masks.store import export_masks
 
     reader = _open(store)
     with progress_bar() as bar:
@@ -364,7 +364,7 @@ def info(
     Example:
         occo masks info data/FMB/masks.h5
     """
-    from masks.store import PartsJournal, summarize_store
+    from occo.masks.store import PartsJournal, summarize_store
 
     reader = _open(store)
     with progress_bar(disable=as_json or len(reader) < 200) as bar:

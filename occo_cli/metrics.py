@@ -10,9 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from data.errors import OccoError
-from eval.metrics import CONVENTIONS, METRIC_INFO, parse_metric_names
-from eval.report import (
+from occo.cli.app import app
+from occo.cli.console import err, fail, note, out, progress_bar, warn
+from occo.data.errors import OccoError
+from occo.eval.metrics import CONVENTIONS, METRIC_INFO, parse_metric_names
+from occo.eval.report import (
     MethodSummary,
     best_methods,
     metric_columns,
@@ -20,15 +22,13 @@ from eval.report import (
     summarize,
     write_scores_csv,
 )
-from eval.scoring import (
+from occo.eval.scoring import (
     FolderPlan,
     default_workers,
     plan_folder,
     score_jobs,
     unique_method_names,
 )
-from occo_cli.app import app
-from occo_cli.console import err, fail, note, out, progress_bar, warn
 
 
 def _format(value: float) -> str:

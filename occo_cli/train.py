@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
-from occo_cli.app import app
-from occo_cli.console import err, fail, note, out, progress_bar, warn
+from occo.cli.app import app
+from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 _OBJECTIVES = ("occo", "pixel")
 
@@ -74,12 +74,12 @@ def train(
         occo masks gen data/fmb && occo train data/fmb --out runs/fmb
         occo train data/fmb --out runs/fmb --resume
         occo train data/roadscene --objective pixel --crop 128 --epochs 5
-        torchrun --nproc-per-node 4 -m occo_cli train data/fmb --out runs/fmb4
+        torchrun --nproc-per-node 4 -m occo train data/fmb --out runs/fmb4
     """
-    from data.pairing import pair_images
-    from data.training import find_modality_dirs, split_holdout
-    from models.train_config import TrainConfig, load_config_file
-    from models.trainer import Trainer, load_checkpoint, stop_on_signals
+    from occo.data.pairing import pair_images
+    from occo.data.training import find_modality_dirs, split_holdout
+    from occo.models.train_config import TrainConfig, load_config_file
+    from occo.models.trainer import Trainer, load_checkpoint, stop_on_signals
 
     if objective is not None and objective not in _OBJECTIVES:
         fail(f"--objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
@@ -129,8 +129,8 @@ def train(
                 f"no mask store at {mask_path}: run `occo masks gen {dataset}` first, pass --masks FILE, "
                 "or train without masks with --objective pixel"
             )
-        from data.training import pairs_with_masks
-        from masks.store import open_mask_store
+        from occo.data.training import pairs_with_masks
+        from occo.masks.store import open_mask_store
 
         mask_source = functools.partial(open_mask_store, mask_path)
         kept, missing, empty = pairs_with_masks(pairs, mask_source())
@@ -175,7 +175,7 @@ def train(
                 f"amp {info['amp']}; run folder {run}"
             )
             if info["amp"] == "bfloat16" and str(info["device"]).startswith("cpu"):
-                from models.host import cpu_has_native_bf16
+                from occo.models.host import cpu_has_native_bf16
 
                 if cpu_has_native_bf16() is False:
                     warn("this CPU has no bf16 instructions (AVX512-BF16 or AMX): --amp runs "
@@ -214,7 +214,7 @@ def train(
         on_event=on_event,
     )
     if trainer.device.type == "cpu":
-        from models.host import keep_freed_memory
+        from occo.models.host import keep_freed_memory
 
         keep_freed_memory()  # large CPU tensors reuse freed heap instead of faulting pages in
     try:

@@ -30,9 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.io import read_image  # noqa: E402
-from eval.metrics.inputs import to_gray_uint8  # noqa: E402
-from eval.scoring import ImageJob, default_workers, score_jobs  # noqa: E402
+from occo.data.io import read_image  # noqa: E402
+from occo.eval.metrics.inputs import to_gray_uint8  # noqa: E402
+from occo.eval.scoring import ImageJob, default_workers, score_jobs  # noqa: E402
 
 
 def _vif_extended(ref: np.ndarray, dist: np.ndarray) -> float:

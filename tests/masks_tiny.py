@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import torch
 
-from data.io import write_image_atomic
+from occo.data.io import write_image_atomic
 
 PROMPT = "The scene captures a group of pedestrians or cars."
 #: Grounding DINO hard-codes bert-base-uncased ids of [CLS], [SEP], "." and "?".

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from data.errors import OccoError
-from data.io import read_image, write_image_atomic
-from models.checkpoint import save_weights
-from models.config import FIFNConfig
-from models.fifn import FIFN
-from occo_cli.app import app
-
-TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
+from occo.cli.app import app
+from occo.data.errors import OccoError
+from occo.data.io import read_image, write_image_atomic
+from occo.models.checkpoint import save_weights
+from occo.models.fifn import FIFN
+from tests.helpers import TINY_FIFN, release_state_dict
 
 
 @pytest.fixture
@@ -49,7 +45,7 @@ def dataset(tmp_path):
     write_image_atomic(ir_dir / "lonely.png", img(20, 20))
     torch.manual_seed(0)
     weights = tmp_path / "tiny.safetensors"
-    save_weights(weights, FIFN(TINY).eval(), metadata={"source": "test"})
+    save_weights(weights, FIFN(TINY_FIFN).eval(), metadata={"source": "test"})
     return ir_dir, vi_dir, weights
 
 
@@ -108,9 +104,9 @@ def test_fuse_refuses_output_inside_inputs(dataset):
 
 
 def test_fuse_without_weights_says_how_to_get_them(dataset, tmp_path, monkeypatch):
-    import models.checkpoint
+    import occo.models.checkpoint
 
-    monkeypatch.setattr(models.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
+    monkeypatch.setattr(occo.models.checkpoint, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
     ir_dir, vi_dir, _ = dataset
     result = _fuse(ir_dir, vi_dir, tmp_path / "out")
     assert isinstance(result.exception, OccoError)
@@ -118,15 +114,8 @@ def test_fuse_without_weights_says_how_to_get_them(dataset, tmp_path, monkeypatc
 
 
 def test_convert_then_fuse(dataset, tmp_path):
-    # The release-format generator lives beside this file (tests are not a package).
-    spec = importlib.util.spec_from_file_location(
-        "_release", Path(__file__).with_name("test_models_checkpoint.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    release_state_dict = module.release_state_dict
     ir_dir, vi_dir, _ = dataset
-    torch.save({"state_dict": release_state_dict((4, 8, 8, 12))}, tmp_path / "occo.pth")
+    torch.save({"state_dict": release_state_dict(TINY_FIFN.widths)}, tmp_path / "occo.pth")
     dst = tmp_path / "release.safetensors"
     runner = CliRunner()
     result = runner.invoke(
@@ -144,7 +133,7 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
     import builtins
     import io
 
-    import models.host as host_module
+    import occo.models.host as host_module
 
     def fake_open(flags):
         def opener(path, *args, **kwargs):
@@ -162,7 +151,7 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
 
 
 def test_amp_on_a_cpu_without_bf16_warns(dataset, tmp_path, monkeypatch):
-    import models.host as host_module
+    import occo.models.host as host_module
 
     ir_dir, vi_dir, weights = dataset
     monkeypatch.setattr(host_module, "cpu_has_native_bf16", lambda: False)

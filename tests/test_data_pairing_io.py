@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import (
+from occo.data import (
     ImageReadError,
     pair_images,
     read_image,
@@ -14,7 +14,7 @@ from data import (
     write_image_atomic,
     ycbcr_to_rgb,
 )
-from data.pairing import DuplicateStemError
+from occo.data.pairing import DuplicateStemError
 
 
 def _touch_image(path, shape=(4, 5), dtype=np.uint8):
@@ -125,7 +125,7 @@ def test_ycbcr_round_trip_within_one_grey_level():
 def test_atomic_write_gives_normal_permissions(tmp_path):
     import os
 
-    from data.io import write_bytes_atomic
+    from occo.data.io import write_bytes_atomic
 
     umask = os.umask(0o022)
     try:

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from data.errors import OccoError
-from eval.manifest import write_fuse_manifest
-from occo_cli.app import app
+from occo.cli.app import app
+from occo.data.errors import OccoError
+from occo.eval.manifest import write_fuse_manifest
 
 
 @pytest.fixture

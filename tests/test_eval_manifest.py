@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from data.version import OCCO_VERSION
-from eval.manifest import (
+from occo.data.version import OCCO_VERSION
+from occo.eval.manifest import (
     MANIFEST_NAME,
     ManifestError,
     read_fuse_manifest,

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from data import read_image, toolkit_gray
-from eval.metrics import (
+from occo.data import read_image, toolkit_gray
+from occo.eval.metrics import (
     METRIC_NAMES,
     SOURCE_FREE,
     MetricInputError,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.metrics import vif_exact
-from eval.metrics.filters import filter_patches_ordered, gaussian_window_2d, window_patches
-from eval.metrics.inputs import GrayInputs
-from eval.metrics.structural import vif
+from occo.eval.metrics import vif_exact
+from occo.eval.metrics.filters import filter_patches_ordered, gaussian_window_2d, window_patches
+from occo.eval.metrics.inputs import GrayInputs
+from occo.eval.metrics.structural import vif
 
 
 def _correlate_loops(image: np.ndarray, window: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from losses.contextual import (
+from occo.losses.contextual import (
     LOG_EPS,
     ContextualDistance,
     ContextualSimilarity,

@@ -7,12 +7,12 @@ import urllib.error
 import pytest
 import torch
 
-from data.errors import OccoError
-from losses.contextual import contextual_distance
-from losses.contrastive import BatchGroupingError, contextual_contrastive_loss, group_size
-from losses.objective import FusionObjective, ObjectiveConfig, ObjectiveConfigError
-from losses.vgg import VGGFeatures, VGGWeightsError
-from masks.regions import Regions, split_regions
+from occo.data.errors import OccoError
+from occo.losses.contextual import contextual_distance
+from occo.losses.contrastive import BatchGroupingError, contextual_contrastive_loss, group_size
+from occo.losses.objective import FusionObjective, ObjectiveConfig, ObjectiveConfigError
+from occo.losses.vgg import VGGFeatures, VGGWeightsError
+from occo.masks.regions import Regions, split_regions
 
 SIZE = 32  # relu5_4 is 2x2, relu4_4 4x4
 # A random VGG19 on such tiny maps gives nearly identical masked features (CX ~ 1, D ~ 0);

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from losses.pixel import (
+from occo.losses.pixel import (
     SSIM,
     PixelLoss,
     gaussian_window,

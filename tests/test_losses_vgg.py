@@ -8,8 +8,8 @@ import pytest
 import torch
 import torchvision
 
-from data.errors import OccoError
-from losses.vgg import (
+from occo.data.errors import OccoError
+from occo.losses.vgg import (
     GRAY_LAYER,
     LAYER_INDEX,
     VGGFeatures,

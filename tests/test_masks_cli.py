@@ -3,32 +3,29 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import masks_tiny as tiny  # noqa: E402
-
-from data.io import read_image, write_image_atomic  # noqa: E402
-from masks.labels import (  # noqa: E402
+from occo.data.io import read_image, write_image_atomic  # noqa: E402
+from occo.masks.labels import (  # noqa: E402
     LabelMapError,
     class_boxes,
     mask_from_labels,
     parse_classes,
     read_class_names,
 )
-from masks.store import SettingsMismatchError, open_mask_store  # noqa: E402
+from occo.masks.store import SettingsMismatchError, open_mask_store  # noqa: E402
+from tests import masks_tiny as tiny
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def app():
-    from occo_cli.app import app
+    from occo.cli.app import app
 
     return app
 
@@ -235,7 +232,7 @@ def test_label_masks_by_class_name(app, tmp_path):
 
 
 def test_show_and_info_read_an_unfinished_run(app, tmp_path):
-    from masks.store import ModalityMasks, PairMasks, PartsJournal
+    from occo.masks.store import ModalityMasks, PairMasks, PartsJournal
 
     dataset = tiny.write_dataset(tmp_path / "ds", pairs=2)
     store = dataset / "masks.h5"
@@ -263,8 +260,8 @@ def test_show_and_info_read_an_unfinished_run(app, tmp_path):
 
 
 def test_overlay_panels():
-    from masks.overlay import render_pair
-    from masks.store import ModalityMasks, PairMasks
+    from occo.masks.overlay import render_pair
+    from occo.masks.store import ModalityMasks, PairMasks
 
     image = np.full((30, 40), 100, np.uint8)
     mask = np.zeros((30, 40), np.uint8)

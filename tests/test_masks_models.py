@@ -3,24 +3,21 @@ classes, built from configs, saved and loaded back by path; offline)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import masks_tiny as tiny  # noqa: E402
-
-from masks.detector import (  # noqa: E402
+from occo.masks.detector import (  # noqa: E402
     GroundingDinoDetector,
     ModelLoadError,
     normalize_prompt,
     to_rgb8,
 )
-from masks.generate import ModelMaskConfig, ModelMaskSource  # noqa: E402
-from masks.segmenter import HFSamSegmenter, MetaSamSegmenter, load_segmenter  # noqa: E402
+from occo.masks.generate import ModelMaskConfig, ModelMaskSource  # noqa: E402
+from occo.masks.segmenter import HFSamSegmenter, MetaSamSegmenter, load_segmenter  # noqa: E402
+from tests import masks_tiny as tiny
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from masks.regions import Regions, split_regions
+from occo.masks.regions import Regions, split_regions
 
 
 def test_torch_regions_follow_the_formulas():

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import masks_tiny as tiny  # noqa: E402
+from tests import masks_tiny as tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = 12
@@ -43,7 +42,7 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Tiny models, a dataset, and the store of one uninterrupted in-process run."""
-    from occo_cli.app import app
+    from occo.cli.app import app
 
     folder = tmp_path_factory.mktemp("resume")
     detector = tiny.save_grounding_dino(folder / "gdino")
@@ -66,7 +65,7 @@ def test_sigkill_mid_run_then_resume(setup):
     folder, args, reference, app = setup
     out = folder / "killed.h5"
     parts = out.with_name(out.name + ".parts")
-    command = [sys.executable, "-m", "occo_cli", *args(out)]
+    command = [sys.executable, "-m", "occo", *args(out)]
     process = subprocess.Popen(
         command, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -96,7 +95,7 @@ def test_two_ranks_under_torchrun_match_one(setup):
     out = folder / "ranks.h5"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "occo_cli", *args(out),
+        "-m", "occo", *args(out),
     ]  # fmt: skip
     run = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import masks_tiny as tiny  # noqa: E402
-
-from data.io import read_image  # noqa: E402
-from masks.generate import generate_masks, plan  # noqa: E402
-from masks.store import (  # noqa: E402
+from occo.data.io import read_image  # noqa: E402
+from occo.masks.generate import generate_masks, plan  # noqa: E402
+from occo.masks.store import (  # noqa: E402
     FORMAT,
     MaskStoreError,
     ModalityMasks,
@@ -31,6 +27,7 @@ from masks.store import (  # noqa: E402
     write_h5_atomic,
     write_pair,
 )
+from tests import masks_tiny as tiny
 
 
 def fake_pair(stem: str, shape=(6, 9), boxes: int = 1) -> PairMasks:
@@ -327,7 +324,7 @@ def test_failed_model_load_leaves_nothing_behind(tmp_path):
 def test_device_and_dtype_resolution():
     import torch
 
-    from masks.generate import resolve_device, resolve_dtype
+    from occo.masks.generate import resolve_device, resolve_dtype
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_dtype("auto", torch.device("cpu")) == "float32"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.checkpoint import (
+from occo.models.checkpoint import (
     WeightsError,
     convert_release_checkpoint,
     load_weights,
@@ -17,67 +17,9 @@ from models.checkpoint import (
     release_key_to_occo,
     save_weights,
 )
-from models.config import FIFNConfig
-from models.fifn import FIFN
-
-TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
-
-
-def release_state_dict(widths, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random state dict with the release's names and shapes (as in its keys TSV)."""
-    g = torch.Generator().manual_seed(seed)
-    sd: dict[str, torch.Tensor] = {}
-
-    def put(name, *shape):
-        sd[name] = torch.randn(*shape, generator=g) * 0.2
-
-    def conv(name, cout, cin, k, bias=True):
-        put(f"{name}.weight", cout, cin, k, k)
-        if bias:
-            put(f"{name}.bias", cout)
-
-    def bn(name, c):
-        put(f"{name}.weight", c)
-        put(f"{name}.bias", c)
-        put(f"{name}.running_mean", c)
-        sd[f"{name}.running_var"] = torch.rand(c, generator=g) + 0.5
-        sd[f"{name}.num_batches_tracked"] = torch.tensor(11)
-
-    def linear(name, cout, cin, bias=True):
-        put(f"{name}.weight", cout, cin)
-        if bias:
-            put(f"{name}.bias", cout)
-
-    for branch in "vi":
-        cin = 1
-        for k, c in enumerate(widths, 1):
-            p = f"{branch}{k}.Conv_BN_ReLU_2"
-            conv(f"{p}.0", c, cin, 3), bn(f"{p}.1", c), conv(f"{p}.3", c, c, 3), bn(f"{p}.4", c)
-            cin = c
-    for k, c in enumerate(widths, 1):
-        f = f"fusion{k}"
-        linear(f"{f}.cross.channel_proj3", c, c), linear(f"{f}.cross.channel_proj4", c, c)
-        linear(f"{f}.cross.end_proj1", c, 2 * c), linear(f"{f}.cross.end_proj2", c, 2 * c)
-        linear(f"{f}.cross.cross_attn.kv1", 2 * c, c, bias=False)
-        linear(f"{f}.cross.cross_attn.kv2", 2 * c, c, bias=False)
-        for norm in ("norm1", "norm2"):
-            put(f"{f}.cross.{norm}.weight", c), put(f"{f}.cross.{norm}.bias", c)
-        conv(f"{f}.channel_emb.residual", c, 2 * c, 1, bias=False)
-        conv(f"{f}.channel_emb.channel_embed.0", c, 2 * c, 1)
-        conv(f"{f}.channel_emb.channel_embed.1", c, 1, 3)
-        conv(f"{f}.channel_emb.channel_embed.3", c, c, 1)
-        bn(f"{f}.channel_emb.channel_embed.4", c), bn(f"{f}.channel_emb.norm", c)
-        (
-            linear(f"{f}.channel_weight.mlp.0", 4 * c, 4 * c),
-            linear(f"{f}.channel_weight.mlp.2", 2 * c, 4 * c),
-        )
-        for s in (1, 2):
-            conv(f"{f}.space_weight{s}.mlp.0", c, c, 1), conv(f"{f}.space_weight{s}.mlp.2", 1, c, 1)
-    for k in range(1, len(widths)):
-        conv(f"up_concat{k}.conv1", widths[k - 1], widths[k - 1] + widths[k], 3)
-        conv(f"up_concat{k}.conv2", widths[k - 1], widths[k - 1], 3)
-    conv("final", 1, widths[0], 1)
-    return sd
+from occo.models.config import FIFNConfig
+from occo.models.fifn import FIFN
+from tests.helpers import TINY_FIFN, release_state_dict
 
 
 def _pickle(path, state, wrap=True, prefix=""):
@@ -94,7 +36,7 @@ def _run(model, size=(20, 24)):
 
 
 def test_save_load_round_trip(tmp_path):
-    model = FIFN(TINY).eval()
+    model = FIFN(TINY_FIFN).eval()
     for m in model.modules():  # non-default running stats, so loading them is checked
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1)
@@ -102,15 +44,15 @@ def test_save_load_round_trip(tmp_path):
     save_weights(path, model, metadata={"epoch": 7, "note": "hello"})
     meta = read_weights_metadata(path)
     assert meta["format"] == "occo-fifn" and meta["note"] == "hello" and meta["epoch"] == "7"
-    assert FIFNConfig.from_json(meta["config"]) == TINY
+    assert FIFNConfig.from_json(meta["config"]) == TINY_FIFN
     loaded = load_weights(path)
-    assert not loaded.training and loaded.config == TINY
+    assert not loaded.training and loaded.config == TINY_FIFN
     torch.testing.assert_close(_run(loaded), _run(model))
     assert load_weights(path, dtype=torch.float64).head.weight.dtype == torch.float64
 
 
 def test_load_names_missing_and_mis_shaped_tensors(tmp_path):
-    model = FIFN(TINY)
+    model = FIFN(TINY_FIFN)
     path = tmp_path / "w.safetensors"
     save_weights(path, model)
     state, meta = load_file(path), read_weights_metadata(path)
@@ -138,13 +80,13 @@ def test_load_refuses_other_formats(tmp_path):
 
 @pytest.mark.parametrize("wrap,prefix", [(True, ""), (True, "module."), (False, "")])
 def test_convert_maps_every_release_tensor(tmp_path, wrap, prefix):
-    release = release_state_dict(TINY.widths)
+    release = release_state_dict(TINY_FIFN.widths)
     src = _pickle(tmp_path / "occo.pth", release, wrap=wrap, prefix=prefix)
-    report = convert_release_checkpoint(src, tmp_path / "w.safetensors", heads=TINY.heads)
+    report = convert_release_checkpoint(src, tmp_path / "w.safetensors", heads=TINY_FIFN.heads)
     assert sorted(report.dropped) == sorted(k for k in release if ".space_weight2." in k)
-    assert len(report.dropped) == 4 * len(TINY.widths)
+    assert len(report.dropped) == 4 * len(TINY_FIFN.widths)
     model = load_weights(tmp_path / "w.safetensors")
-    assert model.config == TINY
+    assert model.config == TINY_FIFN
     occo = model.state_dict()
     # Explicit correspondences, written independently of the converter's table.
     pairs = {
@@ -178,17 +120,17 @@ def test_convert_maps_every_release_tensor(tmp_path, wrap, prefix):
 
 
 def test_convert_names_unknown_and_missing_tensors(tmp_path):
-    release = release_state_dict(TINY.widths)
+    release = release_state_dict(TINY_FIFN.widths)
     release["fusion1.cross.gate.weight"] = torch.zeros(1)
     with pytest.raises(WeightsError, match="fusion1.cross.gate.weight"):
         convert_release_checkpoint(
-            _pickle(tmp_path / "a.pth", release), tmp_path / "a.safetensors", TINY.heads
+            _pickle(tmp_path / "a.pth", release), tmp_path / "a.safetensors", TINY_FIFN.heads
         )
-    release = release_state_dict(TINY.widths)
+    release = release_state_dict(TINY_FIFN.widths)
     del release["up_concat2.conv2.weight"]
     with pytest.raises(WeightsError, match="decoder.1.conv2.weight"):
         convert_release_checkpoint(
-            _pickle(tmp_path / "b.pth", release), tmp_path / "b.safetensors", TINY.heads
+            _pickle(tmp_path / "b.pth", release), tmp_path / "b.safetensors", TINY_FIFN.heads
         )
     assert not (tmp_path / "a.safetensors").exists() and not (tmp_path / "b.safetensors").exists()
 

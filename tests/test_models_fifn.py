@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.blocks import FIFB, attend, cat_channels, efficient_context, token_max
-from models.config import FIFNConfig
-from models.fifn import FIFN, count_parameters, fold_batchnorm, minmax_normalize
-
-TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
+from occo.models.blocks import FIFB, attend, cat_channels, efficient_context, token_max
+from occo.models.config import FIFNConfig
+from occo.models.fifn import FIFN, count_parameters, fold_batchnorm, minmax_normalize
+from tests.helpers import TINY_FIFN
 
 
 def _inputs(
@@ -30,7 +29,7 @@ def test_release_parameter_count():
 
 @pytest.mark.parametrize("size", [(359, 247), (8, 8), (33, 17), (64, 48)])
 def test_any_size_keeps_shape(size):
-    model = FIFN(TINY).eval()
+    model = FIFN(TINY_FIFN).eval()
     vi, ir = _inputs(*size)
     with torch.inference_mode():
         out = model(vi, ir)
@@ -39,7 +38,7 @@ def test_any_size_keeps_shape(size):
 
 
 def test_too_small_and_mismatched_inputs_raise():
-    model = FIFN(TINY).eval()
+    model = FIFN(TINY_FIFN).eval()
     with pytest.raises(ValueError, match="too small"):
         model(*_inputs(7, 20))
     vi, _ = _inputs(16, 16)
@@ -50,7 +49,7 @@ def test_too_small_and_mismatched_inputs_raise():
 
 def test_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
-    model = FIFN(TINY).train()
+    model = FIFN(TINY_FIFN).train()
     vi, ir = _inputs(37, 29)
     out = model(vi, ir)
     (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
@@ -97,13 +96,13 @@ def test_config_validation_and_json_round_trip():
         FIFNConfig(widths=(8, 8, 8), heads=(1, 1))
     with pytest.raises(ValueError, match="unknown"):
         FIFNConfig.from_dict({"widths": [8, 8], "heads": [1, 1], "depth": 3})
-    assert FIFNConfig.from_json(TINY.to_json()) == TINY
+    assert FIFNConfig.from_json(TINY_FIFN.to_json()) == TINY_FIFN
     assert FIFNConfig().widths == (32, 64, 112, 160) and FIFNConfig().heads == (4, 4, 4, 1)
 
 
 def test_fold_batchnorm_keeps_the_function():
     torch.manual_seed(2)
-    model = FIFN(TINY)
+    model = FIFN(TINY_FIFN)
     for m in model.modules():  # non-trivial statistics, or folding would be a no-op
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -112,7 +111,7 @@ def test_fold_batchnorm_keeps_the_function():
     model.eval()
     folded = fold_batchnorm(model)
     remaining = [n for n, m in folded.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(remaining) == len(TINY.widths)  # only each merge's final BN stays
+    assert len(remaining) == len(TINY_FIFN.widths)  # only each merge's final BN stays
     vi, ir = _inputs(29, 35)
     with torch.inference_mode():
         torch.testing.assert_close(folded(vi, ir), model(vi, ir), atol=1e-5, rtol=1e-4)

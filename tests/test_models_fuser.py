@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.config import FIFNConfig
-from models.fifn import FIFN
-from models.fuser import (
+from occo.models.fifn import FIFN
+from occo.models.fuser import (
     Fuser,
     compose_color,
     ir_to_unit,
@@ -19,13 +18,12 @@ from models.fuser import (
     to_uint8,
     vi_to_unit,
 )
-
-TINY = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
+from tests.helpers import TINY_FIFN
 
 
 def _tiny_fifn(seed: int = 0) -> FIFN:
     torch.manual_seed(seed)
-    model = FIFN(TINY)
+    model = FIFN(TINY_FIFN)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)

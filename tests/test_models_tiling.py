@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.blocks import upsample_to
-from models.config import FIFNConfig
-from models.fifn import FIFN, fold_batchnorm
-from models.tiling import (
+from occo.models.blocks import upsample_to
+from occo.models.config import FIFNConfig
+from occo.models.fifn import FIFN, fold_batchnorm
+from occo.models.tiling import (
     FusionContext,
     axis_spans,
     fusion_contexts,
@@ -20,8 +20,8 @@ from models.tiling import (
     upsample_window,
     window_forward,
 )
+from tests.helpers import TINY_FIFN
 
-FOUR_LEVELS = FIFNConfig(widths=(4, 8, 8, 12), heads=(2, 2, 4, 1))
 THREE_LEVELS = FIFNConfig(widths=(4, 8, 8), heads=(1, 2, 2))
 
 
@@ -75,8 +75,8 @@ def test_upsample_window_matches_whole_upsampling():
 @pytest.mark.parametrize(
     "config, size, tile",
     [
-        (FOUR_LEVELS, (203, 261), 40),  # odd sizes, several windows both ways
-        (FOUR_LEVELS, (100, 171), 24),  # short last cores merged on both axes
+        (TINY_FIFN, (203, 261), 40),  # odd sizes, several windows both ways
+        (TINY_FIFN, (100, 171), 24),  # short last cores merged on both axes
         (THREE_LEVELS, (97, 130), 20),
     ],
 )
@@ -95,7 +95,7 @@ def test_tiled_forward_equals_whole(config, size, tile):
 
 
 def test_contexts_from_windows_equal_whole_image_ones():
-    model = _random_fifn(FOUR_LEVELS)
+    model = _random_fifn(TINY_FIFN)
     vi, ir = _inputs(1, 150, 190, seed=3)
     with torch.inference_mode():
         tiled = fusion_contexts(model, vi, ir, core=24, margin=32)
@@ -105,7 +105,7 @@ def test_contexts_from_windows_equal_whole_image_ones():
             torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("config", [FOUR_LEVELS, THREE_LEVELS], ids=["4 levels", "3 levels"])
+@pytest.mark.parametrize("config", [TINY_FIFN, THREE_LEVELS], ids=["4 levels", "3 levels"])
 def test_margin_covers_the_receptive_field(config):
     # With the FIFB contexts held fixed the network is local: the input pixels an output
     # pixel depends on (non-zero gradient) lie within the margin, which is not far over.

@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from data.io import write_image_atomic
-from models.trainer import load_checkpoint
+from occo.data.io import write_image_atomic
+from occo.models.trainer import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = """
@@ -61,7 +61,7 @@ def _env() -> dict[str, str]:
 
 
 def _occo(*args: str) -> list[str]:
-    return [sys.executable, "-m", "occo_cli", "train", *args]
+    return [sys.executable, "-m", "occo", "train", *args]
 
 
 def _steps(run: Path) -> list[dict]:
@@ -70,7 +70,7 @@ def _steps(run: Path) -> list[dict]:
 
 
 def test_missing_masks_is_a_clear_error_unless_pixel(tmp_path: Path) -> None:
-    from occo_cli.app import app
+    from occo.cli.app import app
 
     data = _dataset(tmp_path / "d", count=2)
     result = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / "r")])
@@ -139,8 +139,8 @@ def _ccl_inputs(data: Path, tmp_path: Path) -> list[str]:
     """A label-map mask store and a random VGG19 file, for the full objective from the CLI."""
     from safetensors.torch import save_file
 
-    from losses.vgg import VGGFeatures
-    from occo_cli.app import app
+    from occo.cli.app import app
+    from occo.losses.vgg import VGGFeatures
 
     for image in (data / "ir").iterdir():
         label = np.zeros((36, 44), np.uint8)
@@ -191,7 +191,7 @@ def test_torchrun_two_processes_equal_one_process_at_the_same_global_batch(
         "--nproc-per-node",
         "2",
         "-m",
-        "occo_cli",
+        "occo",
         "train",
         *common,
         "--out",

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.io import write_image_atomic
-from data.training import (
+from occo.data.io import write_image_atomic
+from occo.data.training import (
     FusionCropDataset,
     GroupedBatchSampler,
     TrainingDataError,
@@ -17,7 +17,7 @@ from data.training import (
     salient_crop_origin,
     split_holdout,
 )
-from models.train_config import ConfigError, TrainConfig, load_config_file
+from occo.models.train_config import ConfigError, TrainConfig, load_config_file
 
 
 class DictMasks:

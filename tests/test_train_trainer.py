@@ -15,15 +15,22 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from data.io import write_image_atomic
-from data.pairing import pair_images
-from losses.objective import FusionObjective
-from losses.vgg import VGGFeatures
-from masks.store import FORMAT, STORE_VERSION, ModalityMasks, PairMasks, write_h5_atomic, write_pair
-from masks.store import open_mask_store as open_store
-from models.checkpoint import load_weights, read_weights_metadata
-from models.train_config import TrainConfig
-from models.trainer import DivergedError, Trainer, TrainingError
+from occo.data.io import write_image_atomic
+from occo.data.pairing import pair_images
+from occo.losses.objective import FusionObjective
+from occo.losses.vgg import VGGFeatures
+from occo.masks.store import (
+    FORMAT,
+    STORE_VERSION,
+    ModalityMasks,
+    PairMasks,
+    write_h5_atomic,
+    write_pair,
+)
+from occo.masks.store import open_mask_store as open_store
+from occo.models.checkpoint import load_weights, read_weights_metadata
+from occo.models.train_config import TrainConfig
+from occo.models.trainer import DivergedError, Trainer, TrainingError
 
 TINY_MODEL = {"widths": [4, 8, 8, 8], "heads": [1, 1, 1, 1]}
 

@@ -1,13 +1,13 @@
 """Image fusion metrics exactly as Tang's MATLAB toolkit computes them, vectorised.
 
-    from eval.metrics import compute_metrics
+    from occo.eval.metrics import compute_metrics
     compute_metrics(fused, ir, vi)            # all twelve metrics
     compute_metrics(fused, metrics=["EN"])    # source-free metrics need no sources
 
 A = infrared, B = visible, F = fused. See ``CONVENTIONS`` and ``METRIC_INFO``.
 """
 
-from eval.metrics.core import (
+from occo.eval.metrics.core import (
     CONVENTIONS,
     METRIC_INFO,
     METRIC_NAMES,
@@ -19,7 +19,7 @@ from eval.metrics.core import (
     default_metrics,
     parse_metric_names,
 )
-from eval.metrics.inputs import GrayInputs, MetricInputError, to_gray_uint8
+from occo.eval.metrics.inputs import GrayInputs, MetricInputError, to_gray_uint8
 
 __all__ = [
     "CONVENTIONS",

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.metrics import intensity, structural
-from eval.metrics.inputs import GrayInputs, MetricInputError, to_gray_uint8
+from occo.eval.metrics import intensity, structural
+from occo.eval.metrics.inputs import GrayInputs, MetricInputError, to_gray_uint8
 
 
 @dataclass(frozen=True)

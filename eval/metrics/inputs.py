@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from data.color import toolkit_gray
-from data.errors import OccoError
+from occo.data.color import toolkit_gray
+from occo.data.errors import OccoError
 
 _LEVELS = np.arange(256, dtype=np.int64)
 _LEVELS_SQ = _LEVELS * _LEVELS

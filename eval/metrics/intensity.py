@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from eval.metrics.inputs import GrayInputs, histogram, product_sum, strips
+from occo.eval.metrics.inputs import GrayInputs, histogram, product_sum, strips
 
 
 def _entropy_of_counts(counts: np.ndarray, total: int) -> float:

@@ -21,9 +21,9 @@ import math
 import cv2
 import numpy as np
 
-from eval.metrics.filters import filter_valid, gaussian_kernel_1d, valid_size
-from eval.metrics.inputs import GrayInputs, strips
-from eval.metrics.vif_exact import ExactWindows
+from occo.eval.metrics.filters import filter_valid, gaussian_kernel_1d, valid_size
+from occo.eval.metrics.inputs import GrayInputs, strips
+from occo.eval.metrics.vif_exact import ExactWindows
 
 _VIF_SIGMA_N_SQ = 2.0
 _EPS = 1e-10

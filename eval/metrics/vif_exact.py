@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from eval.metrics.filters import filter_patches_ordered, gaussian_window_2d, window_patches
+from occo.eval.metrics.filters import filter_patches_ordered, gaussian_window_2d, window_patches
 
 #: Source variance below which a window's VIF term is recomputed in the reference order.
 #: With it occo's VIF is within 3e-13 of the 126-image TNO reference table (1e-5 would do

@@ -1,0 +1,1 @@
+"""occo's test suite (a package so that tests import shared helpers by name)."""
