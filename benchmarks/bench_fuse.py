@@ -253,9 +253,10 @@ def worker(args) -> None:
 
     import torch
 
+    from occo.data.normalize import luminance
     from occo.models.fifn import FIFN
-    from occo.models.fuser import FuseJob, Fuser, luminance, read_pair
-    from occo.models.host import keep_freed_memory
+    from occo.models.fuser import FuseJob, Fuser, read_pair
+    from occo.runtime import keep_freed_memory
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from occo.losses.objective import FusionObjective, ObjectiveConfig  # noqa: E402
 from occo.losses.vgg import VGGFeatures  # noqa: E402
-from occo.models.train_config import TrainConfig  # noqa: E402
-from occo.models.trainer import Trainer  # noqa: E402
+from occo.train.config import TrainConfig  # noqa: E402
+from occo.train.trainer import Trainer  # noqa: E402
 
 
 def _bench_module(name: str):
@@ -148,7 +148,7 @@ def run_row(args) -> dict:
 
     device = torch.device(args.device)
     if device.type == "cpu" and args.row.startswith("occo"):
-        from occo.models.host import keep_freed_memory
+        from occo.runtime import keep_freed_memory
 
         keep_freed_memory()  # as `occo train` does on CPU (the release's script does not)
     bench = _bench_module("bench_losses")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+#: The release's luminance weights (ITU-R BT.601): Y = .299 R + .587 G + .114 B.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 # MATLAB rgb2gray coefficients, as the metric toolkit uses them.
 _TOOLKIT_GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 
@@ -41,7 +43,7 @@ def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
         ``(..., 3, H, W)`` with channels Y, Cb, Cr; Cb and Cr centred on 0.5.
     """
     r, g, b = rgb.unbind(-3)
-    y = 0.299 * r + 0.587 * g + 0.114 * b
+    y = LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b
     cr = (r - y) * 0.713 + 0.5
     cb = (b - y) * 0.564 + 0.5
     return torch.stack((y, cb, cr), dim=-3)

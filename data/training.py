@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, Sampler
 
 from occo.data.errors import OccoError
 from occo.data.io import read_image
+from occo.data.normalize import prepare_training_pair
 
 #: Folder names recognised for the two modalities, in order of preference.
 IR_DIR_NAMES = ("ir", "IR", "infrared", "Infrared", "inf", "thermal")
@@ -72,40 +73,6 @@ def find_modality_dirs(root: str | Path) -> tuple[Path, Path]:
             )
         found.append(folder)
     return found[0], found[1]
-
-
-def to_unit_gray(image: np.ndarray) -> np.ndarray:
-    """An image as read by ``data.io.read_image`` to float32 gray in [0, 1].
-
-    Divides by the type's maximum (255 or 65535), the same scaling as inference, and not by
-    each image's own min and max as the release's training did (its test divided by 255,
-    so training and inference saw differently scaled inputs). Colour becomes the release's
-    Y = .299 R + .587 G + .114 B.
-
-    Args:
-        image: ``(H, W)`` or ``(H, W, 3)`` RGB, uint8 or uint16.
-
-    Returns:
-        ``(H, W)`` float32 in [0, 1].
-    """
-    scale = 65535.0 if image.dtype == np.uint16 else 255.0
-    x = image.astype(np.float32) / np.float32(scale)
-    if x.ndim == 3:
-        x = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def to_unit_pair(ir: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Default pair preparation: both images through :func:`to_unit_gray`.
-
-    Args:
-        ir: infrared as read by ``data.io.read_image``.
-        vi: visible as read.
-
-    Returns:
-        ``(ir, vi_y)``, each ``(H, W)`` float32 in [0, 1].
-    """
-    return to_unit_gray(ir), to_unit_gray(vi)
 
 
 def salient_crop_origin(
@@ -170,8 +137,9 @@ class FusionCropDataset(Dataset):
         salient: require mask pixels in crops (only meaningful with masks).
         seed: base seed of all crop positions.
         prepare: ``(ir, vi) -> (ir, vi_y)`` turning arrays as read into ``(H, W)`` float32
-            in [0, 1]; must be picklable (workers). Default :func:`to_unit_pair`; the
-            trainer passes inference's own preparation so both see identical inputs.
+            in [0, 1]; must be picklable (workers). Default
+            :func:`occo.data.normalize.prepare_training_pair`, inference's own preparation,
+            so that training and ``occo fuse`` see identical inputs.
     """
 
     def __init__(
@@ -192,7 +160,7 @@ class FusionCropDataset(Dataset):
         self.crop_tries = crop_tries
         self.salient = salient
         self.seed = seed
-        self.prepare = prepare or to_unit_pair
+        self.prepare = prepare or prepare_training_pair
         self._reader: MaskReader | None = None
         self._reader_pid = -1
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from occo.data.color import LUMA_WEIGHTS  # collapses conv1_1 to gray (the release's)
 from occo.data.errors import OccoError
 
 # torchvision's configuration "E" (VGG19) up to conv5_4; "M" is a 2x2 max-pool.
@@ -43,8 +44,6 @@ DEFAULT_LAYERS = ("relu4_4", "relu5_4")
 GRAY_LAYER = "relu1_1_gray"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: RGB -> gray weights used to collapse conv1_1 (the release's).
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class VGGWeightsError(OccoError):
@@ -258,7 +257,7 @@ class VGGFeatures(nn.Module):
         """
         images = self._prepare(images)
         conv = self.features[0]
-        gray = conv.weight.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
+        gray = conv.weight.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
         if images.shape[1] == 3:
             images = (images * gray.to(images.dtype)).sum(dim=1, keepdim=True)
         weight = (conv.weight * gray).sum(dim=1, keepdim=True)  # (64, 1, 3, 3)

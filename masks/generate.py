@@ -10,8 +10,6 @@ each pair in the same batch as one uninterrupted process and ends with the same 
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +43,7 @@ from occo.masks.store import (
     read_store_attrs,
     settings_differences,
 )
+from occo.runtime import DistContext
 
 #: One pair as ``data.pairing.pair_images`` gives it: (stem, infrared path, visible path).
 Pair = tuple[str, Path, Path]
@@ -66,38 +65,6 @@ class MaskSource(Protocol):
 # ----------------------------------------------------------------------------- devices
 
 
-def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> the GPU if there is one, else the CPU; ``cuda`` -> this rank's GPU.
-
-    Args:
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
-        local_rank: the process's rank on its node (torchrun's LOCAL_RANK).
-
-    Returns:
-        The device to use.
-
-    Raises:
-        ValueError: an unknown device, or a GPU that is not there.
-    """
-    text = str(device)
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    if text == "cuda":
-        text = f"cuda:{local_rank}"
-    try:
-        resolved = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is visible; use --device cpu")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"--device {resolved}: only {torch.cuda.device_count()} GPU(s) visible"
-            )
-    return resolved
-
-
 def resolve_dtype(dtype: str, device: torch.device) -> str:
     """``auto`` -> float16 on GPU (half precision), float32 elsewhere; names are checked."""
     if dtype == "auto":
@@ -105,53 +72,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype '{dtype}'; use auto, {', '.join(DTYPES)}")
     return dtype
-
-
-@dataclass
-class DistContext:
-    """This process's place among torchrun's ranks (one process: rank 0 of 1)."""
-
-    rank: int = 0
-    """Global rank."""
-    world_size: int = 1
-    """Number of processes."""
-    local_rank: int = 0
-    """Rank on this node (picks the GPU)."""
-    owns_group: bool = False
-    """Whether :meth:`from_env` started the process group (and :meth:`close` ends it)."""
-
-    @classmethod
-    def from_env(cls, timeout_hours: float = 6.0) -> DistContext:
-        """Read torchrun's environment; start a gloo process group when there are several ranks.
-
-        Gloo only carries barriers here (no tensors), on CPUs and GPUs alike. The timeout
-        covers the slowest rank finishing its share and rank 0 merging.
-        """
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        owns = False
-        if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=_dt.timedelta(hours=timeout_hours))
-            owns = True
-        return cls(rank=rank, world_size=world, local_rank=local, owns_group=owns)
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.owns_group = False
 
 
 # ----------------------------------------------------------------------------- models
@@ -400,7 +320,6 @@ def generate_masks(
 
 
 __all__ = [
-    "DistContext",
     "GenerateResult",
     "MaskSource",
     "ModelMaskConfig",
@@ -409,6 +328,5 @@ __all__ = [
     "SettingsMismatchError",
     "generate_masks",
     "plan",
-    "resolve_device",
     "resolve_dtype",
 ]

@@ -1,12 +1,12 @@
 """The Fuser: FIFN inference on image pairs (normalisation, colour, batching, tiling, AMP).
 
-Pipeline for one pair (FACTS section 1):
+Pipeline for one pair, as the authors' released test script runs it:
 
 1. Infrared to one channel in [0, 1]: 8-bit / 255; 16-bit by a robust per-image stretch
-   (see :func:`ir_to_unit`). Visible to [0, 1] (8-bit / 255, 16-bit / 65535); a colour
-   visible image is split into Y, Cb, Cr with the release's coefficients.
+   (see :func:`occo.data.normalize.ir_to_unit`). Visible to [0, 1] (8-bit / 255, 16-bit /
+   65535); a colour visible image is split into Y, Cb, Cr with the release's coefficients.
 2. FIFN(vi_y, ir) -> raw map, optionally in windows with the same result
-   (:func:`models.tiling.tiled_forward`).
+   (:func:`occo.models.tiling.tiled_forward`).
 3. Min-max normalise the raw map over the whole image (as the release does per image).
 4. Colour: fused Y with the visible image's Cb and Cr, back to RGB, clamped.
 """
@@ -20,157 +20,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from occo.data.color import rgb_to_ycbcr, ycbcr_to_rgb
-from occo.data.io import is_gray_content, read_image, write_image_atomic
+from occo.data.io import read_image, write_image_atomic
+from occo.data.normalize import (
+    IR16Mode,
+    PreparedPair,
+    compose_color,
+    luminance,
+    prepare_pair,
+    to_uint8,
+)
 from occo.models.fifn import FIFN, fold_batchnorm, minmax_normalize
 from occo.models.tiling import receptive_margin, tiled_forward
-
-IR16Mode = Literal["percentile", "minmax", "full"]
-#: Percentiles of the 16-bit infrared stretch: robust to dead and saturated pixels.
-IR16_PERCENTILES = (0.1, 99.9)
-# Release luminance weights, also used to gray a colour-mapped infrared image.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-# --- preparing arrays ---------------------------------------------------------------------
-
-
-def ir_to_unit(ir: np.ndarray, ir16: IR16Mode = "percentile") -> np.ndarray:
-    """Infrared image to one float32 channel in [0, 1].
-
-    8-bit is divided by 255 (the release's test). 16-bit thermal data usually fills only a
-    narrow band of the 16-bit range (raw radiometric counts), so dividing by 65535 would
-    give an almost flat image; it is stretched per image instead:
-
-    - ``percentile`` (default): the 0.1th..99.9th percentiles map to 0..1, clipped; a few
-      dead or saturated pixels cannot squash the scene.
-    - ``minmax``: the image's min..max map to 0..1 (how the release normalised training data).
-    - ``full``: divide by 65535.
-
-    Args:
-        ir: (H, W) or (H, W, 3) uint8 / uint16 (gray content stored as RGB is common).
-        ir16: the 16-bit stretch.
-
-    Returns:
-        (H, W) float32 in [0, 1].
-    """
-    if ir.ndim == 3:
-        ir = ir[..., 0] if is_gray_content(ir) else ir.astype(np.float32) @ _LUMA
-    x = ir.astype(np.float32)
-    if ir.dtype == np.uint8:
-        return x / 255.0
-    if ir.dtype == np.float32:  # a colour-mapped 8-bit image, grayed above
-        return np.clip(x / 255.0, 0.0, 1.0)
-    if ir16 == "full":
-        return x / 65535.0
-    if ir16 == "percentile":
-        lo, hi = np.percentile(x, IR16_PERCENTILES)
-    elif ir16 == "minmax":
-        lo, hi = float(x.min()), float(x.max())
-    else:
-        raise ValueError(f"ir16 must be percentile, minmax or full, got {ir16!r}")
-    return np.clip((x - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-
-
-def vi_to_unit(vi: np.ndarray) -> np.ndarray:
-    """Visible image to float32 in [0, 1]; gray content stored as RGB becomes one channel.
-
-    Args:
-        vi: (H, W) or (H, W, 3) uint8 / uint16.
-
-    Returns:
-        (1, H, W) gray or (3, H, W) RGB, float32 in [0, 1].
-    """
-    scale = 255.0 if vi.dtype == np.uint8 else 65535.0
-    if vi.ndim == 3 and is_gray_content(vi):
-        vi = vi[..., 0]
-    x = vi.astype(np.float32) / scale
-    return x[None] if x.ndim == 2 else np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
-@dataclass
-class PreparedPair:
-    """One infrared/visible pair ready for the network (made in decode worker threads)."""
-
-    ir: Tensor
-    """(1, H, W) float32 infrared in [0, 1]."""
-    vi: Tensor
-    """(1, H, W) gray or (3, H, W) RGB float32 visible in [0, 1]."""
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(H, W)."""
-        return tuple(self.ir.shape[-2:])
-
-    @property
-    def color(self) -> bool:
-        """Whether the visible image (and so the output) is colour."""
-        return self.vi.shape[0] == 3
-
-
-def prepare_pair(ir: np.ndarray, vi: np.ndarray, ir16: IR16Mode = "percentile") -> PreparedPair:
-    """Arrays as read by ``data.io.read_image`` to a :class:`PreparedPair`.
-
-    Args:
-        ir: (H, W) or (H, W, 3) uint8 / uint16.
-        vi: (H, W) or (H, W, 3) uint8 / uint16, same H, W.
-        ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
-
-    Returns:
-        The prepared pair.
-
-    Raises:
-        ValueError: the two images differ in size.
-    """
-    if ir.shape[:2] != vi.shape[:2]:
-        raise ValueError(
-            f"infrared {ir.shape[1]}x{ir.shape[0]} and visible {vi.shape[1]}x{vi.shape[0]} differ in size"
-        )
-    return PreparedPair(
-        ir=torch.from_numpy(ir_to_unit(ir, ir16))[None], vi=torch.from_numpy(vi_to_unit(vi))
-    )
-
-
-def to_uint8(image: Tensor) -> np.ndarray:
-    """(C, H, W) in [0, 1] to an 8-bit image array, rounded.
-
-    Args:
-        image: (1, H, W) or (3, H, W) tensor.
-
-    Returns:
-        (H, W) or (H, W, 3) uint8.
-    """
-    x = (image.float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
-    return x[0] if x.shape[0] == 1 else np.ascontiguousarray(x.transpose(1, 2, 0))
-
-
-def compose_color(fused_y: Tensor, vi: Tensor) -> Tensor:
-    """Put the fused luminance into the visible image's colour (Y replaced, Cb/Cr kept).
-
-    Args:
-        fused_y: (B, 1, H, W) in [0, 1].
-        vi: (B, 1, H, W) gray or (B, 3, H, W) RGB visible in [0, 1].
-
-    Returns:
-        (B, 1, H, W) when ``vi`` is gray, else (B, 3, H, W) RGB in [0, 1].
-    """
-    if vi.shape[1] == 1:
-        return fused_y
-    ycbcr = rgb_to_ycbcr(vi.float())  # (B, 3, H, W)
-    return ycbcr_to_rgb(torch.cat((fused_y.float(), ycbcr[:, 1:]), dim=1))
-
-
-def luminance(vi: Tensor) -> Tensor:
-    """(B, 1|3, H, W) visible -> (B, 1, H, W) Y with the release's coefficients."""
-    return vi if vi.shape[1] == 1 else rgb_to_ycbcr(vi)[:, :1]
-
+from occo.runtime import resolve_amp
 
 # --- the Fuser ----------------------------------------------------------------------------
 
@@ -214,22 +81,11 @@ class Fuser:
         #: Context each window adds per side: FIFN's receptive reach (models.tiling).
         self.tile_margin = receptive_margin(model.config.levels)[1]
         self.ir16 = ir16
-        self.amp_dtype = self._resolve_amp(amp)
+        self.amp_dtype = resolve_amp(amp, self.device)
         self.model = model.to(self.device).eval()
         # The network actually run: BatchNorms folded into the convs, channels_last so that
         # FIFB's tokens (B, HW, C) are views of the feature maps (and oneDNN / cuDNN like it).
         self.network = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
-
-    def _resolve_amp(self, amp: bool | str | torch.dtype) -> torch.dtype | None:
-        if isinstance(amp, torch.dtype):
-            return amp
-        if amp == "auto":
-            amp = self.device.type == "cuda"
-        if not amp:
-            return None
-        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
 
     def _network(self, vi_y: Tensor, ir: Tensor) -> Tensor:
         """Raw FIFN output for inputs (B, 1, h, w), float32; in windows when too large."""

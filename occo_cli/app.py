@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
+from occo.cli import convert, fuse, masks, metrics, train
 from occo.cli.console import err
 from occo.data.errors import OccoError
 from occo.data.version import OCCO_VERSION
-
-# The order commands appear in `occo --help`: the workflow's order, masks to metrics.
-COMMAND_ORDER = ("masks", "train", "fuse", "metrics", "convert")
 
 
 class _WorkflowOrderGroup(TyperGroup):
@@ -20,7 +20,7 @@ class _WorkflowOrderGroup(TyperGroup):
 
     def list_commands(self, ctx) -> list[str]:
         names = super().list_commands(ctx)
-        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        rank = {name: i for i, (name, _) in enumerate(COMMANDS)}
         return sorted(names, key=lambda name: rank.get(name, len(rank)))
 
 
@@ -50,12 +50,21 @@ def _root(
     """OCCO infrared-visible image fusion: object masks, training, fusion and metrics."""
 
 
-# Each command module adds itself to `app` on import; COMMAND_ORDER sets the --help order.
-from occo.cli import convert as _convert  # noqa: E402,F401
-from occo.cli import fuse as _fuse  # noqa: E402,F401
-from occo.cli import masks as _masks  # noqa: E402,F401
-from occo.cli import metrics as _metrics  # noqa: E402,F401
-from occo.cli import train as _train  # noqa: E402,F401
+# Every command, registered here and only here, in the order `occo --help` lists them
+# (the workflow's order). Command modules import nothing heavy at the top, so building
+# the app (and `occo --help`) stays fast; each command imports what it needs when run.
+COMMANDS: tuple[tuple[str, Callable[..., Any] | typer.Typer], ...] = (
+    ("masks", masks.masks_app),
+    ("train", train.train),
+    ("fuse", fuse.fuse),
+    ("metrics", metrics.metrics_command),
+    ("convert", convert.convert),
+)
+for _name, _entry in COMMANDS:
+    if isinstance(_entry, typer.Typer):
+        app.add_typer(_entry, name=_name)
+    else:
+        app.command(_name)(_entry)
 
 
 def main() -> None:

@@ -6,11 +6,9 @@ from pathlib import Path
 
 import typer
 
-from occo.cli.app import app
 from occo.cli.console import fail, note, out
 
 
-@app.command("convert")
 def convert(
     src: Path = typer.Argument(
         ..., help="The authors' checkpoint (occo.pth: torch pickle of a state dict)."

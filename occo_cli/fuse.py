@@ -7,24 +7,9 @@ from pathlib import Path
 
 import typer
 
-from occo.cli.app import app
 from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 _IR16 = ("percentile", "minmax", "full")
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        fail(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        fail(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
@@ -42,7 +27,6 @@ def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
         fail(f"OUT_DIR {out_dir} exists and is not a folder")
 
 
-@app.command("fuse")
 def fuse(
     ir_dir: Path = typer.Argument(..., help="Folder of infrared images."),
     vi_dir: Path = typer.Argument(
@@ -99,7 +83,7 @@ def fuse(
     from occo.eval.manifest import write_fuse_manifest
     from occo.models.checkpoint import load_weights, read_weights_metadata, resolve_weights
     from occo.models.fuser import FileFuser, FuseJob, Fuser
-    from occo.models.host import cpu_has_native_bf16, keep_freed_memory
+    from occo.runtime import DeviceError, cpu_amp_warning, keep_freed_memory, resolve_device
 
     if ir16 not in _IR16:
         fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")
@@ -115,20 +99,23 @@ def fuse(
 
     weights_path = resolve_weights(weights)
     source = read_weights_metadata(weights_path).get("source", "")
-    device = _resolve_device(device)
+    try:
+        torch_device = resolve_device(device)
+    except DeviceError as exc:
+        fail(str(exc))
+    device = str(torch_device)
     model = load_weights(weights_path)
-    if device == "cpu":
+    if torch_device.type == "cpu":
         # This process is ours: let glibc reuse FIFN's large freed maps (~20% faster on CPU).
         keep_freed_memory()
     try:
-        fuser = Fuser(model, device=device, amp="auto" if amp is None else amp, tile=tile,
+        fuser = Fuser(model, device=torch_device, amp="auto" if amp is None else amp, tile=tile,
                       batch_size=batch_size, ir16=ir16)  # fmt: skip
     except ValueError as exc:
         fail(str(exc))
     note(f"weights: {weights_path}" + (f" ({source})" if source else ""))
-    if device == "cpu" and fuser.amp_dtype is not None and cpu_has_native_bf16() is False:
-        warn("this CPU has no bf16 instructions (AVX512-BF16 or AMX): --amp runs emulated, "
-             "likely slower than the float32 default")  # fmt: skip
+    if message := cpu_amp_warning(torch_device, fuser.amp_dtype):
+        warn(message)
 
     jobs = [FuseJob(stem, ir, vi, out_dir / f"{stem}.png") for stem, ir, vi in pairing.pairs]
     todo = jobs if overwrite else [job for job in jobs if not job.out_path.exists()]

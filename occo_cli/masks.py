@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from occo.cli.app import app
 from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 masks_app = typer.Typer(
@@ -18,7 +17,6 @@ masks_app = typer.Typer(
     help="Object masks: Grounding DINO + SAM (or label maps) into an HDF5 store.",
     no_args_is_help=True,
 )
-app.add_typer(masks_app, name="masks")
 
 
 def _find_folder(dataset: Path, names: tuple[str, ...], what: str, option: str) -> Path:
@@ -163,18 +161,18 @@ def gen(
         torchrun --nproc-per-node 4 -m occo masks gen data/FMB
     """
     from occo.masks.generate import (
-        DistContext,
         ModelMaskConfig,
         ModelMaskSource,
         generate_masks,
-        resolve_device,
         resolve_dtype,
     )
+    from occo.runtime import DistContext, resolve_device
 
     pairs, ir_found, vi_found = _dataset_pairs(dataset, ir_dir, vi_dir)
     out_path = out_path or dataset / "masks.h5"
     meta = {"ir_dir": str(ir_found), "vi_dir": str(vi_found)}
-    dist = DistContext.from_env()
+    # Gloo carries only barriers here; the timeout covers the slowest rank and the merge.
+    dist = DistContext.from_env("gloo", timeout_hours=6.0)
     lead = dist.rank == 0
     try:
         if labels is not None:

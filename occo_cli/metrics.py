@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from occo.cli.app import app
 from occo.cli.console import err, fail, note, out, progress_bar, warn
 from occo.data.errors import OccoError
 from occo.eval.metrics import CONVENTIONS, METRIC_INFO, parse_metric_names
@@ -79,7 +78,6 @@ def _check_output_path(csv_path: Path, inputs: list[Path]) -> None:
             )
 
 
-@app.command("metrics")
 def metrics_command(
     fused_dirs: list[Path] = typer.Argument(
         ..., help="Folders of fused images; each folder is one method (one table row)."

@@ -8,13 +8,11 @@ from typing import Any
 
 import typer
 
-from occo.cli.app import app
 from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 _OBJECTIVES = ("occo", "pixel")
 
 
-@app.command("train")
 def train(
     dataset: Path = typer.Argument(
         ..., help="Dataset folder with ir/ and vi/ (paired by file stem)."
@@ -78,8 +76,11 @@ def train(
     """
     from occo.data.pairing import pair_images
     from occo.data.training import find_modality_dirs, split_holdout
-    from occo.models.train_config import TrainConfig, load_config_file
-    from occo.models.trainer import Trainer, load_checkpoint, stop_on_signals
+    from occo.runtime import cpu_amp_warning
+    from occo.train.config import TrainConfig, load_config_file
+    from occo.train.signals import stop_on_signals
+    from occo.train.state import load_checkpoint
+    from occo.train.trainer import Trainer
 
     if objective is not None and objective not in _OBJECTIVES:
         fail(f"--objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
@@ -174,12 +175,8 @@ def train(
                 f"validating on {info['val_pairs']}; device {info['device']} x{info['world_size']}, "
                 f"amp {info['amp']}; run folder {run}"
             )
-            if info["amp"] == "bfloat16" and str(info["device"]).startswith("cpu"):
-                from occo.models.host import cpu_has_native_bf16
-
-                if cpu_has_native_bf16() is False:
-                    warn("this CPU has no bf16 instructions (AVX512-BF16 or AMX): --amp runs "
-                         "emulated, likely slower than the float32 default")  # fmt: skip
+            if message := cpu_amp_warning(trainer.device, trainer.amp_dtype):
+                warn(message)
             bar.start()
             task.append(
                 bar.add_task("train", total=info["total_steps"], completed=info["step"], status="")
@@ -214,7 +211,7 @@ def train(
         on_event=on_event,
     )
     if trainer.device.type == "cpu":
-        from occo.models.host import keep_freed_memory
+        from occo.runtime import keep_freed_memory
 
         keep_freed_memory()  # large CPU tensors reuse freed heap instead of faulting pages in
     try:

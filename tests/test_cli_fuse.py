@@ -133,7 +133,7 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
     import builtins
     import io
 
-    import occo.models.host as host_module
+    import occo.runtime as host_module
 
     def fake_open(flags):
         def opener(path, *args, **kwargs):
@@ -151,7 +151,7 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch):
 
 
 def test_amp_on_a_cpu_without_bf16_warns(dataset, tmp_path, monkeypatch):
-    import occo.models.host as host_module
+    import occo.runtime as host_module
 
     ir_dir, vi_dir, weights = dataset
     monkeypatch.setattr(host_module, "cpu_has_native_bf16", lambda: False)

@@ -324,7 +324,8 @@ def test_failed_model_load_leaves_nothing_behind(tmp_path):
 def test_device_and_dtype_resolution():
     import torch
 
-    from occo.masks.generate import resolve_device, resolve_dtype
+    from occo.masks.generate import resolve_dtype
+    from occo.runtime import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_dtype("auto", torch.device("cpu")) == "float32"

@@ -8,16 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from occo.models.fifn import FIFN
-from occo.models.fuser import (
-    Fuser,
+from occo.data.normalize import (
     compose_color,
     ir_to_unit,
     luminance,
     prepare_pair,
+    prepare_training_pair,
     to_uint8,
     vi_to_unit,
 )
+from occo.models.fifn import FIFN
+from occo.models.fuser import Fuser
 from tests.helpers import TINY_FIFN
 
 
@@ -118,3 +119,15 @@ def test_bf16_autocast_on_cpu_is_close():
     assert bf16_fuser.amp_dtype == torch.bfloat16
     assert Fuser(model).amp_dtype is None  # "auto" is off on CPU
     assert (bf16_fuser.fuse(vi, ir) - fp32).abs().mean() < 0.05
+
+
+def test_training_pair_is_inference_input():
+    # One normalisation for train and fuse: the training pair is what the Fuser feeds FIFN.
+    rng = np.random.default_rng(3)
+    ir16 = rng.integers(1000, 3000, (6, 7)).astype(np.uint16)
+    rgb = rng.integers(0, 256, (6, 7, 3)).astype(np.uint8)
+    ir, vi_y = prepare_training_pair(ir16, rgb)
+    pair = prepare_pair(ir16, rgb)
+    np.testing.assert_array_equal(ir, pair.ir[0].numpy())
+    np.testing.assert_array_equal(vi_y, luminance(pair.vi[None])[0, 0].numpy())
+    assert ir.dtype == vi_y.dtype == np.float32 and 0.0 <= ir.min() and ir.max() <= 1.0

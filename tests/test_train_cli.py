@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from occo.data.io import write_image_atomic
-from occo.models.trainer import load_checkpoint
+from occo.train.state import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = """

@@ -17,7 +17,7 @@ from occo.data.training import (
     salient_crop_origin,
     split_holdout,
 )
-from occo.models.train_config import ConfigError, TrainConfig, load_config_file
+from occo.train.config import ConfigError, TrainConfig, load_config_file
 
 
 class DictMasks:

@@ -29,8 +29,9 @@ from occo.masks.store import (
 )
 from occo.masks.store import open_mask_store as open_store
 from occo.models.checkpoint import load_weights, read_weights_metadata
-from occo.models.train_config import TrainConfig
-from occo.models.trainer import DivergedError, Trainer, TrainingError
+from occo.train.config import TrainConfig
+from occo.train.state import DivergedError, TrainingError
+from occo.train.trainer import Trainer
 
 TINY_MODEL = {"widths": [4, 8, 8, 8], "heads": [1, 1, 1, 1]}
 

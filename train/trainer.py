@@ -16,244 +16,43 @@ Run folder::
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
-import os
-import random
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from occo.data.errors import OccoError
-from occo.data.io import write_bytes_atomic, write_image_atomic
+from occo.data.io import file_sha256, write_bytes_atomic, write_image_atomic
+from occo.data.normalize import prepare_training_pair
 from occo.data.training import FusionCropDataset, GroupedBatchSampler, MaskReader, seed_worker
 from occo.data.version import OCCO_VERSION
 from occo.models.checkpoint import save_weights
 from occo.models.fifn import FIFN, minmax_normalize
-from occo.models.train_config import RESUMABLE_CHANGES, TrainConfig
+from occo.runtime import init_distributed, resolve_amp
+from occo.train.config import RESUMABLE_CHANGES, TrainConfig
+from occo.train.distributed import convert_batchnorm, sum_over_ranks
+from occo.train.state import (
+    CHECKPOINT_FORMAT,
+    DivergedError,
+    TrainingError,
+    TrainState,
+    load_checkpoint,
+    rng_state,
+    save_torch_atomic,
+    set_rng_state,
+)
 
-CHECKPOINT_FORMAT = "occo-train-checkpoint"
 Pair = tuple[str, Path, Path]
 #: ``on_event(kind, info)``; kinds: start, step, skipped, validation, checkpoint, epoch, done.
 EventHandler = Callable[[str, dict[str, Any]], None]
-
-
-class TrainingError(OccoError, RuntimeError):
-    """Training cannot start or continue (explained in the message)."""
-
-
-class DivergedError(TrainingError):
-    """The loss stayed non-finite for ``max_nonfinite`` steps in a row."""
-
-
-# --- distributed plumbing -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process stands in a (possibly single-process) run."""
-
-    rank: int = 0
-    """This process's rank."""
-    world_size: int = 1
-    """Number of processes."""
-    local_rank: int = 0
-    """Rank on this machine (picks the GPU)."""
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0 writes every file."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """More than one process."""
-        return self.world_size > 1
-
-
-def init_distributed(device: str | torch.device) -> tuple[DistInfo, torch.device]:
-    """Join the process group torchrun describes in the environment, if any.
-
-    Args:
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; under torchrun a CUDA
-            device becomes ``cuda:LOCAL_RANK``.
-
-    Returns:
-        ``(DistInfo, device)``; a single process when ``WORLD_SIZE`` is unset or 1.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device)
-    if world > 1:
-        if dev.type == "cuda":
-            dev = torch.device("cuda", local)
-            torch.cuda.set_device(dev)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistInfo(rank, world, local), dev
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; anything else is checked."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(
-            f"device {device} was asked for but CUDA is not available; use --device cpu"
-        )
-    return dev
-
-
-class AllReduceBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d with statistics over all processes, for backends without SyncBatchNorm.
-
-    torch's SyncBatchNorm only runs on GPUs; this one runs anywhere (gloo on CPU) through
-    the differentiable all-reduce of ``torch.distributed.nn``, so N processes normalise a
-    batch exactly as one process does. Same parameters and buffers as BatchNorm2d.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W)
-        if not (self.training and dist.is_available() and dist.is_initialized()):
-            return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
-        dims = (0, 2, 3)
-        count = all_reduce(x.new_tensor([x.numel() / x.shape[1]]))
-        mean = all_reduce(x.sum(dims)) / count
-        # Two passes (mean, then squared deviations) for the precision of a local BN.
-        var = all_reduce((x - mean[None, :, None, None]).square().sum(dims)) / count
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = (
-                    self.momentum
-                    if self.momentum is not None
-                    else 1.0 / float(self.num_batches_tracked)
-                )
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
-                unbiased = var.detach() * count / (count - 1).clamp_min(1)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
-        scale = torch.rsqrt(var + self.eps)
-        y = (x - mean[None, :, None, None]) * scale[None, :, None, None]
-        if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y
-
-
-def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Make every BatchNorm2d synchronise its statistics across processes.
-
-    Args:
-        module: the network (changed in place where possible).
-        device: CUDA uses torch's SyncBatchNorm, anything else :class:`AllReduceBatchNorm2d`.
-
-    Returns:
-        The converted module.
-    """
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    for child in module.children():
-        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, AllReduceBatchNorm2d):
-            child.__class__ = AllReduceBatchNorm2d  # same state, synchronised forward
-        else:
-            convert_batchnorm(child, device)
-    return module
-
-
-# --- checkpoint files ------------------------------------------------------------------
-
-
-@dataclass
-class TrainState:
-    """Counters saved in checkpoints."""
-
-    step: int = 0
-    """Batches processed so far (including skipped ones)."""
-    epoch: int = 0
-    """Current epoch (0-based)."""
-    batch_in_epoch: int = 0
-    """Batches of the current epoch already processed."""
-    skipped: int = 0
-    """Steps skipped for a non-finite loss, in all."""
-    consecutive_nonfinite: int = 0
-    """Non-finite steps in a row just before this state."""
-    best_value: float | None = None
-    """Best validation score so far."""
-    best_step: int | None = None
-    """Step of the best validation score."""
-
-
-def save_torch_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file and ``os.replace``: never a half-written file."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global random state a step may consume, as tensors and plain values."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    torch.set_rng_state(state["torch"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    random.setstate(_tuples(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a resumable checkpoint (tensors and plain values only).
-
-    Args:
-        path: ``checkpoint.pt`` of a run folder.
-
-    Returns:
-        The checkpoint dict.
-
-    Raises:
-        TrainingError: missing, unreadable or not an occo training checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"no checkpoint to resume at {path}; start without --resume")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise TrainingError(
-            f"cannot read checkpoint {path}: {exc}; start a new run with another --out"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path} is not an occo training checkpoint")
-    return payload
 
 
 # --- the trainer -----------------------------------------------------------------------
@@ -275,30 +74,6 @@ class TrainResult:
     """``best.safetensors`` (rank 0), when validation ran."""
     validation: dict[str, float] = field(default_factory=dict)
     """The latest validation scores."""
-
-
-def _sum_over_ranks(group: Any) -> Callable[[Tensor], Tensor]:
-    """An autograd-aware sum over DDP ranks, on its own process group.
-
-    Its backward sums the ranks' (identical) upstream gradients, world_size times the
-    gradient of the global loss; DDP's gradient averaging divides that back, so the
-    update equals one process's at the same global batch.
-    """
-    from torch.distributed.nn.functional import all_reduce
-
-    def reduce(stats: Tensor) -> Tensor:
-        return all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
-
-    return reduce
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's content (streamed: VGG19 checkpoints are 0.5 GB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Trainer:
@@ -341,7 +116,7 @@ class Trainer:
         self.metadata = dict(metadata or {})
         self.train_pairs, self.val_pairs = list(train_pairs), list(val_pairs)
         self.state = TrainState()
-        self._stop = False
+        self.stop_requested = False
         checkpoint = None
         if resume:
             checkpoint = load_checkpoint(self.out_dir / "checkpoint.pt")
@@ -363,7 +138,7 @@ class Trainer:
 
         torch.manual_seed(config.seed)  # same initial weights in every process
         self.model = FIFN(config.model).to(self.device)
-        self.amp_dtype = self._amp_dtype()
+        self.amp_dtype = resolve_amp(config.amp, self.device)
         # channels_last speeds up cuDNN and oneDNN alike, but CPU processes under DDP (gloo)
         # stay contiguous: there it broke the equality with one process, and a run aborted.
         self.channels_last = config.channels_last and (
@@ -405,7 +180,7 @@ class Trainer:
             if contrastive is not None and hasattr(contrastive, "reduce"):
                 # CCL's ratios are over the whole group; sum every rank's counts and distance
                 # sums so that N processes compute what one would at the same global batch.
-                contrastive.reduce = _sum_over_ranks(dist.new_group())
+                contrastive.reduce = sum_over_ranks(dist.new_group())
 
         self.sampler = GroupedBatchSampler(
             len(self.train_pairs),
@@ -470,15 +245,6 @@ class Trainer:
             overrides["objective"] = {"vgg_weights": given.objective.vgg_weights}
         return saved.replace(overrides)
 
-    def _amp_dtype(self) -> torch.dtype | None:
-        amp = self.config.amp
-        if amp is False:
-            return None
-        if self.device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        # Off by default elsewhere: CPU bf16 only pays on CPUs with bf16 instructions.
-        return torch.bfloat16 if amp and self.device.type == "cpu" else None
-
     def _build_objective(self) -> nn.Module:
         from occo.losses.objective import FusionObjective
 
@@ -504,7 +270,7 @@ class Trainer:
 
     def request_stop(self) -> None:
         """Ask the loop to save a checkpoint and return after the current step (signal-safe)."""
-        self._stop = True
+        self.stop_requested = True
 
     def _agree(self, flag: bool, any_rank: bool = True) -> bool:
         """``flag`` combined over processes: true if true on any rank (or on all ranks)."""
@@ -555,7 +321,7 @@ class Trainer:
                     self.train_step(batch)
                     state.step += 1
                     state.batch_in_epoch += 1
-                    if self._agree(self._stop):
+                    if self._agree(self.stop_requested):
                         interrupted = True
                         break
                     if state.step % cfg.checkpoint_every == 0:
@@ -804,52 +570,6 @@ class Trainer:
             for key, value in record.items():
                 if prefix and isinstance(value, float) and key not in ("time", "seconds"):
                     self._tb.add_scalar(f"{prefix}/{key}", value, record["step"])
-
-
-def prepare_training_pair(ir: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Training inputs prepared exactly as the Fuser prepares inference inputs.
-
-    8-bit images are divided by 255 (not stretched per image as the release's training
-    did, since its test divided by 255); 16-bit infrared gets the Fuser's percentile
-    stretch; colour visible images give their Y channel.
-
-    Args:
-        ir: infrared as read by ``data.io.read_image``.
-        vi: visible as read, same size.
-
-    Returns:
-        ``(ir, vi_y)``, each ``(H, W)`` float32 in [0, 1].
-    """
-    from occo.models.fuser import luminance, prepare_pair
-
-    pair = prepare_pair(ir, vi)
-    return pair.ir[0].numpy(), luminance(pair.vi[None])[0, 0].numpy()
-
-
-@contextmanager
-def stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """Ctrl-C (SIGINT) and SIGTERM ask ``trainer`` to save and stop; a second Ctrl-C aborts.
-
-    Args:
-        trainer: the trainer to stop.
-    """
-    previous = {}
-
-    def handler(signum: int, frame: Any) -> None:
-        if trainer._stop:  # second request: stop now, without saving
-            raise KeyboardInterrupt
-        trainer.request_stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _number(value: Any) -> Any:

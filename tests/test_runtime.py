@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from occo.models.host import keep_freed_memory
+from occo.runtime import keep_freed_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc setting")
