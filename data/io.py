@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -90,24 +92,47 @@ def write_image_atomic(path: str | Path, image: np.ndarray) -> None:
     write_bytes_atomic(path, encoded.tobytes())
 
 
-def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file and ``os.replace``."""
+@contextmanager
+def atomic_path(path: str | Path, tmp_dir: str | Path | None = None) -> Iterator[Path]:
+    """A temporary file that becomes ``path`` only when the ``with`` block succeeds.
+
+    The one way occo writes a file: the content goes to a hidden temporary file
+    (``.NAME.*.tmp``) in the same folder, is flushed to disk and renamed over ``path``;
+    ``path`` is always either its old self or complete, never half-written. On any error
+    the temporary file is removed.
+
+    Args:
+        path: destination.
+        tmp_dir: folder for the temporary file (same file system as ``path``; default its
+            folder).
+
+    Yields:
+        The temporary file's path (created empty) to write to.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    folder = Path(tmp_dir) if tmp_dir is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    tmp = Path(name)
     try:
+        yield tmp
+        with open(tmp, "rb+") as handle:  # durable before it becomes visible
+            os.fsync(handle.fileno())
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask).
         umask = os.umask(0)
         os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
+    """Write bytes to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:

@@ -171,3 +171,17 @@ def prepare_training_pair(ir: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, n
     """
     pair = prepare_pair(ir, vi)
     return pair.ir[0].numpy(), luminance(pair.vi[None])[0, 0].numpy()
+
+
+def check_gray_batches(**images: Tensor) -> None:
+    """Raise ValueError unless every image is a (B, 1, H, W) batch of the first one's shape.
+
+    Args:
+        images: named tensors, e.g. ``fused=..., vi_y=..., ir=...`` (the names go into the
+            message).
+    """
+    shapes = {name: tuple(image.shape) for name, image in images.items()}
+    first = next(iter(shapes.values()))
+    if len(first) != 4 or first[1] != 1 or any(shape != first for shape in shapes.values()):
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"expected (B, 1, H, W) images of one shape, got {listed}")

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from occo.data.errors import OccoError
+from occo.data.normalize import check_gray_batches
 from occo.losses.contextual import DEFAULT_MAX_POINTS, contextual_distance
 from occo.losses.vgg import GRAY_LAYER, VGGFeatures
 
@@ -174,19 +175,6 @@ class _Samples:
         return anchor, self.target_feats[layer][rows]
 
 
-def _check_images(fused: torch.Tensor, vi: torch.Tensor, ir: torch.Tensor) -> None:
-    if (
-        fused.dim() != 4
-        or fused.shape[1] != 1
-        or vi.shape != fused.shape
-        or ir.shape != fused.shape
-    ):
-        raise ValueError(
-            f"expected fused, vi, ir (B, 1, H, W) of one shape, got {tuple(fused.shape)}, "
-            f"{tuple(vi.shape)}, {tuple(ir.shape)}"
-        )
-
-
 def _region_masks(regions: Any, names: set[str], like: torch.Tensor) -> dict[str, torch.Tensor]:
     masks = {}
     for name in sorted(names):
@@ -251,7 +239,7 @@ def contextual_contrastive_loss(
         raise ValueError(f"unknown contrastive term(s) {sorted(unknown)}; known: {list(TERMS)}")
     layers = {**DEFAULT_LAYER_WEIGHTS, **(layer_weights or {})}
     layers = {name: weight for name, weight in layers.items() if weight != 0.0}
-    _check_images(fused, vi, ir)
+    check_gray_batches(fused=fused, vi=vi, ir=ir)
     n = group_size(fused.shape[0], groups)
     active = [name for name in TERMS if weights[name] != 0.0]
     masks = _region_masks(regions, {TERMS[name][0] for name in active}, fused)

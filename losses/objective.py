@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from occo.data.errors import OccoError
+from occo.data.normalize import check_gray_batches
 from occo.losses.contextual import DEFAULT_MAX_POINTS
 from occo.losses.contrastive import ContextualContrastiveLoss, group_size
 from occo.losses.pixel import PixelLoss
@@ -184,16 +185,7 @@ class FusionObjective(nn.Module):
             ``texture`` and, for "occo", ``con`` and ``con_<term>`` per contrastive term.
             ``pixel`` and ``con`` are weighted sums of their unweighted parts.
         """
-        if (
-            fused.dim() != 4
-            or fused.shape[1] != 1
-            or vi_y.shape != fused.shape
-            or ir.shape != fused.shape
-        ):
-            raise ValueError(
-                f"expected fused, vi_y, ir (B, 1, H, W) of one shape, got {tuple(fused.shape)}, "
-                f"{tuple(vi_y.shape)}, {tuple(ir.shape)}"
-            )
+        check_gray_batches(fused=fused, vi_y=vi_y, ir=ir)
         vi_y, ir = vi_y.detach(), ir.detach()  # the sources are targets, not parameters
         pixel, parts = self.pixel(fused, vi_y, ir)
         parts = {"pixel": pixel, **parts}

@@ -23,7 +23,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import h5py
 import numpy as np
 
 from occo.data.errors import OccoError
-from occo.data.io import write_bytes_atomic
+from occo.data.io import atomic_path, write_bytes_atomic
 
 FORMAT = "occo-masks"
 PART_FORMAT = "occo-masks-part"
@@ -146,12 +145,6 @@ def read_pair(h5: h5py.File, stem: str) -> PairMasks:
     return PairMasks(stem=stem, **entries)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_h5_atomic(
     path: str | Path,
     attrs: Mapping[str, Any],
@@ -166,23 +159,10 @@ def write_h5_atomic(
         fill: writes the content into the open temporary file.
         tmp_dir: folder for the temporary file (same file system as ``path``; default its folder).
     """
-    path = Path(path)
-    folder = Path(tmp_dir) if tmp_dir is not None else path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", locking=False) as h5:
-            for key, value in attrs.items():
-                h5.attrs[key] = _attr_value(value)
-            fill(h5)
-        with open(tmp, "rb+") as handle:  # durable before it becomes visible
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, tmp_dir) as tmp, h5py.File(tmp, "w", locking=False) as h5:
+        for key, value in attrs.items():
+            h5.attrs[key] = _attr_value(value)
+        fill(h5)
 
 
 def _attr_value(value: Any) -> Any:

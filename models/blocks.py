@@ -292,11 +292,22 @@ class CrossAttention(nn.Module):
         self.kv_vi = nn.Linear(channels, 2 * channels, bias=False)
         self.kv_ir = nn.Linear(channels, 2 * channels, bias=False)
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Args: x, y: (B, N, C) tokens. Returns: (x attends y, y attends x), each (B, N, C)."""
-        context_x = projected_context(x, self.kv_vi, self.heads)
-        context_y = projected_context(y, self.kv_ir, self.heads)
-        return attend(x, context_y), attend(y, context_x)
+    def contexts(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Each modality's attention context, for the other's queries to read.
+
+        The attended tokens themselves, ``attend(x, context_y)`` and ``attend(y,
+        context_x)``, are never formed: FIFB folds them into its output projections
+        (:func:`attended_output`).
+
+        Args:
+            x, y: (B, N, C) visible and infrared queries.
+
+        Returns:
+            ``(context_x, context_y)``, each (B, heads, d, d).
+        """
+        return projected_context(x, self.kv_vi, self.heads), projected_context(
+            y, self.kv_ir, self.heads
+        )
 
 
 class MergeBlock(nn.Module):
@@ -391,9 +402,7 @@ class FIFB(nn.Module):
         # Cross attention (x's queries read y's context and vice versa), folded into the
         # output projections: see CrossAttention and attended_output.
         if context is None:
-            attn = self.attention
-            context_x = projected_context(q_x, attn.kv_vi, attn.heads)
-            context_y = projected_context(q_y, attn.kv_ir, attn.heads)
+            context_x, context_y = self.attention.contexts(q_x, q_y)
         else:
             context_x, context_y = context.context_x, context.context_y
         out_x = self.norm_vi(attended_output(x, s_x, q_x, context_y, self.out_proj_vi))

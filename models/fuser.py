@@ -53,7 +53,8 @@ class Fuser:
         tile: for images too large for memory: run FIFN in windows of this many px (plus
             the network's receptive margin each side) with the same result as whole images
             (see models.tiling); None = whole images.
-        batch_size: pairs per network call.
+        batch_size: pairs per network call, for :meth:`fuse_pairs` and :class:`FileFuser`
+            (which group same-size pairs); :meth:`fuse` and :meth:`raw` run the batch given.
         ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
 
     The Fuser runs an inference copy of ``model`` (BatchNorms folded, channels_last) made
@@ -103,8 +104,9 @@ class Fuser:
 
     @torch.inference_mode()
     def raw(self, vi_y: Tensor, ir: Tensor) -> Tensor:
-        """Raw network output, in windows when a tile size is set and the image exceeds
-        one window (same result, up to float summation order).
+        """Raw network output for one batch (one network call; batching is the caller's),
+        in windows when a tile size is set and the image exceeds one window (same result,
+        up to float summation order).
 
         Args:
             vi_y: (B, 1, H, W) visible luminance in [0, 1].
@@ -113,17 +115,11 @@ class Fuser:
         Returns:
             (B, 1, H, W) float32, not normalised.
         """
-        vi_y, ir = vi_y.to(self.device), ir.to(self.device)
-        return torch.cat(
-            [
-                self._network(v, i)
-                for v, i in zip(vi_y.split(self.batch_size), ir.split(self.batch_size), strict=True)
-            ]
-        )
+        return self._network(vi_y.to(self.device), ir.to(self.device))
 
     @torch.inference_mode()
     def fuse(self, vi: Tensor, ir: Tensor) -> Tensor:
-        """Fuse a batch of same-size pairs.
+        """Fuse one batch of same-size pairs (one network call).
 
         Args:
             vi: (B, 1, H, W) gray or (B, 3, H, W) RGB visible in [0, 1].
@@ -137,11 +133,24 @@ class Fuser:
         fused_y = minmax_normalize(self.raw(luminance(vi), ir))
         return compose_color(fused_y, vi)
 
-    def fuse_pairs(self, pairs: Sequence[PreparedPair]) -> list[np.ndarray]:
-        """Fuse prepared pairs of any sizes, batching the same-size ones.
+    def fuse_batch(self, pairs: Sequence[PreparedPair]) -> list[np.ndarray]:
+        """Fuse pairs of one size and colour in one network call.
 
         Args:
-            pairs: from :func:`prepare_pair`.
+            pairs: from :func:`occo.data.normalize.prepare_pair`, all the same size and colour.
+
+        Returns:
+            One uint8 image per pair, in order: (H, W) gray or (H, W, 3) RGB.
+        """
+        vi = torch.stack([pair.vi for pair in pairs])
+        ir = torch.stack([pair.ir for pair in pairs])
+        return [to_uint8(image) for image in self.fuse(vi, ir)]
+
+    def fuse_pairs(self, pairs: Sequence[PreparedPair]) -> list[np.ndarray]:
+        """Fuse prepared pairs of any sizes: same-size ones in batches of ``batch_size``.
+
+        Args:
+            pairs: from :func:`occo.data.normalize.prepare_pair`.
 
         Returns:
             One uint8 image per pair, in order: (H, W) gray or (H, W, 3) RGB.
@@ -153,10 +162,8 @@ class Fuser:
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
-                vi = torch.stack([pairs[i].vi for i in chunk])
-                ir = torch.stack([pairs[i].ir for i in chunk])
-                for i, image in zip(chunk, self.fuse(vi, ir), strict=True):
-                    results[i] = to_uint8(image)
+                for i, image in zip(chunk, self.fuse_batch([pairs[i] for i in chunk]), strict=True):
+                    results[i] = image
         return results  # type: ignore[return-value]
 
     def fuse_arrays(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
@@ -300,7 +307,7 @@ class FileFuser:
         """Fuse a group as one batch; if that fails, pair by pair to name the culprit."""
         start = time.perf_counter()
         try:
-            images: list[np.ndarray | str] = list(self.fuser.fuse_pairs([p for _, p in group]))
+            images: list[np.ndarray | str] = list(self.fuser.fuse_batch([p for _, p in group]))
         except (RuntimeError, ValueError) as exc:  # includes torch.OutOfMemoryError
             if len(group) == 1:
                 job = group[0][0]
