@@ -1,5 +1,5 @@
 """OCCO's training objective: VGG19 features, contextual similarity, the contextual
-contrastive loss over object regions and the pixel losses (FACTS section 3)."""
+contrastive loss over object regions and the pixel losses (the OCCO paper, Section 3)."""
 
 from occo.losses.contextual import (
     ContextualDistance,

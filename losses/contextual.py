@@ -1,4 +1,4 @@
-"""Contextual similarity and distance (Mechrez et al. 2018) as OCCO uses them (FACTS section 3).
+"""Contextual similarity and distance (Mechrez et al. 2018) as OCCO uses them.
 
 Each feature map is a set of points (one per pixel). For source points x_i and target points
 y_j, both centred on the target's mean feature (each target map's own mean, so that a pair's

@@ -1,4 +1,4 @@
-"""The contextual contrastive loss (CCL) of OCCO over object regions (FACTS sections 2, 3).
+"""The contextual contrastive loss (CCL) of OCCO over object regions (OCCO, Sections 2-3).
 
 The batch is split into ``groups`` equal groups. Group 1 supplies the anchors (fused image
 times a region) and positives (positive modality times the same region); the negatives of

@@ -1,4 +1,4 @@
-"""The training objective of OCCO: L = L_pixel + 10 L_con (FACTS section 3).
+"""The training objective of OCCO: L = L_pixel + 10 L_con (the paper's eq. for the total loss).
 
 :class:`ObjectiveConfig` holds every weight and setting (defaults: the paper's values);
 :class:`FusionObjective` computes the total and its parts for logging.

@@ -1,4 +1,4 @@
-"""Pixel losses of OCCO (FACTS section 3): SSIM, intensity and Sobel texture.
+"""Pixel losses of OCCO (the paper's Section 3, as released): SSIM, intensity and Sobel texture.
 
 All take gray images ``(B, 1, H, W)`` in [0, 1] and run in float32 or wider even under
 autocast (SSIM's constants, 1e-4 and 9e-4, are below bfloat16's resolution near 1).

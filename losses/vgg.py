@@ -1,4 +1,4 @@
-"""The frozen VGG19 feature extractor of the contextual contrastive loss (FACTS section 3).
+"""The frozen VGG19 feature extractor of the contextual contrastive loss (OCCO, Section 3).
 
 Only ``features`` up to relu5_4 is built (the classifier holds 85 % of VGG19's parameters
 and the loss never uses it). Layer indices match torchvision's ``vgg19().features`` so its

@@ -15,7 +15,7 @@ from occo.data.errors import OccoError
 
 #: The detector occo uses unless told otherwise (172 M parameters, 689 MB).
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
-#: The OCCO paper's prompt (FACTS section 2).
+#: The OCCO paper's Grounding DINO prompt.
 DEFAULT_PROMPT = "The scene captures a group of pedestrians or cars."
 
 

@@ -1,4 +1,4 @@
-"""The four disjoint regions of a pair from its two binary object masks (FACTS section 2).
+"""The four disjoint regions of a pair from its two binary object masks (OCCO, Section 2).
 
 shared = vi AND ir, unique_vi = vi minus shared, unique_ir = ir minus shared, background =
 everything else. The masks are binarised (> 0) first, so the four regions always partition

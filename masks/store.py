@@ -1,6 +1,6 @@
 """The HDF5 mask store: layout, crash-safe writing through a parts journal, and the reader.
 
-Layout (DESIGN.md, Formats)::
+Layout::
 
     /            attrs: format="occo-masks", version, occo_version, created_utc, updated_utc,
                  the run's settings (prompt, detector, segmenter, thresholds, ...)

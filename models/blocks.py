@@ -1,6 +1,6 @@
 """Building blocks of FIFN: encoder levels, the Feature Interaction Fusion Block, decoder steps.
 
-Every block reproduces the authors' released computation (FACTS section 1) under occo's own
+Every block reproduces the authors' released computation under occo's own
 module names; ``models.checkpoint`` maps the release's key names onto these.
 """
 

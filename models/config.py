@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 @dataclass(frozen=True)
 class FIFNConfig:
-    """Shape of a FIFN; the defaults are the authors' released network (FACTS section 1)."""
+    """Shape of a FIFN; the defaults are the authors' released network."""
 
     widths: tuple[int, ...] = (32, 64, 112, 160)
     """Feature channels of the encoder levels, shallow to deep (one FIFB per level)."""

@@ -1,4 +1,4 @@
-"""Configuration of a training run: the paper's values as defaults (FACTS sections 3-4).
+"""Configuration of a training run: the paper's values as defaults (the OCCO paper, Sections 3-4).
 
 Resolution order: these defaults, then a YAML file (``--config``), then command-line
 options. The resolved config is written into the run folder and into every checkpoint.
