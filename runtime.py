@@ -223,3 +223,19 @@ def cpu_has_native_bf16() -> bool | None:
     except OSError:
         pass
     return None
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for torch and OpenCV in this process (None: their defaults).
+
+    On small machines one process with all cores usually beats several processes that
+    each take all cores (they oversubscribe the CPU and slow each other down).
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    import cv2
+
+    cv2.setNumThreads(threads)

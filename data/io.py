@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import struct
 import tempfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,7 +77,9 @@ def is_gray_content(image: np.ndarray) -> bool:
     )
 
 
-def write_image_atomic(path: str | Path, image: np.ndarray) -> None:
+def write_image_atomic(
+    path: str | Path, image: np.ndarray, text: Mapping[str, str] | None = None
+) -> None:
     """Write an image so that ``path`` is either absent or complete, never half-written.
 
     Encodes to memory, writes a temporary file in the same folder and renames it.
@@ -82,6 +87,8 @@ def write_image_atomic(path: str | Path, image: np.ndarray) -> None:
     Args:
         path: destination; the extension picks the format.
         image: ``(H, W)`` gray or ``(H, W, 3)`` RGB, uint8 or uint16.
+        text: PNG only: ``tEXt`` entries (Latin-1 keys of 1-79 characters) stored in the
+            file, e.g. what made the image (read back with :func:`read_png_text`).
     """
     path = Path(path)
     if image.ndim == 3:
@@ -89,7 +96,67 @@ def write_image_atomic(path: str | Path, image: np.ndarray) -> None:
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise ValueError(f"cannot encode image for {path}")
-    write_bytes_atomic(path, encoded.tobytes())
+    payload = encoded.tobytes()
+    if text:
+        payload = add_png_text(payload, text)
+    write_bytes_atomic(path, payload)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def add_png_text(png: bytes, text: Mapping[str, str]) -> bytes:
+    """Insert ``tEXt`` chunks right after a PNG's header chunk (before the pixels).
+
+    Args:
+        png: an encoded PNG.
+        text: key -> value; values are stored as UTF-8 JSON-safe text.
+
+    Returns:
+        The PNG with the entries.
+    """
+    if not png.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG: text entries need the PNG format")
+    header_end = len(_PNG_SIGNATURE) + 8 + struct.unpack(">I", png[8:12])[0] + 4
+    chunks = b"".join(
+        _png_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("utf-8"))
+        for key, value in text.items()
+    )
+    return png[:header_end] + chunks + png[header_end:]
+
+
+def read_png_text(path: str | Path) -> dict[str, str]:
+    """The ``tEXt`` entries of a PNG file (those before its pixel data).
+
+    Args:
+        path: any file; a file that is not a PNG has no entries.
+
+    Returns:
+        key -> value; empty when there are none or the file is not a PNG.
+    """
+    entries: dict[str, str] = {}
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(8) != _PNG_SIGNATURE:
+                return entries
+            while header := handle.read(8):
+                if len(header) < 8:
+                    break
+                length, kind = struct.unpack(">I", header[:4])[0], header[4:]
+                if kind in (b"IDAT", b"IEND") or length > 1 << 24:
+                    break
+                data = handle.read(length)
+                handle.read(4)  # CRC
+                if kind == b"tEXt" and b"\0" in data:
+                    key, value = data.split(b"\0", 1)
+                    entries[key.decode("latin-1")] = value.decode("utf-8", "replace")
+    except OSError:
+        return {}
+    return entries
 
 
 @contextmanager
@@ -142,3 +209,65 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+class FolderBusyError(OccoError, RuntimeError):
+    """Another occo process holds the folder's lock."""
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "occo") -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block.
+
+    Two runs writing into one folder would race (the last writer wins, manifests
+    included); the second is refused at once instead. The lock is the folder's own
+    (``flock`` on its descriptor): nothing is left behind, and it ends with the process.
+    Where the platform has no ``flock``, nothing is locked.
+
+    Args:
+        folder: the output folder.
+        what: the command, for the message (e.g. ``"occo fuse"``).
+
+    Raises:
+        FolderBusyError: another process holds the lock.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusyError(
+                f"{folder} is busy: another {what} is writing into it; wait for it to finish "
+                "or choose another output folder"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete temporary files that an interrupted :func:`atomic_path` left in ``folder``.
+
+    Only call this while holding :func:`folder_lock`: the temporaries of a live writer
+    look the same.
+
+    Returns:
+        How many were removed.
+    """
+    removed = 0
+    for path in Path(folder).glob(".*.tmp"):
+        if path.is_file() and _TEMPORARY.fullmatch(path.name):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+#: The names :func:`atomic_path` gives its temporaries: ``.NAME.<8 random chars>.tmp``.
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")

@@ -1,9 +1,12 @@
 """The ``occo-fuse.json`` manifest that ``occo fuse`` writes next to its fused images.
 
 It records where the sources are, so that ``occo metrics OUT_DIR`` scores the fused
-images against them without ``--ir``/``--vi``, and how the images were made.
+images against them without ``--ir``/``--vi``, and how the images were made. Each fused
+PNG also carries its own record (a ``tEXt`` entry ``occo-fuse``: :func:`output_record`), so
+that a rerun resumes only outputs made with the same settings, and never takes a file
+occo did not write for one of its own.
 
-Schema (format "occo-fuse", version 1), a JSON object:
+Schema (format "occo-fuse", version 2), a JSON object:
 
 - ``format``: "occo-fuse"; ``version``: 1 (this schema); ``occo_version``: occo's version.
 - ``ir_dir``, ``vi_dir``: absolute paths of the infrared and visible source folders.
@@ -12,6 +15,9 @@ Schema (format "occo-fuse", version 1), a JSON object:
 - ``device``: e.g. "cuda:0" or "cpu".
 - ``timings``: seconds, e.g. ``{"total": 12.3, "per_image": 0.29}``.
 - ``pairs``: number of pairs fused.
+- ``provenance``: what decides the pixels (:data:`PIXEL_SETTINGS`), one value each.
+- ``outputs``: ``{stem: file name}`` of every fused image in the folder that this
+  provenance made (version 2; version 1 manifests have ``stems`` only).
 - ``created``: UTC time of writing, ISO 8601.
 
 Extra keys passed to :func:`write_fuse_manifest` are stored too (JSON values only).
@@ -21,12 +27,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from occo.data.errors import OccoError
-from occo.data.io import write_bytes_atomic
+from occo.data.io import read_png_text, write_bytes_atomic
 from occo.data.version import OCCO_VERSION
 
 #: File name of the manifest inside a fuse output folder.
@@ -34,7 +42,12 @@ MANIFEST_NAME = "occo-fuse.json"
 #: Value of the ``format`` key.
 MANIFEST_FORMAT = "occo-fuse"
 #: Schema version written by this occo.
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+#: The PNG text key under which each fused image records what made it.
+OUTPUT_KEY = "occo-fuse"
+#: What decides a fused image's pixels; an output is reused only when all of them match.
+#: (--resize-vi is not among them: a pair it would resize has no output without it.)
+PIXEL_SETTINGS = ("occo_version", "weights_sha256", "ir16", "tile", "amp")
 
 
 class ManifestError(OccoError, ValueError):
@@ -128,3 +141,109 @@ def read_fuse_manifest(out_dir: str | Path) -> dict[str, Any] | None:
         if not isinstance(record.get(key), str) or not record[key]:
             raise ManifestError(f"{path} lacks '{key}'; pass --ir and --vi")
     return record
+
+
+class ResumeError(OccoError, ValueError):
+    """Existing files in the output folder that a rerun must not reuse or replace."""
+
+
+def output_record(provenance: Mapping[str, Any], ir_path: Path, vi_path: Path) -> str:
+    """The text a fused PNG stores about what made it (ASCII JSON).
+
+    Args:
+        provenance: the run's :data:`PIXEL_SETTINGS` values.
+        ir_path: the infrared source file.
+        vi_path: the visible source file.
+    """
+    record = {"made_by": "occo fuse", **provenance, "ir": ir_path.name, "vi": vi_path.name}
+    return json.dumps(record, sort_keys=True, ensure_ascii=True)
+
+
+def _read_output_record(path: Path) -> dict[str, Any] | None:
+    text = read_png_text(path).get(OUTPUT_KEY)
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+@dataclass
+class ResumePlan:
+    """Which outputs a run makes and which earlier outputs it keeps."""
+
+    todo: list[int] = field(default_factory=list)
+    """Indices of the pairs to fuse."""
+    done: list[int] = field(default_factory=list)
+    """Indices of the pairs whose output exists, made with the same settings."""
+
+
+def plan_resume(
+    outputs: Sequence[tuple[Path, Path, Path]],
+    provenance: Mapping[str, Any],
+    overwrite: bool = False,
+) -> ResumePlan:
+    """Decide, per output, whether a run redoes it, keeps it or must stop.
+
+    An existing output is kept only when its own record matches this run's settings and
+    sources; a file without an occo record (a stray file, another method's image) is
+    never taken for a finished output.
+
+    Args:
+        outputs: ``(out_path, ir_path, vi_path)`` per pair.
+        provenance: this run's :data:`PIXEL_SETTINGS` values.
+        overwrite: redo every output, replacing whatever is there.
+
+    Returns:
+        The plan.
+
+    Raises:
+        ResumeError: without ``overwrite``, an existing output occo did not write, or one
+            made with other settings (the message names the files and what differs).
+    """
+    plan = ResumePlan()
+    foreign: list[Path] = []
+    differing: list[tuple[Path, list[str]]] = []
+    for index, (out_path, ir_path, vi_path) in enumerate(outputs):
+        if overwrite or not out_path.exists():
+            plan.todo.append(index)
+            continue
+        record = _read_output_record(out_path)
+        if record is None or record.get("made_by") != "occo fuse":
+            foreign.append(out_path)
+            continue
+        wanted = json.loads(output_record(provenance, ir_path, vi_path))
+        diffs = [
+            f"{key}: {_short(record.get(key))} -> {_short(wanted[key])}"
+            for key in (*PIXEL_SETTINGS, "ir", "vi")
+            if record.get(key) != wanted[key]
+        ]
+        if diffs:
+            differing.append((out_path, diffs))
+        else:
+            plan.done.append(index)
+    if foreign:
+        raise ResumeError(
+            f"{foreign[0].parent} holds {len(foreign)} file(s) that occo fuse did not write "
+            f"({_names(foreign)}); use another OUT_DIR, or --overwrite to replace them"
+        )
+    if differing:
+        paths = [path for path, _ in differing]
+        raise ResumeError(
+            f"{len(paths)} output(s) in {paths[0].parent} were made with other settings "
+            f"({_names(paths)}: {'; '.join(differing[0][1])}); use the same settings to "
+            "resume, another OUT_DIR, or --overwrite to redo them"
+        )
+    return plan
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text[:12] + "..." if len(text) == 64 else text  # SHA-256 digests
+
+
+def _names(paths: Sequence[Path], most: int = 3) -> str:
+    listed = ", ".join(path.name for path in paths[:most])
+    return listed + (f" and {len(paths) - most} more" if len(paths) > most else "")

@@ -31,6 +31,10 @@ from occo.models.config import FIFNConfig
 from occo.models.fifn import FIFN, count_parameters
 
 WEIGHTS_FORMAT = "occo-fifn"
+#: ``format`` of the resumable training checkpoint ``occo train`` writes (``checkpoint.pt``).
+TRAIN_CHECKPOINT_FORMAT = "occo-train-checkpoint"
+#: The weight files of a training run folder, best first.
+RUN_WEIGHTS = ("best.safetensors", "last.safetensors")
 #: Where the bundled default weights live (produced by training; may be absent).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "occo_fifn_default.safetensors"
 
@@ -79,6 +83,8 @@ def read_weights_metadata(path: str | Path) -> dict[str, str]:
     except (SafetensorError, OSError, ValueError) as exc:
         hint = ""
         if _looks_like_torch_pickle(path):
+            if _is_training_checkpoint(path):
+                raise WeightsError(_training_checkpoint_hint(path)) from None
             hint = f"; it looks like a torch checkpoint: convert it with `occo convert {path} OUT.safetensors`"
         raise WeightsError(
             f"cannot read weights {path}: not a safetensors file ({exc}){hint}"
@@ -174,6 +180,24 @@ def resolve_weights(path: str | Path | None = None) -> Path:
         "no weights given and occo's default weights are not installed "
         f"({DEFAULT_WEIGHTS.name}); pass --weights FILE: import the authors' released occo.pth "
         "with `occo convert occo.pth fifn.safetensors`, or train with `occo train DATASET`"
+    )
+
+
+def _is_training_checkpoint(path: Path) -> bool:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - anything unreadable is simply not one
+        return False
+    return isinstance(payload, dict) and payload.get("format") == TRAIN_CHECKPOINT_FORMAT
+
+
+def _training_checkpoint_hint(path: Path) -> str:
+    """Where the weights of the run that wrote the training checkpoint ``path`` are."""
+    found = [p for p in (path.with_name(n) for n in RUN_WEIGHTS) if p.is_file()]
+    where = " or ".join(str(p) for p in found) or f"{path.parent}/best.safetensors"
+    return (
+        f"{path} is an occo training checkpoint (model, optimizer and random state, for "
+        f"--resume); fuse with the run's weights instead: --weights {where}"
     )
 
 

@@ -194,6 +194,8 @@ class FuseJob:
     """Visible image file."""
     out_path: Path
     """Where the fused PNG goes."""
+    text: dict[str, str] | None = None
+    """PNG text entries stored with the output (what made it)."""
 
 
 @dataclass
@@ -295,7 +297,7 @@ class FileFuser:
     def _write(self, job: FuseJob, image: np.ndarray) -> tuple[str | None, float]:
         start = time.perf_counter()
         try:
-            write_image_atomic(job.out_path, image)
+            write_image_atomic(job.out_path, image, job.text)
             error = None
         except (OSError, ValueError) as exc:
             error = f"cannot write {job.out_path}: {exc}"

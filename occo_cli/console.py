@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -31,9 +31,18 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
+_QUIET = {"on": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    """``--quiet``: silence notes and progress bars for the rest of the command."""
+    _QUIET["on"] = quiet
+
+
 def note(message: str) -> None:
-    """Print an informational line on stderr."""
-    err.print(message, highlight=False, soft_wrap=True)
+    """Print an informational line on stderr (not under ``--quiet``)."""
+    if not _QUIET["on"]:
+        err.print(message, highlight=False, soft_wrap=True)
 
 
 def progress_bar(disable: bool = False) -> Progress:
@@ -47,6 +56,25 @@ def progress_bar(disable: bool = False) -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
         console=err,
-        disable=disable,
+        disable=disable or _QUIET["on"],
         transient=False,
+    )
+
+
+def threads_option() -> Any:
+    """``--threads N``, the same on every command that computes."""
+    return typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="CPU threads for the computation (torch, OpenCV) \\[default: all cores]. On small"
+        " machines keep threads x processes at most the core count.",
+        show_default=False,
+    )
+
+
+def quiet_option() -> Any:
+    """``-q/--quiet``, the same on every command: no progress bar and no notes."""
+    return typer.Option(
+        False, "--quiet", "-q", help="No progress bar or notes; results and errors only."
     )

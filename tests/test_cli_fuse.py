@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from occo.cli.app import app
 from occo.data.errors import OccoError
-from occo.data.io import read_image, write_image_atomic
+from occo.data.io import file_sha256, folder_lock, read_image, read_png_text, write_image_atomic
 from occo.models.checkpoint import save_weights
 from occo.models.fifn import FIFN
 from tests.helpers import TINY_FIFN, release_state_dict
@@ -162,3 +162,127 @@ def test_amp_on_a_cpu_without_bf16_warns(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(host_module, "cpu_has_native_bf16", lambda: True)
     quiet = _fuse(ir_dir, vi_dir, tmp_path / "again", "--weights", weights, "--amp")
     assert "no bf16 instructions" not in quiet.stderr
+
+
+@pytest.fixture
+def clean_pairs(tmp_path):
+    """ir/ and vi/ with three good pairs, and two different tiny weight files."""
+    rng = np.random.default_rng(1)
+    ir_dir, vi_dir = tmp_path / "src" / "ir", tmp_path / "src" / "vi"
+    for stem in ("p1", "p2", "p3"):
+        write_image_atomic(ir_dir / f"{stem}.png", rng.integers(0, 256, (24, 32), dtype=np.uint8))
+        write_image_atomic(
+            vi_dir / f"{stem}.png", rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        )
+    weights = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"w{seed}.safetensors"
+        save_weights(path, FIFN(TINY_FIFN).eval(), metadata={"source": f"seed {seed}"})
+        weights.append(path)
+    return ir_dir, vi_dir, weights
+
+
+def test_rerun_with_other_weights_is_refused_and_changes_nothing(clean_pairs, tmp_path):
+    ir_dir, vi_dir, (w0, w1) = clean_pairs
+    out = tmp_path / "fused"
+    assert _fuse(ir_dir, vi_dir, out, "--weights", w0).exit_code == 0
+    before = _digest(out)
+    again = _fuse(ir_dir, vi_dir, out, "--weights", w0)  # same settings: nothing to do
+    assert again.exit_code == 0 and "3 already there" in again.output
+    other = _fuse(ir_dir, vi_dir, out, "--weights", w1)
+    assert other.exit_code == 1
+    message = str(other.exception)
+    assert "other settings" in message and "weights_sha256" in message and "--overwrite" in message
+    assert "\n" not in message  # one line
+    manifest_after = json.loads((out / "occo-fuse.json").read_text())
+    assert manifest_after["provenance"]["weights_sha256"] == file_sha256(w0)
+    assert _digest(out) == {k: v for k, v in before.items()}  # manifest and images untouched
+    redo = _fuse(ir_dir, vi_dir, out, "--weights", w1, "--overwrite")
+    assert redo.exit_code == 0 and "fused 3 pair(s)" in redo.output
+    record = json.loads(read_png_text(out / "p1.png")["occo-fuse"])
+    assert record["weights_sha256"] == file_sha256(w1) and record["vi"] == "p1.png"
+
+
+def test_a_file_occo_did_not_write_is_never_taken_as_done(clean_pairs, tmp_path):
+    ir_dir, vi_dir, (w0, _) = clean_pairs
+    out = tmp_path / "fused"
+    stray = np.full((24, 32), 7, dtype=np.uint8)
+    write_image_atomic(out / "p2.png", stray)  # e.g. another method's image
+    result = _fuse(ir_dir, vi_dir, out, "--weights", w0)
+    assert result.exit_code == 1 and "did not write" in str(result.exception)
+    assert not (out / "p1.png").exists()  # refused before any work
+    assert (read_image(out / "p2.png") == stray).all()
+    # The manifest of a later run lists only what occo made, never a stray file.
+    write_image_atomic(out / "extra.png", stray)
+    assert _fuse(ir_dir, vi_dir, out, "--weights", w0, "--overwrite").exit_code == 0
+    manifest = json.loads((out / "occo-fuse.json").read_text())
+    assert sorted(manifest["outputs"]) == ["p1", "p2", "p3"]
+
+
+def test_two_image_files_fuse_one_pair(clean_pairs, tmp_path):
+    ir_dir, vi_dir, (w0, _) = clean_pairs
+    out = tmp_path / "one"
+    result = _fuse(ir_dir / "p2.png", vi_dir / "p2.png", out, "--weights", w0)
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.glob("*.png")] == ["p2.png"]
+    mixed = _fuse(ir_dir / "p2.png", vi_dir, tmp_path / "x", "--weights", w0)
+    assert mixed.exit_code == 1 and "two folders or two image files" in mixed.output
+
+
+def test_nested_folders_are_counted_and_said(clean_pairs, tmp_path):
+    ir_dir, vi_dir, (w0, _) = clean_pairs
+    (ir_dir / "night").mkdir()
+    (vi_dir / "night").mkdir()
+    result = _fuse(ir_dir, vi_dir, tmp_path / "fused", "--weights", w0)
+    assert result.exit_code == 0
+    assert "2 subfolder(s) not searched" in result.stderr
+
+
+def test_training_checkpoint_points_to_the_run_weights(clean_pairs, tmp_path):
+    ir_dir, vi_dir, (w0, _) = clean_pairs
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    torch.save({"format": "occo-train-checkpoint", "model": {}}, run / "checkpoint.pt")
+    (run / "best.safetensors").write_bytes(w0.read_bytes())
+    result = _fuse(ir_dir, vi_dir, tmp_path / "fused", "--weights", run / "checkpoint.pt")
+    assert result.exit_code == 1
+    message = str(result.exception)
+    assert "training checkpoint" in message and str(run / "best.safetensors") in message
+
+
+def test_a_busy_output_folder_is_refused_and_stale_temporaries_cleaned(clean_pairs, tmp_path):
+    ir_dir, vi_dir, (w0, _) = clean_pairs
+    out = tmp_path / "fused"
+    out.mkdir()
+    (out / ".p1.png.abcd1234.tmp").write_bytes(b"")  # left by a killed run
+    with folder_lock(out, "occo fuse"):
+        busy = _fuse(ir_dir, vi_dir, out, "--weights", w0)
+    assert busy.exit_code == 1 and "busy" in str(busy.exception)
+    assert (out / ".p1.png.abcd1234.tmp").exists()  # not touched while another run holds it
+    result = _fuse(ir_dir, vi_dir, out, "--weights", w0)
+    assert result.exit_code == 0 and "removed 1 temporary file" in result.stderr
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_ctrl_c_says_what_was_done_and_how_to_resume(clean_pairs, tmp_path, monkeypatch):
+    from occo.models.fuser import FileFuser
+
+    ir_dir, vi_dir, (w0, _) = clean_pairs
+    real_run = FileFuser.run
+
+    def interrupted_run(self, jobs):
+        for count, outcome in enumerate(real_run(self, jobs), 1):
+            yield outcome
+            if count == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(FileFuser, "run", interrupted_run)
+    out = tmp_path / "fused"
+    result = _fuse(ir_dir, vi_dir, out, "--weights", w0)
+    assert result.exit_code == 130
+    assert "interrupted:" in result.stderr and "run the same command again" in result.stderr
+    monkeypatch.setattr(FileFuser, "run", real_run)
+    resumed = _fuse(ir_dir, vi_dir, out, "--weights", w0)
+    assert resumed.exit_code == 0 and "already there" in resumed.output
+    assert sorted(p.name for p in out.glob("*.png")) == ["p1.png", "p2.png", "p3.png"]

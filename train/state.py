@@ -13,8 +13,9 @@ import torch
 
 from occo.data.errors import OccoError
 from occo.data.io import write_bytes_atomic
+from occo.models.checkpoint import TRAIN_CHECKPOINT_FORMAT
 
-CHECKPOINT_FORMAT = "occo-train-checkpoint"
+CHECKPOINT_FORMAT = TRAIN_CHECKPOINT_FORMAT
 
 
 class TrainingError(OccoError, RuntimeError):
