@@ -45,7 +45,12 @@ class Sources:
     vi_dir: Path | None
     """Visible folder, or None when there are no sources."""
     origin: str
-    """How they were found: "options", "manifest" or "none"."""
+    """How they were found: "options", "manifest", "shared" (another row's manifest, for
+    the same images) or "none"."""
+    manifest_folder: Path | None = None
+    """The folder whose ``occo-fuse.json`` named them (origins "manifest" and "shared")."""
+    outputs: frozenset[str] | None = None
+    """Stems occo fuse wrote into the folder (origin "manifest"); other images are not its."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class FolderPlan:
     """One job per fused image with its sources."""
     unpaired: list[Path] = field(default_factory=list)
     """Fused images without an infrared or visible partner (listed, not scored)."""
+    foreign: list[Path] = field(default_factory=list)
+    """Images in an occo fuse folder that its manifest does not list (not scored)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,9 @@ def find_sources(folder: Path, ir_dir: Path | None, vi_dir: Path | None) -> Sour
                 f"{folder / MANIFEST_NAME} names {name} {path}, which does not exist; "
                 "pass --ir and --vi"
             )
-    return Sources(ir, vi, "manifest")
+    outputs = manifest.get("outputs")
+    listed = frozenset(outputs) if isinstance(outputs, dict) else None
+    return Sources(ir, vi, "manifest", manifest_folder=folder, outputs=listed)
 
 
 def plan_folder(
@@ -128,6 +137,7 @@ def plan_folder(
     vi_dir: str | Path | None = None,
     metrics: Sequence[str] | None = None,
     method: str | None = None,
+    sources: Sources | None = None,
 ) -> FolderPlan:
     """Pair a folder's fused images with their sources and choose the metrics.
 
@@ -137,6 +147,7 @@ def plan_folder(
         vi_dir: visible folder, or None to use the folder's manifest.
         metrics: canonical metric names, or None for all that the inputs allow.
         method: row name; defaults to the folder's name.
+        sources: use these sources (``ir_dir``/``vi_dir`` are then ignored).
 
     Returns:
         The plan; fused images without both partners are in ``unpaired``.
@@ -149,13 +160,21 @@ def plan_folder(
     fused = list_images(folder)
     if not fused:
         raise ScoringError(f"no images in {folder} (looked for png, jpg, bmp, tif)")
-    sources = find_sources(
-        folder, None if ir_dir is None else Path(ir_dir), None if vi_dir is None else Path(vi_dir)
-    )
+    if sources is None:
+        sources = find_sources(
+            folder,
+            None if ir_dir is None else Path(ir_dir),
+            None if vi_dir is None else Path(vi_dir),
+        )
     wanted = tuple(metrics) if metrics is not None else METRIC_NAMES
     plan = FolderPlan(
         method=method or folder.resolve().name, folder=folder, sources=sources, metrics=wanted
     )
+    if sources.outputs is not None:  # score what occo fuse made there, not stray files
+        plan.foreign = [path for stem, path in fused.items() if stem not in sources.outputs]
+        fused = {stem: path for stem, path in fused.items() if stem in sources.outputs}
+        if not fused:
+            raise ScoringError(f"none of the images in {folder} is listed in its {MANIFEST_NAME}")
     if sources.ir_dir is None:
         plan.metrics = tuple(m for m in wanted if m in SOURCE_FREE)
         plan.skipped_metrics = tuple(m for m in wanted if m not in SOURCE_FREE)
@@ -186,6 +205,50 @@ def plan_folder(
             f"both {sources.ir_dir} and {sources.vi_dir}; check --ir/--vi"
         )
     return plan
+
+
+def plan_folders(
+    folders: Sequence[Path],
+    ir_dir: Path | None = None,
+    vi_dir: Path | None = None,
+    metrics: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+) -> list[FolderPlan]:
+    """Plan several folders as rows of one table, with the same sources for the same images.
+
+    Without ``ir_dir``/``vi_dir``, a folder written by ``occo fuse`` knows its sources from
+    its manifest. Another method's folder beside it, holding fused images of the same
+    stems, gets those sources too (origin "shared"), so that every row is scored with the
+    same metrics instead of the occo row alone.
+
+    Args:
+        folders: fused folders, one row each.
+        ir_dir: infrared folder for every row, or None.
+        vi_dir: visible folder for every row, or None.
+        metrics: as for :func:`plan_folder`.
+        methods: row names; default the folders' names.
+
+    Returns:
+        One plan per folder, in order.
+    """
+    methods = list(methods) if methods is not None else [None] * len(folders)
+    plans = [
+        plan_folder(f, ir_dir, vi_dir, metrics, method=m)
+        for f, m in zip(folders, methods, strict=True)
+    ]
+    known = [p for p in plans if p.sources.origin == "manifest"]
+    for index, plan in enumerate(plans):
+        if plan.sources.origin != "none" or not known:
+            continue
+        stems = set(list_images(plan.folder))
+        donor = max(known, key=lambda p: len(stems & set(list_images(p.sources.ir_dir))))
+        if not stems & set(list_images(donor.sources.ir_dir)):
+            continue
+        shared = Sources(
+            donor.sources.ir_dir, donor.sources.vi_dir, "shared", donor.sources.manifest_folder
+        )
+        plans[index] = plan_folder(plan.folder, metrics=metrics, method=plan.method, sources=shared)
+    return plans
 
 
 def _read(path: Path, role: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from occo.eval.report import (
 from occo.eval.scoring import (
     FolderPlan,
     default_workers,
-    plan_folder,
+    plan_folders,
     score_jobs,
     unique_method_names,
 )
@@ -112,10 +112,7 @@ def metrics_command(
     if (ir is None) != (vi is None):
         fail("give both --ir and --vi, or neither")
     names = parse_metric_names(metrics)
-    methods = unique_method_names(fused_dirs)
-    plans = [
-        plan_folder(d, ir, vi, names, method=m) for d, m in zip(fused_dirs, methods, strict=True)
-    ]
+    plans = plan_folders(fused_dirs, ir, vi, names, unique_method_names(fused_dirs))
     if csv_path is not None:
         inputs = [
             *fused_dirs,
@@ -128,6 +125,16 @@ def metrics_command(
         if plan.sources.origin == "manifest":
             note(
                 f"{plan.method}: sources from {plan.folder}/occo-fuse.json ({plan.sources.ir_dir}, {plan.sources.vi_dir})"
+            )
+        elif plan.sources.origin == "shared":
+            note(
+                f"{plan.method}: sources from {plan.sources.manifest_folder}/occo-fuse.json, "
+                "the same images' sources as that row (pass --ir and --vi to choose others)"
+            )
+        if plan.foreign:
+            warn(
+                f"{plan.method}: {len(plan.foreign)} image(s) that occo fuse did not write are not "
+                f"scored ({', '.join(p.name for p in plan.foreign[:5])})"
             )
         if plan.skipped_metrics:
             warn(f"{plan.method}: skipped {', '.join(plan.skipped_metrics)}: {plan.skip_reason}")

@@ -98,3 +98,29 @@ def test_user_errors(tmp_path, tno):
 def test_help_has_an_example():
     result = CliRunner().invoke(app, ["metrics", "--help"])
     assert result.exit_code == 0 and "Example:" in result.stdout and "--workers" in result.stdout
+
+
+def test_rows_without_sources_share_the_occo_rows_sources(tno):
+    occo_row = tno / "fused" / "U2Fusion"  # stands in for an occo fuse output folder
+    stems = sorted(p.stem for p in occo_row.glob("*.png"))
+    write_fuse_manifest(occo_row, tno / "ir", tno / "vi", outputs={s: f"{s}.png" for s in stems})
+    other = tno / "fused" / "DenseFuse"  # another method's folder, no manifest
+    result = _run(occo_row, other, "--json", "--metrics", "EN,MI,VIF", "--workers", 1)
+    assert result.exit_code == 0, result.output
+    rows = {row["method"]: row for row in json.loads(result.stdout)["methods"]}
+    # Both rows have the source metrics (not MI/VIF for the occo row alone).
+    for name in ("U2Fusion", "DenseFuse"):
+        assert set(rows[name]["mean"]) == {"EN", "MI", "VIF"}
+    assert rows["DenseFuse"]["sources"]["from"] == "shared"
+    assert "DenseFuse: sources from" in result.stderr and "same images" in result.stderr
+
+
+def test_a_stray_image_in_an_occo_folder_is_not_scored(tno):
+    folder = tno / "fused" / "SeAFusion"
+    stems = sorted(p.stem for p in folder.glob("*.png"))
+    write_fuse_manifest(folder, tno / "ir", tno / "vi", outputs={s: f"{s}.png" for s in stems[:2]})
+    result = _run(folder, "--json", "--metrics", "EN", "--workers", 1)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["methods"]
+    assert row["images"] == 2
+    assert "did not write are not scored" in result.stderr and stems[2] in result.stderr

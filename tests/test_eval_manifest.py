@@ -8,6 +8,7 @@ import pytest
 from occo.data.version import OCCO_VERSION
 from occo.eval.manifest import (
     MANIFEST_NAME,
+    MANIFEST_VERSION,
     ManifestError,
     read_fuse_manifest,
     write_fuse_manifest,
@@ -30,7 +31,7 @@ def test_round_trip_with_absolute_sources(tmp_path, monkeypatch):
     )
     assert path == Path("out") / MANIFEST_NAME
     record = read_fuse_manifest("out")
-    assert record["format"] == "occo-fuse" and record["version"] == 1
+    assert record["format"] == "occo-fuse" and record["version"] == MANIFEST_VERSION
     assert record["occo_version"] == OCCO_VERSION
     assert record["ir_dir"] == str(tmp_path / "ir") and record["vi_dir"] == str(tmp_path / "vi")
     assert record["weights"] == str(tmp_path / "w.safetensors")
