@@ -14,10 +14,12 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from occo.data.errors import OccoError
+
+if TYPE_CHECKING:  # imported where used: `occo metrics` and `--help` never load torch
+    import torch
 
 
 class DeviceError(OccoError, ValueError):
@@ -37,6 +39,8 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
     Raises:
         DeviceError: an unknown device, or a GPU that is not there.
     """
+    import torch
+
     text = str(device)
     if text == "auto":
         text = "cuda" if torch.cuda.is_available() else "cpu"
@@ -68,6 +72,8 @@ def resolve_amp(amp: bool | str | None | torch.dtype, device: torch.device) -> t
     Returns:
         ``torch.bfloat16``, ``torch.float16`` or None.
     """
+    import torch
+
     if isinstance(amp, torch.dtype):
         return amp
     if amp is None or amp == "auto":
@@ -165,6 +171,8 @@ def init_distributed(device: str | torch.device) -> tuple[DistContext, torch.dev
     Returns:
         ``(DistContext, device)``.
     """
+    import torch
+
     local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
     dev = resolve_device(device, local_rank=local)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dev.type == "cuda":
@@ -225,17 +233,46 @@ def cpu_has_native_bf16() -> bool | None:
     return None
 
 
-def set_threads(threads: int | None) -> None:
-    """Use ``threads`` CPU threads for torch and OpenCV in this process (None: their defaults).
+def set_threads(threads: int | None, torch_too: bool = True) -> None:
+    """Use ``threads`` CPU threads for OpenCV (and torch) in this process; None: defaults.
 
     On small machines one process with all cores usually beats several processes that
     each take all cores (they oversubscribe the CPU and slow each other down).
+
+    Args:
+        threads: threads per process, or None to leave the libraries' defaults.
+        torch_too: also set torch's (False where torch is not used: importing it costs
+            seconds).
     """
     if threads is None:
         return
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
     import cv2
 
     cv2.setNumThreads(threads)
+    if torch_too:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_data_workers(requested: int | None = None) -> int:
+    """Data-loading worker processes for training: ``requested``, or chosen from the machine.
+
+    Worker processes only pay when a core is free for them: on 1-2 cores they compete
+    with the training step for the same cores (measured in benchmarks/bench_cli.py), so
+    loading stays in the main process; above that, up to 4 workers, leaving one core.
+    """
+    if requested is not None:
+        return requested
+    cores = cpu_count()
+    return 0 if cores <= 2 else min(4, cores - 1)

@@ -1,10 +1,31 @@
 """Image pairing, reading/writing and colour conversion shared by every occo package."""
 
-from occo.data.color import rgb_to_ycbcr, toolkit_gray, ycbcr_to_rgb
-from occo.data.errors import OccoError
-from occo.data.io import ImageReadError, read_image, write_image_atomic
-from occo.data.pairing import IMAGE_EXTENSIONS, Pairing, list_images, pair_images
-from occo.data.version import OCCO_VERSION
+# Names resolve on first use (PEP 562): `import occo.data.version` must not import torch,
+# so that `occo --help` starts fast.
+_EXPORTS = {
+    "rgb_to_ycbcr": "occo.data.color",
+    "toolkit_gray": "occo.data.color",
+    "ycbcr_to_rgb": "occo.data.color",
+    "OccoError": "occo.data.errors",
+    "ImageReadError": "occo.data.io",
+    "read_image": "occo.data.io",
+    "write_image_atomic": "occo.data.io",
+    "IMAGE_EXTENSIONS": "occo.data.pairing",
+    "Pairing": "occo.data.pairing",
+    "list_images": "occo.data.pairing",
+    "pair_images": "occo.data.pairing",
+    "OCCO_VERSION": "occo.data.version",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported by the functions that use it: metrics need none
+    import torch
 
 #: The release's luminance weights (ITU-R BT.601): Y = .299 R + .587 G + .114 B.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -46,6 +50,8 @@ def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     y = LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b
     cr = (r - y) * 0.713 + 0.5
     cb = (b - y) * 0.564 + 0.5
+    import torch
+
     return torch.stack((y, cb, cr), dim=-3)
 
 
@@ -62,4 +68,6 @@ def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
     r = y + 1.403 * (cr - 0.5)
     g = y - 0.714 * (cr - 0.5) - 0.344 * (cb - 0.5)
     b = y + 1.773 * (cb - 0.5)
+    import torch
+
     return torch.stack((r, g, b), dim=-3).clamp(0.0, 1.0)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -432,7 +433,11 @@ def pairs_with_masks(
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: leave Ctrl-C to the main process, which saves and stops."""
+    """DataLoader ``worker_init_fn``: Ctrl-C is the main process's (it saves and stops), and
+    one compute thread per worker (workers only decode and crop; N workers each taking
+    every core would oversubscribe the CPU the training step needs)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)

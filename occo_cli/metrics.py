@@ -10,23 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from occo.cli.console import err, fail, note, out, progress_bar, warn
-from occo.data.errors import OccoError
-from occo.eval.metrics import CONVENTIONS, METRIC_INFO, parse_metric_names
-from occo.eval.report import (
-    MethodSummary,
-    best_methods,
-    metric_columns,
-    report_dict,
-    summarize,
-    write_scores_csv,
-)
-from occo.eval.scoring import (
-    FolderPlan,
-    default_workers,
-    plan_folders,
-    score_jobs,
-    unique_method_names,
+from occo.cli.console import (
+    err,
+    fail,
+    note,
+    out,
+    progress_bar,
+    quiet_option,
+    set_quiet,
+    threads_option,
+    warn,
 )
 
 
@@ -38,7 +31,10 @@ def _format(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
 
 
-def _table(plans: list[FolderPlan], summaries: list[MethodSummary]) -> Table:
+def _table(plans: list, summaries: list) -> Table:
+    from occo.eval.metrics import CONVENTIONS, METRIC_INFO
+    from occo.eval.report import best_methods, metric_columns
+
     metrics = metric_columns(plans)
     best = best_methods(summaries, metrics)
     table = Table(
@@ -72,6 +68,8 @@ def _check_output_path(csv_path: Path, inputs: list[Path]) -> None:
     parent = csv_path.resolve().parent
     for folder in inputs:
         if folder is not None and folder.resolve() == parent:
+            from occo.data.errors import OccoError
+
             raise OccoError(
                 f"--csv {csv_path} would be written into the input folder {folder}; "
                 "choose a path outside the input folders"
@@ -95,6 +93,8 @@ def metrics_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes to use; 0 = all cores."),
+    threads: int | None = threads_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Score fused images with the field's metrics, several methods side by side.
 
@@ -111,6 +111,13 @@ def metrics_command(
     """
     if (ir is None) != (vi is None):
         fail("give both --ir and --vi, or neither")
+    from occo.eval.metrics import parse_metric_names
+    from occo.eval.report import metric_columns, report_dict, summarize, write_scores_csv
+    from occo.eval.scoring import default_workers, plan_folders, score_jobs, unique_method_names
+    from occo.runtime import set_threads
+
+    set_quiet(quiet)
+    set_threads(threads, torch_too=False)  # metrics run on numpy and OpenCV
     names = parse_metric_names(metrics)
     plans = plan_folders(fused_dirs, ir, vi, names, unique_method_names(fused_dirs))
     if csv_path is not None:

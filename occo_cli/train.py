@@ -8,7 +8,17 @@ from typing import Any
 
 import typer
 
-from occo.cli.console import err, fail, note, out, progress_bar, warn
+from occo.cli.console import (
+    err,
+    fail,
+    note,
+    out,
+    progress_bar,
+    quiet_option,
+    set_quiet,
+    threads_option,
+    warn,
+)
 
 _OBJECTIVES = ("occo", "pixel")
 
@@ -54,7 +64,9 @@ def train(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     workers: int | None = typer.Option(
-        None, "--workers", help="Data-loading processes (default: 4)."
+        None,
+        "--workers",
+        help="Data-loading processes \\[default: 0 on machines with 1-2 cores, else up to 4, one core left].",
     ),
     max_steps: int | None = typer.Option(
         None, "--max-steps", help="Stop after this many steps in all."
@@ -62,6 +74,8 @@ def train(
     seed: int | None = typer.Option(
         None, "--seed", help="Seed of weights, crops and order (default: 0)."
     ),
+    threads: int | None = threads_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Train FIFN with the OCCO objective; resumable, mixed precision, multi-GPU.
 
@@ -76,12 +90,14 @@ def train(
     """
     from occo.data.pairing import pair_images
     from occo.data.training import find_modality_dirs, split_holdout
-    from occo.runtime import cpu_amp_warning
+    from occo.runtime import cpu_amp_warning, set_threads
     from occo.train.config import TrainConfig, load_config_file
     from occo.train.signals import stop_on_signals
     from occo.train.state import load_checkpoint
     from occo.train.trainer import Trainer
 
+    set_quiet(quiet)
+    set_threads(threads)
     if objective is not None and objective not in _OBJECTIVES:
         fail(f"--objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
     is_main = _rank() == 0

@@ -56,8 +56,9 @@ class TrainConfig:
     """Keep only crops with object-mask pixels when masks are available (release: yes)."""
     batch_size: int = 12
     """Crops per optimisation step, over all processes together (release: 12)."""
-    num_workers: int = 4
-    """DataLoader worker processes per training process (0 loads in the main process)."""
+    num_workers: int | None = None
+    """DataLoader worker processes per training process (0 loads in the main process);
+    None chooses from the machine (:func:`occo.runtime.default_data_workers`)."""
     # --- optimisation -----------------------------------------------------------------
     epochs: int = 30
     """Passes over the training images (paper: 20-30)."""
@@ -129,6 +130,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         for name in ("num_workers", "val_every", "val_max_pairs", "val_samples", "seed"):
             value = getattr(self, name)
+            if name == "num_workers" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
         if self.max_steps is not None and (

@@ -36,7 +36,7 @@ from occo.data.training import FusionCropDataset, GroupedBatchSampler, MaskReade
 from occo.data.version import OCCO_VERSION
 from occo.models.checkpoint import save_weights
 from occo.models.fifn import FIFN, minmax_normalize
-from occo.runtime import init_distributed, resolve_amp
+from occo.runtime import default_data_workers, init_distributed, resolve_amp
 from occo.train.config import RESUMABLE_CHANGES, TrainConfig
 from occo.train.distributed import convert_batchnorm, sum_over_ranks
 from occo.train.state import (
@@ -204,7 +204,7 @@ class Trainer:
         self.loader = DataLoader(
             dataset,
             batch_sampler=self.sampler,
-            num_workers=config.num_workers,
+            num_workers=default_data_workers(config.num_workers),
             pin_memory=self.device.type == "cuda",
             worker_init_fn=seed_worker,
             # Its own generator: creating a loader iterator must not consume the global RNG,
