@@ -70,19 +70,64 @@ def load_pretrained(loader: Callable[..., Any], name: str | Path, what: str, opt
         raise ModelLoadError(
             f"{what} folder not found: {path}; pass a model folder or hub id to {option}"
         )
-    try:
-        return loader.from_pretrained(str(path) if path.is_dir() else str(name))
-    except (OSError, ValueError, KeyError) as exc:
-        if path.is_dir():
+    if path.is_dir():
+        try:
+            return loader.from_pretrained(str(path))
+        except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(
                 f"cannot load the {what} from {path}: {_first_line(exc)}; the folder must hold "
                 f"config.json and weights as written by save_pretrained"
             ) from exc
-        raise ModelLoadError(
-            f"cannot load the {what} '{name}': not in the local Hugging Face cache and no "
-            f"download possible ({_first_line(exc)}); on a machine with internet run "
-            f"`huggingface-cli download {name} --local-dir DIR`, copy DIR here and pass {option} DIR"
-        ) from exc
+    missing = (
+        f"cannot load the {what} '{name}': it is not in the local Hugging Face cache and "
+        "{why}; on a machine with internet run "
+        f"`{download_command(str(name))}`, copy DIR here and pass {option} DIR"
+    )
+    try:  # the cache first: no network round trips (and no retries) for a cached model
+        return loader.from_pretrained(str(name), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        cached_error = exc
+    if _offline():
+        raise ModelLoadError(missing.format(why="HF_HUB_OFFLINE is set")) from cached_error
+    if not hub_reachable():
+        # Without this check the hub client retries for minutes before failing.
+        raise ModelLoadError(missing.format(why="the Hugging Face hub cannot be reached")) from None
+    try:
+        return loader.from_pretrained(str(name))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(missing.format(why=f"downloading failed ({_first_line(exc)})")) from exc
+
+
+def download_command(name: str) -> str:
+    """The command that downloads hub model ``name`` with the installed huggingface_hub."""
+    import huggingface_hub
+
+    # `hf` came with huggingface_hub 0.34 and replaced `huggingface-cli` (gone in 1.0).
+    major, minor = (int(part) for part in huggingface_hub.__version__.split(".")[:2])
+    tool = "hf" if (major, minor) >= (0, 34) else "huggingface-cli"
+    return f"{tool} download {name} --local-dir DIR"
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face endpoint opens within ``timeout`` s."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def image_processor_on_device(image_processor: Any) -> bool:

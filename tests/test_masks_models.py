@@ -146,9 +146,7 @@ def test_meta_segmenter_matches_sam_predictor(models, meta_registry):
 
 
 def test_model_load_errors(models, meta_registry, tmp_path):
-    with pytest.raises(
-        ModelLoadError, match="huggingface-cli download IDEA-Research/grounding-dino-base"
-    ):
+    with pytest.raises(ModelLoadError, match="hf download IDEA-Research/grounding-dino-base"):
         GroundingDinoDetector("IDEA-Research/grounding-dino-base")
     with pytest.raises(ModelLoadError, match="folder not found"):
         GroundingDinoDetector(tmp_path / "nowhere")
@@ -193,3 +191,22 @@ def test_model_source_no_boxes_means_no_sam(models, monkeypatch, tmp_path):
     assert source.settings["detector"] == str(models["detector"].resolve())
     with pytest.raises(ValueError, match="threshold"):
         ModelMaskConfig(box_threshold=-0.1)
+
+
+def test_unreachable_hub_fails_at_once_without_retries(monkeypatch):
+    # Without HF_HUB_OFFLINE, a model missing from the cache must not spend minutes in the
+    # hub client's retries: occo checks reachability first (patched here: no network).
+    import time
+
+    from huggingface_hub import constants
+
+    import occo.masks.detector as detector
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(detector, "hub_reachable", lambda timeout=3.0: False)
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError) as info:
+        GroundingDinoDetector("IDEA-Research/grounding-dino-base")
+    assert time.perf_counter() - started < 10
+    message = str(info.value)
+    assert "cannot be reached" in message and "hf download" in message and "\n" not in message
