@@ -7,12 +7,18 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+import typer.main
 from typer.core import TyperGroup
 
 from occo.cli import convert, fuse, masks, metrics, train
 from occo.cli.console import err
 from occo.data.errors import OccoError
 from occo.data.version import OCCO_VERSION
+
+try:  # Typer >= 0.22 runs on its own copy of click
+    from typer import _click as click
+except ImportError:  # older Typer: click itself
+    import click
 
 
 class _WorkflowOrderGroup(TyperGroup):
@@ -67,10 +73,54 @@ for _name, _entry in COMMANDS:
         app.command(_name)(_entry)
 
 
+def _polish(command: click.Command) -> None:
+    """Help and usage as occo writes them: flags without a ``<bool>`` type, arguments by name.
+
+    Typer marks a flag's type as ``<bool>`` (which reads as if ``--overwrite true`` were
+    valid) and required arguments as ``{NAME}`` in usage lines, while messages say NAME.
+    """
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""  # no type column for flags
+    if not getattr(command, "_occo_usage", False):
+        collect, help_option = command.collect_usage_pieces, command.get_help_option
+
+        def get_help_option(ctx: click.Context, help_option=help_option):
+            option = help_option(ctx)  # made on demand, so not among command.params
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        command.get_help_option = get_help_option  # type: ignore[method-assign]
+
+        def usage_pieces(ctx: click.Context, collect=collect) -> list[str]:
+            return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in collect(ctx)]
+
+        command.collect_usage_pieces = usage_pieces  # type: ignore[method-assign]
+        command._occo_usage = True  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        _polish(sub)
+
+
 def main() -> None:
-    """Console-script entry point: user errors become one line on stderr, exit code 1."""
+    """Console-script entry point: errors become one line on stderr and a non-zero exit.
+
+    Usage errors (a missing argument, an unknown option) exit 2, user errors 1, Ctrl-C 130.
+    """
+    command = typer.main.get_command(app)
+    _polish(command)
     try:
-        app()
+        code = command.main(prog_name="occo", standalone_mode=False)
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:  # `occo` alone: its help
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "occo"
+        message = exc.format_message().rstrip(".")
+        err.print(
+            f"[bold red]error:[/] {message}; see `{where} --help`", highlight=False, soft_wrap=True
+        )
+        sys.exit(2)
     except (
         OccoError,
         FileNotFoundError,
@@ -81,6 +131,7 @@ def main() -> None:
         message = str(exc) or exc.__class__.__name__
         err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("[yellow]interrupted[/]")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
