@@ -95,7 +95,9 @@ def load_pretrained(loader: Callable[..., Any], name: str | Path, what: str, opt
     try:
         return loader.from_pretrained(str(name))
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(missing.format(why=f"downloading failed ({_first_line(exc)})")) from exc
+        raise ModelLoadError(
+            missing.format(why=f"downloading failed ({_first_line(exc)})")
+        ) from exc
 
 
 def download_command(name: str) -> str:
