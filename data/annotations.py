@@ -135,6 +135,8 @@ class BoxSet:
     """The class-table file used (YOLO), if any."""
     predictions: bool = False
     """Boxes carry confidences (predictions), not ground truth."""
+    index_names: dict[int, str] = field(default_factory=dict)
+    """Class index -> name of the table used (YOLO), for predictions numbered the same way."""
 
     def stems(self) -> list[str]:
         """Stems with an annotation entry (a file, or an image record), sorted."""
@@ -226,6 +228,8 @@ def read_boxes(
                 )
             path = files["json"][0]
         elif kind == "txt":
+            if table is None and reference is not None and reference.index_names:
+                table = dict(reference.index_names)  # predictions numbered like their labels
             return _read_yolo(path, files["txt"], table, predictions)
         else:
             if predictions:
@@ -296,6 +300,7 @@ def _read_yolo(
         relative=True,
         class_table=table_file,
         predictions=predictions,
+        index_names=dict(table),
     )
     for file in files:
         boxes, labels, scores = [], [], []
@@ -491,8 +496,8 @@ def _category_name(
         names = reference.category_ids  # type: ignore[union-attr]
     elif table is not None:
         names = table
-    elif reference is not None and reference.format == "yolo":
-        names = dict(enumerate(reference.classes))
+    elif reference is not None and reference.index_names:
+        names = reference.index_names
     else:
         raise AnnotationError(
             f"{where}: category_id {index} needs a class table to name it; pass --class-names "

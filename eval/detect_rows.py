@@ -174,7 +174,7 @@ def evaluate_rows(
             found = read_boxes(
                 row.path, class_names, predictions=True, reference=gt, stems=list(sizes)
             )
-            result.predictions = {s: found.get(s)[0] for s in found.stems() if s in sizes}
+            result.predictions = {s: found.get(s, sizes[s])[0] for s in found.stems() if s in sizes}
             result.predictions_without_images = [s for s in found.stems() if s not in sizes]
             result.predictions_without_images += found.unmatched
         else:
