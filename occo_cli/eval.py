@@ -38,13 +38,12 @@ def _console() -> Console:
 
 
 def _inputs(*groups) -> list[Path]:
-    """Folders read as input (a file stands for its folder)."""
+    """Folders read as input (image, label and prediction folders; files do not count)."""
     found = []
     for item in groups:
         for path in item if isinstance(item, (list, tuple)) else [item]:
-            if path is not None:
-                path = Path(path)
-                found.append((path if path.is_dir() else path.parent).resolve())
+            if path is not None and Path(path).is_dir():
+                found.append(Path(path).resolve())
     return found
 
 
@@ -226,7 +225,7 @@ def detect(
     except ClassTableError as exc:
         fail(str(exc))
     image_files = list_images(images) if images is not None else None
-    inputs = _inputs([r.path for r in plan], labels, labels_ir, labels_vi, images, class_names)
+    inputs = _inputs([r.path for r in plan], labels, labels_ir, labels_vi, images)
     for path, option in ((csv_path, "--csv"), (show, "--show"), (cache, "--cache")):
         if path is not None:
             _guard_output(path, inputs, option)
@@ -476,7 +475,7 @@ def segment(
         chosen = sorted(table)
     ignore = None if ignore_index < 0 else ignore_index
     truth = label_maps(labels)
-    inputs = _inputs([r.path for r in plan], labels, images, class_names)
+    inputs = _inputs([r.path for r in plan], labels, images)
     for path, option in ((csv_path, "--csv"), (show, "--show"), (cache, "--cache")):
         if path is not None:
             _guard_output(path, inputs, option)
