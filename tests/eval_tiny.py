@@ -141,15 +141,20 @@ _MODELS: dict[str, Path] = {}
 
 
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random Grounding DINO, SAM and DETR folders, built once per test process
-    (the detect and segment tests share them)."""
-    if not _MODELS:
-        from tests import masks_tiny
+    """Tiny random Grounding DINO (``gdino``), SAM (``sam``) and DETR (``detr``) folders,
+    each built on first use, once per test process (the eval and masks tests share them)."""
+    from tests import masks_tiny
 
-        folder = tmp_path_factory.mktemp("eval-models")
-        _MODELS.update(
-            gdino=masks_tiny.save_grounding_dino(folder / "gdino"),
-            sam=masks_tiny.save_sam(folder / "sam"),
-            detr=save_detr(folder / "detr"),
-        )
-    return _MODELS
+    builders = {
+        "gdino": masks_tiny.save_grounding_dino,
+        "sam": masks_tiny.save_sam,
+        "detr": save_detr,
+    }
+
+    class _Lazy(dict):
+        def __missing__(self, name: str) -> Path:
+            if name not in _MODELS:
+                _MODELS[name] = builders[name](tmp_path_factory.mktemp(f"eval-{name}") / name)
+            return _MODELS[name]
+
+    return _Lazy()
