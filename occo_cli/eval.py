@@ -205,7 +205,12 @@ def detect(
         occo eval detect fused/occo --labels LLVIP/Annotations --detector ./detr-resnet-50 --json > det.json
     """
     from occo.data.annotations import read_boxes
-    from occo.data.classes import ClassTableError, merge_class_names, read_class_names
+    from occo.data.classes import (
+        ClassTableError,
+        merge_class_names,
+        read_class_names,
+        select_class_names,
+    )
     from occo.data.pairing import list_images
     from occo.eval.detect_rows import GroundTruth, evaluate_rows
     from occo.eval.detectors import DetectorConfig, detector_settings, load_detector
@@ -219,8 +224,6 @@ def detect(
         *(read_boxes(p, table) if p is not None else None for p in (labels, labels_ir, labels_vi))
     )
     try:
-        from occo.data.classes import select_class_names
-
         chosen = select_class_names(classes, merge_class_names(s.classes for s in truth.sets()))
     except ClassTableError as exc:
         fail(str(exc))
