@@ -15,7 +15,7 @@ from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 masks_app = typer.Typer(
     name="masks",
-    help="Object masks: Grounding DINO + SAM (or label maps) into an HDF5 store.",
+    help="Object masks: Grounding DINO + SAM (or label maps, or box annotations) into an HDF5 store.",
     no_args_is_help=True,
 )
 app.add_typer(masks_app, name="masks")
@@ -166,7 +166,7 @@ def gen(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Make object masks for every pair: Grounding DINO boxes prompting SAM.
+    """Make object masks for every pair: Grounding DINO boxes prompting SAM, or from label maps or box annotations.
 
     Resumable: run the same command again after an interruption (even kill -9); pairs already in the store are skipped. On several GPUs run it under torchrun.
 

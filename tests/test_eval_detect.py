@@ -213,6 +213,11 @@ def test_zero_shot_grounding_dino_end_to_end_and_cache(app, models, tmp_path, mo
     again = _detect(app, *args)
     assert [r["classes"] for r in again["rows"]] == [r["classes"] for r in first["rows"]]
     assert all(row["detector"]["cached"] == 3 for row in again["rows"])
+    # per-modality ground truth (ground truth is not part of the cache key)
+    ir_labels = tiny.write_yolo(tmp_path / "labels-ir", {"0000": tiny.BOXES["0000"][:1]})
+    split = _detect(app, *args, "--labels-ir", str(ir_labels))
+    assert split["rows"][0]["labels"] == str(ir_labels) and split["rows"][0]["all"]["objects"] == 1
+    assert split["rows"][1]["labels"] == split["rows"][2]["labels"] == str(labels)
     # other settings never read that cache: the detector is needed again
     other = runner.invoke(app, ["eval", "detect", *args, "--score-threshold", "0.2", "-q"])
     assert isinstance(other.exception, AssertionError)
