@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,18 +73,25 @@ def best_methods(
 
     Only marked when at least two methods have a value to compare.
     """
-    best: dict[str, list[str]] = {}
-    for name in metrics:
-        values = {
-            s.method: s.mean[name] for s in summaries if not math.isnan(s.mean.get(name, math.nan))
-        }
-        if len(values) < 2:
-            best[name] = []
-            continue
-        pick = max if METRIC_INFO[name].higher_is_better else min
-        top = pick(values.values())
-        best[name] = [method for method, value in values.items() if value == top]
-    return best
+    return {
+        name: best_of(
+            {s.method: s.mean.get(name, math.nan) for s in summaries},
+            METRIC_INFO[name].higher_is_better,
+        )
+        for name in metrics
+    }
+
+
+def best_of(values: Mapping[str, float], higher_is_better: bool = True) -> list[str]:
+    """The keys with the best value (ties all win); NaN values take no part.
+
+    Only marked when at least two keys have a value to compare (else empty).
+    """
+    defined = {key: value for key, value in values.items() if not math.isnan(value)}
+    if len(defined) < 2:
+        return []
+    top = (max if higher_is_better else min)(defined.values())
+    return [key for key, value in defined.items() if value == top]
 
 
 def _cell(value: float) -> str:
@@ -111,7 +118,7 @@ def write_scores_csv(
     return path
 
 
-def _json_number(value: float | None) -> float | None:
+def json_number(value: float | None) -> float | None:
     """JSON has no NaN or infinity: those become null."""
     if value is None or not math.isfinite(value):
         return None
@@ -142,8 +149,8 @@ def report_dict(
                 },
                 "images": summary.images,
                 "metrics": list(plan.metrics),
-                "mean": {k: _json_number(v) for k, v in summary.mean.items()},
-                "std": {k: _json_number(v) for k, v in summary.std.items()},
+                "mean": {k: json_number(v) for k, v in summary.mean.items()},
+                "std": {k: json_number(v) for k, v in summary.std.items()},
                 "undefined": summary.undefined,
                 "skipped_metrics": list(plan.skipped_metrics),
                 "skipped_reason": plan.skip_reason,
@@ -162,7 +169,7 @@ def report_dict(
             {
                 "method": s.method,
                 "image": s.image,
-                **{k: _json_number(v) for k, v in s.values.items()},
+                **{k: json_number(v) for k, v in s.values.items()},
             }
             for s in scores
         ],

@@ -249,7 +249,18 @@ class GroundingDinoDetector:
         """
         if not images:
             return []
-        caption = normalize_prompt(prompt)
+        inputs, outputs = self._forward(images, normalize_prompt(prompt))
+        results = self.processor.post_process_grounded_object_detection(
+            outputs,
+            inputs["input_ids"],
+            threshold=self.box_threshold,
+            text_threshold=self.text_threshold,
+            target_sizes=[img.shape[:2] for img in images],
+        )
+        return [self._to_detections(result) for result in results]
+
+    def _forward(self, images: Sequence[np.ndarray], caption: str) -> tuple[Any, Any]:
+        """One forward pass; logits ``(B, Q, T)`` and boxes ``(B, Q, 4)`` returned as float32."""
         tensors = [torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1) for img in images]
         extra = (
             {"device": self.device}
@@ -263,14 +274,65 @@ class GroundingDinoDetector:
             outputs = self.model(**inputs)
         outputs.logits = outputs.logits.float()  # (B, Q, T)
         outputs.pred_boxes = outputs.pred_boxes.float()  # (B, Q, 4) cx cy w h, relative
-        results = self.processor.post_process_grounded_object_detection(
-            outputs,
-            inputs["input_ids"],
-            threshold=self.box_threshold,
-            text_threshold=self.text_threshold,
-            target_sizes=[img.shape[:2] for img in images],
-        )
-        return [self._to_detections(result) for result in results]
+        return inputs, outputs
+
+    @torch.inference_mode()
+    def class_scores(
+        self, images: Sequence[np.ndarray], class_names: Sequence[str]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query, a box and a score for each class, for closed-vocabulary evaluation.
+
+        The caption lists the classes (``"person . bicycle . car ."``, Grounding DINO's
+        format for category lists); a class's score is the mean sigmoid over its own
+        tokens, as mmdetection scores Grounding DINO on COCO.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB arrays.
+            class_names: the classes, in order.
+
+        Returns:
+            Per image ``(boxes (Q, 4) x0 y0 x1 y1 pixels, scores (Q, K))`` float32.
+        """
+        if not images:
+            return []
+        caption, spans = self.class_caption(class_names)
+        inputs, outputs = self._forward(images, caption)
+        ids = inputs["input_ids"][0].tolist()
+        for (start, stop), tokens in spans:
+            if ids[start:stop] != tokens:
+                raise ValueError(f"the tokenizer split the class list unexpectedly: {caption}")
+        probs = outputs.logits.sigmoid()  # (B, Q, T); -inf past the text gives 0
+        scores = torch.stack([probs[..., a:b].mean(-1) for (a, b), _ in spans], dim=-1)
+        results = []
+        for image, boxes, score in zip(images, outputs.pred_boxes, scores, strict=True):
+            height, width = image.shape[:2]
+            cx, cy, w, h = boxes.unbind(-1)
+            xyxy = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+            xyxy = xyxy * torch.tensor([width, height, width, height], device=xyxy.device)
+            results.append((xyxy.cpu().numpy(), score.cpu().numpy()))
+        return results
+
+    def class_caption(self, class_names: Sequence[str]) -> tuple[str, list]:
+        """The caption for a class list and each class's token span ``((start, stop), ids)``."""
+        tokenizer = self.processor.tokenizer
+        names = [
+            " ".join(n.replace("_", " ").replace("-", " ").lower().split()) for n in class_names
+        ]
+        if not names or not all(names):
+            raise ValueError("give the classes to detect, e.g. --classes person,car")
+        caption = " . ".join(names) + " ."
+        spans, position = [], 1  # after [CLS]
+        for name in names:
+            tokens = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(name))
+            spans.append(((position, position + len(tokens)), tokens))
+            position += len(tokens) + 1  # the "." separator
+        limit = int(getattr(self.model.config, "max_text_len", 256))
+        if position + 1 > limit:
+            raise ValueError(
+                f"{len(names)} class names take {position + 1} text tokens; Grounding DINO reads "
+                f"at most {limit}: score fewer classes per run (--classes)"
+            )
+        return caption, spans
 
     def _to_detections(self, result: dict) -> Detections:
         scores = result["scores"].float().cpu().numpy()

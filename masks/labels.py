@@ -13,94 +13,27 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from occo.data.errors import OccoError
+from occo.data.classes import ClassTableError, parse_classes, read_class_names
 from occo.data.io import read_image
 from occo.data.pairing import list_images
 from occo.masks.store import ModalityMasks, PairMasks
+
+# The class-table helpers live in occo.data.classes (shared with box annotations).
+__all__ = [
+    "LabelMapError",
+    "LabelMaskSource",
+    "class_boxes",
+    "mask_from_labels",
+    "parse_classes",
+    "read_class_names",
+]
 
 #: Class indices of person and car in MSRS label maps (0 is unlabelled).
 MSRS_PERSON_CAR = (2, 1)
 
 
-class LabelMapError(OccoError, ValueError):
+class LabelMapError(ClassTableError):
     """A label map is missing, not a class-index image, or not the size of its pair."""
-
-
-def _name_key(name: str) -> str:
-    """Class names compare case- and separator-insensitively ("Car stop" = "car_stop")."""
-    return "_".join(name.lower().replace("-", " ").replace("_", " ").split())
-
-
-def read_class_names(path: str | Path) -> dict[int, str]:
-    """A dataset's class table from a text file.
-
-    Two layouts: one name per line, line N (from 0) naming class N; or ``ID NAME`` lines
-    (``ID: NAME`` and ``ID,NAME`` too) for tables with gaps. ``#`` starts a comment.
-
-    Args:
-        path: the text file.
-
-    Returns:
-        Class index -> name.
-
-    Raises:
-        LabelMapError: unreadable, empty, or a name or index given twice.
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelMapError(f"cannot read class names from {path}: {exc}") from None
-    entries = [line.split("#", 1)[0].strip() for line in lines]
-    numbered = [e for e in entries if e]
-    explicit = bool(numbered) and all(
-        e.replace(":", " ").replace(",", " ").split()[0].isdigit() for e in numbered
-    )
-    table: dict[int, str] = {}
-    if explicit:
-        for entry in numbered:
-            index, _, name = entry.replace(":", " ").replace(",", " ").partition(" ")
-            table[int(index)] = name.strip()
-    else:  # line N names class N; blank lines are unnamed classes
-        table = {i: e for i, e in enumerate(entries) if e}
-    keys = [_name_key(name) for name in table.values()]
-    if not table or any(not k for k in keys):
-        raise LabelMapError(f"{path} names no classes: write one name per line, or ID NAME lines")
-    if len(set(keys)) != len(keys):
-        raise LabelMapError(f"{path} names a class twice")
-    return table
-
-
-def parse_classes(text: str, names: dict[int, str] | None = None) -> list[int]:
-    """``"1,2"`` -> ``[1, 2]``; with a class table, names too: ``"person,car"`` (sorted, unique).
-
-    Args:
-        text: comma-separated class indices and/or names.
-        names: class index -> name (:func:`read_class_names`), needed for names.
-
-    Raises:
-        ValueError: a part is neither a non-negative index nor a known name.
-    """
-    lookup = {_name_key(name): index for index, name in (names or {}).items()}
-    classes = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if part.isdigit():
-            classes.add(int(part))
-        elif not lookup:
-            raise ValueError(
-                f"--classes: '{part}' is a class name; give the dataset's class table with "
-                "--class-names FILE (one name per line, line N = class N), or use indices like 1,2"
-            )
-        elif _name_key(part) in lookup:
-            classes.add(lookup[_name_key(part)])
-        else:
-            known = ", ".join(names.values())  # type: ignore[union-attr]
-            raise ValueError(f"--classes: unknown class '{part}' (known: {known})")
-    if not classes:
-        raise ValueError(f"--classes must name classes, like 1,2 or person,car (got '{text}')")
-    return sorted(classes)
 
 
 def mask_from_labels(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:

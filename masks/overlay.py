@@ -29,7 +29,7 @@ def font_scale(shape: tuple[int, ...]) -> float:
     return float(np.clip(min(shape[:2]) / 700.0, 0.35, 1.5))
 
 
-def _label(
+def draw_label(
     canvas: np.ndarray, text: str, origin: tuple[int, int], colour: Colour, scale: float
 ) -> None:
     """Text on a dark box, readable on any background (in place); ``origin`` is bottom-left."""
@@ -66,7 +66,7 @@ def draw_detections(image: np.ndarray, entry: ModalityMasks) -> np.ndarray:
     for box, score, phrase in zip(entry.boxes, entry.scores, entry.labels, strict=True):
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), BOX_COLOUR, thick)
-        _label(canvas, f"{score:.2f} {phrase}".strip(), (x0 + 2, y0 - 4), BOX_COLOUR, scale)
+        draw_label(canvas, f"{score:.2f} {phrase}".strip(), (x0 + 2, y0 - 4), BOX_COLOUR, scale)
     return canvas
 
 
@@ -90,7 +90,7 @@ def with_header(panel: np.ndarray, lines: list[tuple[str, Colour]]) -> np.ndarra
     step = int(26 * scale) + 4
     header = np.full((step * len(lines) + 6, panel.shape[1], 3), _DARK, np.uint8)
     for row, (text, colour) in enumerate(lines):
-        _label(header, text, (6, step * (row + 1) - 2), colour, scale)
+        draw_label(header, text, (6, step * (row + 1) - 2), colour, scale)
     return np.concatenate([header, panel], axis=0)
 
 

@@ -8,7 +8,7 @@ OR the per-box masks at the original image size. Images without boxes are not em
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,24 +52,58 @@ class BoxSegmenter:
         Returns:
             Per image a ``(H, W)`` uint8 mask with values 0/1 (all 0 when N is 0).
         """
+        masks = [np.zeros(img.shape[:2], np.uint8) for img in images]
+        unions: dict[int, torch.Tensor] = {}
+        for i, part in self._box_masks(images, boxes):
+            if i not in unions:
+                unions[i] = torch.zeros(images[i].shape[:2], dtype=torch.bool, device=self.device)
+            unions[i] |= part.any(dim=0)
+        for i, union in unions.items():
+            masks[i] = union.to(torch.uint8).cpu().numpy()
+        return masks
+
+    @torch.inference_mode()
+    def segment_each(
+        self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """One mask per box (for class maps, where each box keeps its own class).
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB arrays (sizes may differ).
+            boxes: per image ``(N, 4)`` float boxes x0 y0 x1 y1 in its pixels.
+
+        Returns:
+            Per image an ``(N, H, W)`` bool array, in box order.
+        """
+        parts: dict[int, list[np.ndarray]] = {}
+        for i, part in self._box_masks(images, boxes):
+            parts.setdefault(i, []).append(part.cpu().numpy())
+        return [
+            np.concatenate(parts[i]) if i in parts else np.zeros((0, *img.shape[:2]), bool)
+            for i, img in enumerate(images)
+        ]
+
+    def _box_masks(
+        self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Embed the images that have boxes in one batch; yield ``(image index, (n, H, W) bool)``
+        per chunk of boxes, in box order."""
         if len(images) != len(boxes):
             raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
-        masks = [np.zeros(img.shape[:2], np.uint8) for img in images]
         todo = [i for i, b in enumerate(boxes) if len(b)]
         if not todo:
-            return masks
+            return
         embeddings, geometry = self._embed([images[i] for i in todo])
         for j, i in enumerate(todo):
             box = torch.as_tensor(np.asarray(boxes[i], np.float32), device=self.device)  # (N, 4)
-            union = torch.zeros(images[i].shape[:2], dtype=torch.bool, device=self.device)
             # Chunks of boxes bound memory: each box's mask is upsampled to full size.
             for start in range(0, len(box), self.box_chunk):
-                part = self._masks_for_boxes(
-                    embeddings[j : j + 1], geometry[j], box[start : start + self.box_chunk]
+                yield (
+                    i,
+                    self._masks_for_boxes(
+                        embeddings[j : j + 1], geometry[j], box[start : start + self.box_chunk]
+                    ),
                 )
-                union |= part.any(dim=0)
-            masks[i] = union.to(torch.uint8).cpu().numpy()
-        return masks
 
     def _embed(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list]:
         raise NotImplementedError

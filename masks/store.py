@@ -50,6 +50,8 @@ META_KEYS = frozenset(
         "ir_dir",
         "vi_dir",
         "labels_dir",
+        "boxes_ir_dir",
+        "boxes_vi_dir",
     }
 )
 #: Masks up to this many pixels are stored as one HDF5 chunk (whole-image reads, one inflate).

@@ -11,6 +11,7 @@ import typer.main
 from typer.core import TyperGroup
 
 from occo.cli import convert, fuse, masks, metrics, train
+from occo.cli import eval as eval_cli
 from occo.cli.console import err
 from occo.data.errors import OccoError
 from occo.data.version import OCCO_VERSION
@@ -64,6 +65,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any] | typer.Typer], ...] = (
     ("train", train.train),
     ("fuse", fuse.fuse),
     ("metrics", metrics.metrics_command),
+    ("eval", eval_cli.eval_app),
     ("convert", convert.convert),
 )
 for _name, _entry in COMMANDS:

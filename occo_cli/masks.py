@@ -14,7 +14,7 @@ from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 masks_app = typer.Typer(
     name="masks",
-    help="Object masks: Grounding DINO + SAM (or label maps) into an HDF5 store.",
+    help="Object masks: Grounding DINO + SAM (or label maps, or box annotations) into an HDF5 store.",
     no_args_is_help=True,
 )
 
@@ -101,11 +101,12 @@ def gen(
         str, typer.Option(help="Grounding DINO: hub id or folder.")
     ] = "IDEA-Research/grounding-dino-tiny",
     segmenter: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="SAM: hub id or folder (SlimSAM too), or sam:KIND:PATH for a Meta checkpoint."
+            help="SAM: hub id or folder (SlimSAM too), or sam:KIND:PATH for a Meta checkpoint. "
+            "[default: facebook/sam-vit-huge; with --boxes: none, masks are the filled boxes]"
         ),
-    ] = "facebook/sam-vit-huge",
+    ] = None,
     box_threshold: Annotated[float, typer.Option(help="Keep boxes scoring above this.")] = 0.3,
     text_threshold: Annotated[
         float, typer.Option(help="Prompt tokens above this name a box.")
@@ -137,6 +138,21 @@ def gen(
             help="The label maps' class table: one name per line (line N = class N) or ID NAME lines."
         ),
     ] = None,
+    boxes: Annotated[
+        Path | None,
+        typer.Option(
+            help="Make masks from box annotations (YOLO txt, Pascal VOC XML or COCO JSON), "
+            "the same for both modalities."
+        ),
+    ] = None,
+    boxes_ir: Annotated[
+        Path | None,
+        typer.Option("--boxes-ir", help="Box annotations drawn on the infrared images."),
+    ] = None,
+    boxes_vi: Annotated[
+        Path | None,
+        typer.Option("--boxes-vi", help="Box annotations drawn on the visible images."),
+    ] = None,
     ir_dir: Annotated[
         Path | None, typer.Option(help="Infrared folder (default: found in DATASET).")
     ] = None,
@@ -148,7 +164,7 @@ def gen(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Make object masks for every pair: Grounding DINO boxes prompting SAM.
+    """Make object masks for every pair: Grounding DINO boxes prompting SAM, or from label maps or box annotations.
 
     Resumable: run the same command again after an interruption (even kill -9); pairs already in the store are skipped. On several GPUs run it under torchrun.
 
@@ -158,9 +174,12 @@ def gen(
         occo masks gen data/FMB --detector ./grounding-dino-base --segmenter sam:vit_h:sam_vit_h_4b8939.pth
         occo masks gen data/MSRS --labels data/MSRS/Segmentation_labels --classes 1,2
         occo masks gen data/FMB --labels data/FMB/Label --class-names fmb_classes.txt --classes person,car
+        occo masks gen data/MSRS --boxes-ir data/MSRS/labels/infrared --boxes-vi data/MSRS/labels/visible
+        occo masks gen data/M3FD --boxes data/M3FD/Annotations --classes People,Car --segmenter facebook/sam-vit-huge
         torchrun --nproc-per-node 4 -m occo masks gen data/FMB
     """
     from occo.masks.generate import (
+        DEFAULT_SEGMENTER,
         ModelMaskConfig,
         ModelMaskSource,
         generate_masks,
@@ -175,7 +194,12 @@ def gen(
     dist = DistContext.from_env("gloo", timeout_hours=6.0)
     lead = dist.rank == 0
     try:
-        if labels is not None:
+        if boxes is not None or boxes_ir is not None or boxes_vi is not None:
+            source, what = _box_source(
+                pairs, boxes, boxes_ir, boxes_vi, labels, classes, class_names, segmenter,
+                device, dtype, dist.local_rank, meta,
+            )  # fmt: skip
+        elif labels is not None:
             from occo.masks.labels import LabelMaskSource, parse_classes, read_class_names
 
             if not classes:
@@ -187,12 +211,12 @@ def gen(
             what = f"label maps in {labels}"
         else:
             if classes or class_names:
-                fail("--classes and --class-names go with --labels DIR")
+                fail("--classes and --class-names go with --labels DIR or --boxes DIR")
             torch_device = resolve_device(device, dist.local_rank)
             config = ModelMaskConfig(
                 prompt=prompt,
                 detector=detector,
-                segmenter=segmenter,
+                segmenter=segmenter or DEFAULT_SEGMENTER,
                 box_threshold=box_threshold,
                 text_threshold=text_threshold,
                 max_boxes=max_boxes,
@@ -245,12 +269,65 @@ def gen(
         highlight=False,
         soft_wrap=True,
     )
+    clipped = getattr(source, "clipped", None)
+    if clipped and any(clipped.values()):
+        note(
+            f"boxes clipped to the image: infrared {clipped['ir']}, visible {clipped['vi']} "
+            "(in this process's pairs)"
+        )
+
+
+def _box_source(
+    pairs, boxes, boxes_ir, boxes_vi, labels, classes, class_names, segmenter, device, dtype,
+    local_rank, meta,
+):  # fmt: skip
+    """The masks-from-boxes source, with what the run will say about the annotations."""
+    from occo.data.annotations import read_boxes
+    from occo.data.classes import merge_class_names, read_class_names, select_class_names
+    from occo.masks.boxes import BoxMaskSource
+    from occo.masks.generate import resolve_dtype
+    from occo.runtime import resolve_device
+
+    if labels is not None:
+        fail("--labels (label maps) and --boxes (box annotations) exclude each other")
+    if boxes is not None and (boxes_ir is not None or boxes_vi is not None):
+        fail("give --boxes for both modalities, or --boxes-ir and --boxes-vi, not both")
+    if boxes is None and (boxes_ir is None or boxes_vi is None):
+        fail("--boxes-ir and --boxes-vi go together (or --boxes for both modalities)")
+    table = read_class_names(class_names) if class_names is not None else None
+    folders = {"ir": boxes or boxes_ir, "vi": boxes or boxes_vi}
+    sets = {m: read_boxes(folder, table) for m, folder in folders.items()}
+    known = merge_class_names(s.classes for s in sets.values())
+    chosen = select_class_names(classes, known) if classes else None
+    torch_device = resolve_device(device, local_rank) if segmenter else "cpu"
+    precision = resolve_dtype(dtype, torch_device) if segmenter else "float32"
+    source = BoxMaskSource(sets["ir"], sets["vi"], chosen, segmenter, torch_device, precision)
+    stems = [stem for stem, _, _ in pairs]
+    for modality, name in (("ir", "infrared"), ("vi", "visible")):
+        missing = source.missing(stems)[modality]
+        if missing:
+            warn(
+                f"{len(missing)} {name} image(s) have no annotation in {folders[modality]}: "
+                f"their masks are empty (first: {', '.join(missing[:5])})"
+            )
+    orphans = source.orphans(stems)
+    if orphans:
+        more = f" and {len(orphans) - 10} more" if len(orphans) > 10 else ""
+        warn(
+            f"{len(orphans)} annotation(s) without an image pair, not used: {', '.join(orphans[:10])}{more}"
+        )
+    meta["boxes_ir_dir"] = str(Path(folders["ir"]).resolve())
+    meta["boxes_vi_dir"] = str(Path(folders["vi"]).resolve())
+    _quiet_transformers()
+    kind = f"{segmenter} prompted with the boxes on {torch_device}" if segmenter else "filled boxes"
+    what = f"{sets['ir'].format} boxes, {', '.join(chosen or known)}; {kind}"
+    return source, what
 
 
 #: Order of settings in `info`: what made the masks first, file facts last.
 _SETTING_ORDER = (
     "source", "prompt", "detector", "segmenter", "box_threshold", "text_threshold", "max_boxes", "dtype",
-    "classes", "labels_dir", "ir_dir", "vi_dir", "format", "version", "occo_version", "created_utc", "updated_utc",
+    "classes", "box_format", "labels_dir", "boxes_ir_dir", "boxes_vi_dir", "ir_dir", "vi_dir", "format", "version", "occo_version", "created_utc", "updated_utc",
 )  # fmt: skip
 
 

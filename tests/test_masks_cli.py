@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from occo.data.classes import ClassTableError
 from occo.data.io import read_image, write_image_atomic  # noqa: E402
 from occo.masks.labels import (  # noqa: E402
     LabelMapError,
@@ -208,7 +209,7 @@ def test_class_names_tables_and_lookup(tmp_path):
         parse_classes("person")
     twice = tmp_path / "twice.txt"
     twice.write_text("car\nCar\n")
-    with pytest.raises(LabelMapError, match="twice"):
+    with pytest.raises(ClassTableError, match="twice"):
         read_class_names(twice)
 
 
