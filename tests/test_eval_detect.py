@@ -262,7 +262,7 @@ def test_missing_model_and_bad_rows(app, tmp_path):
               "--detector", "nobody/no-such-detector", "--cache", str(tmp_path / "c"), "-q"],
     )  # fmt: skip
     assert missing.exit_code != 0
-    assert "huggingface-cli download nobody/no-such-detector" in str(missing.exception)
+    assert "hf download nobody/no-such-detector" in str(missing.exception)
     empty = tmp_path / "empty"
     empty.mkdir()
     nothing = runner.invoke(app, ["eval", "detect", str(empty), "--labels", str(labels)])
