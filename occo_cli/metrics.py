@@ -46,15 +46,19 @@ def metrics_table(
     title: str = "Fusion metrics: mean ± sample std over images; * best per column",
     caption: str | None = CONVENTIONS,
     count: Callable[[MethodSummary], int] = lambda s: s.images,
+    header: Callable[[str], str] = str,
 ) -> Table:
-    """One table: a row per method, a column per metric (``metrics``), best marked."""
+    """One table: a row per method, a column per metric (``metrics``), best marked.
+
+    ``count`` gives a row's number of images, ``header`` a column's heading.
+    """
     best = best_methods(summaries, metrics)
     table = Table(title=title, caption=caption, caption_justify="left")
     table.add_column("method", style="bold")
     table.add_column("n", justify="right")
     for name in metrics:
         arrow = "↑" if higher_is_better(name) else "↓"
-        table.add_column(f"{name} {arrow}", justify="right")
+        table.add_column(f"{header(name)} {arrow}", justify="right")
     for summary in summaries:
         cells = []
         for name in metrics:

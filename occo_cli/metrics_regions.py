@@ -114,14 +114,19 @@ def plan_extra_rows(
 
 
 def note_skipped_regions(summaries: list[MethodSummary]) -> None:
-    """Say, per method and region, how many images had no pixels in the region."""
+    """Say, per region, how many images had no pixels in it (rows with the same count share a line)."""
+    groups: dict[tuple[str, int, int], list[str]] = {}
     for summary in summaries:
         for region, present in summary.region_images.items():
             if present < summary.images:
-                note(
-                    f"{summary.method}: {summary.images - present} of {summary.images} image(s) "
-                    f"without {region} pixels, skipped for @{region}"
-                )
+                key = (region, summary.images - present, summary.images)
+                groups.setdefault(key, []).append(summary.method)
+    for (region, skipped, total), methods in groups.items():
+        rows = "every row" if len(methods) == len(summaries) else ", ".join(methods)
+        note(
+            f"@{region}: {skipped} of {total} image(s) without {region} pixels, "
+            f"skipped for the {region} metrics ({rows})"
+        )
 
 
 def print_region_tables(
@@ -136,8 +141,8 @@ def print_region_tables(
         last = i == len(by_region) - 1
         caption = _CAPTION.format(ring=spec.ring, store=spec.store) if last else None
         title = (
-            f"Inside {region} ({REGION_DEFINITIONS[region]}): mean ± sample std over images "
-            f"with {region} pixels; * best per column"
+            f"Inside {region} ({REGION_DEFINITIONS[region]}): mean ± sample std over the "
+            f"images with {region} pixels (n); * best per column"
         )
         console.print(
             metrics_table(
@@ -146,5 +151,6 @@ def print_region_tables(
                 title=title,
                 caption=caption,
                 count=lambda s, r=region: s.region_images.get(r, 0),
+                header=lambda column: column.split("@", 1)[0],
             )
         )

@@ -54,7 +54,7 @@ from occo.eval.metrics.inputs import GrayInputs, MetricInputError, to_gray_uint8
 
 #: Every region name and what it holds.
 REGION_DEFINITIONS: dict[str, str] = {
-    "objects": "object in the infrared or the visible mask (their union)",
+    "objects": "object in the infrared or the visible mask, their union",
     "background": "object in neither mask",
     "shared": "object in both masks",
     "unique_ir": "object in the infrared mask only",
