@@ -19,6 +19,7 @@ from occo.data.errors import OccoError
 from occo.eval.metrics.inputs import GrayInputs
 from occo.eval.metrics.regions import (
     RING_PX,
+    WHOLE_IMAGE,
     column_name,
     compute_on_gray_regions,
     metrics_for_region,
@@ -156,12 +157,25 @@ def read_masks(
 
 
 def score_in_regions(
-    spec: RegionSpec, stem: str, image: Path, inputs: GrayInputs
-) -> tuple[dict[str, float], tuple[str, ...]]:
+    spec: RegionSpec,
+    stem: str,
+    image: Path,
+    inputs: GrayInputs,
+    whole: Sequence[str] = (),
+) -> tuple[dict[str, float], tuple[str, ...], dict[str, float]]:
     """Region metrics of one image, as report columns.
 
+    Args:
+        spec: what to measure.
+        stem: the pair's stem in the store.
+        image: the scored image (named in errors).
+        inputs: its gray inputs.
+        whole: SSIM and/or Qabf to compute for the whole image in the same pass over
+            their maps (the whole-image values, bit for bit).
+
     Returns:
-        ``({"EN@objects": value, ...}, empty regions)``; an empty region has no columns.
+        ``({"EN@objects": value, ...}, empty regions, {whole-image metric: value})``;
+        an empty region has no columns.
     """
     mask_ir, mask_vi = read_masks(spec.store, stem, image, inputs.shape)
     masks = region_masks(mask_ir, mask_vi, (*spec.regions, "background"))
@@ -169,11 +183,12 @@ def score_in_regions(
     empty = tuple(name for name, mask in regions.items() if not mask.any())
     wanted = {name: mask for name, mask in regions.items() if name not in empty}
     values = compute_on_gray_regions(
-        inputs, wanted, spec.metrics, background=masks["background"], ring=spec.ring
+        inputs, wanted, spec.metrics, background=masks["background"], ring=spec.ring, whole=whole
     )
+    whole_values = values.pop(WHOLE_IMAGE, {})
     flat = {
         column_name(metric, region): value
         for region, per_metric in values.items()
         for metric, value in per_metric.items()
     }
-    return flat, empty
+    return flat, empty, whole_values

@@ -230,10 +230,16 @@ def score_image(job: ImageJob) -> ImageScore:
         )
     except MetricInputError as exc:
         raise ScoringError(str(exc)) from exc
-    values = compute_on_gray(inputs, job.metrics)
     if job.regions is None:
-        return ImageScore(job.method, job.fused.name, values)
-    inside, empty = score_in_regions(job.regions, job.fused.stem, job.fused, inputs)
+        return ImageScore(job.method, job.fused.name, compute_on_gray(inputs, job.metrics))
+    # SSIM's and Qabf's maps serve the whole image and the regions in one pass.
+    shared = [m for m in ("SSIM", "Qabf") if m in job.metrics and m in job.regions.metrics]
+    values = compute_on_gray(inputs, [m for m in job.metrics if m not in shared])
+    inside, empty, whole = score_in_regions(
+        job.regions, job.fused.stem, job.fused, inputs, whole=shared
+    )
+    values = {**values, **whole}
+    values = {m: values[m] for m in job.metrics}  # table order
     return ImageScore(job.method, job.fused.name, {**values, **inside}, empty)
 
 

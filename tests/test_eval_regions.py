@@ -9,9 +9,12 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from occo.eval.metrics import MetricInputError, compute_metrics
+from occo.eval.metrics.inputs import GrayInputs
 from occo.eval.metrics.regions import (
     REGION_METRICS,
+    WHOLE_IMAGE,
     compute_in_regions,
+    compute_on_gray_regions,
     object_contrast,
     parse_regions,
     region_masks,
@@ -28,6 +31,20 @@ def images():
     # Smooth-ish fused image with some structure, so SSIM and Qabf are not near zero.
     f = ((a.astype(np.uint16) + b) // 2).astype(np.uint8)
     return f, a, b
+
+
+@pytest.fixture(params=["one strip", "8-row strips"])
+def strip_rows(request, monkeypatch):
+    """Whole images in one strip, or in strips of 8 rows (their joins must not show)."""
+    if request.param == "8-row strips":
+        from occo.eval.metrics import inputs, regions, structural
+
+        def small(rows, width, pixels=0):
+            return inputs.strips(rows, width, pixels=8 * width)
+
+        monkeypatch.setattr(regions, "strips", small)
+        monkeypatch.setattr(structural, "strips", small)
+    return request.param
 
 
 @pytest.fixture
@@ -189,7 +206,7 @@ def test_pixel_set_metrics_match_numpy(images, blobs):
     assert "TC" in got["objects"] and "TC" not in got["background"]
 
 
-def test_sf_and_ag_count_only_differences_inside_the_region(images, blobs):
+def test_sf_and_ag_count_only_differences_inside_the_region(images, blobs, strip_rows):
     f, _, _ = images
     got = compute_in_regions(f, None, None, {"objects": blobs, "background": ~blobs})
     for region, mask in (("objects", blobs), ("background", ~blobs)):
@@ -198,7 +215,7 @@ def test_sf_and_ag_count_only_differences_inside_the_region(images, blobs):
     assert set(got["objects"]) == {"EN", "SF", "AG", "SD"}  # no sources: source-free only
 
 
-def test_ssim_and_qabf_pool_their_maps_over_the_region(images, blobs):
+def test_ssim_and_qabf_pool_their_maps_over_the_region(images, blobs, strip_rows):
     f, a, b = images
     got = compute_in_regions(f, a, b, {"objects": blobs, "background": ~blobs})
     for region, mask in (("objects", blobs), ("background", ~blobs)):
@@ -224,6 +241,15 @@ def test_whole_image_region_gives_the_whole_image_values(images):
     # AG is a mean over pixels; the toolkit divides by (M-1)(N-1).
     assert inside["AG"] == pytest.approx(whole["AG"] * (H - 1) * (W - 1) / (H * W), rel=1e-12)
     assert math.isnan(inside["TC"])  # no background for a ring
+
+
+def test_one_pass_gives_whole_image_ssim_and_qabf_bit_for_bit(images, blobs, strip_rows):
+    f, a, b = images
+    whole = compute_metrics(f, a, b, ["SSIM", "Qabf"])
+    inputs = GrayInputs(f, a, b)
+    for regions in ({"objects": blobs}, {"objects": np.zeros((H, W), bool)}):
+        got = compute_on_gray_regions(inputs, regions, ["EN", "SSIM"], whole=["SSIM", "Qabf"])
+        assert got[WHOLE_IMAGE] == whole
 
 
 def test_target_contrast_against_brute_force_rings(images, blobs):

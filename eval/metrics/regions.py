@@ -50,7 +50,7 @@ import numpy as np
 
 from occo.eval.metrics import intensity, structural
 from occo.eval.metrics.core import METRIC_INFO, METRIC_NAMES, SOURCE_FREE, MetricInfo
-from occo.eval.metrics.inputs import GrayInputs, MetricInputError, to_gray_uint8
+from occo.eval.metrics.inputs import GrayInputs, MetricInputError, strips, to_gray_uint8
 
 #: Every region name and what it holds.
 REGION_DEFINITIONS: dict[str, str] = {
@@ -69,6 +69,8 @@ REGION_SETS: dict[str, tuple[str, ...]] = {
 DEFAULT_REGIONS = ("objects", "background")
 #: Default ring width (pixels) around an object for TC.
 RING_PX = 10
+#: Key of the whole-image values in :func:`compute_on_gray_regions`'s result.
+WHOLE_IMAGE = "image"
 
 TC_INFO = MetricInfo(
     "TC",
@@ -211,33 +213,44 @@ def sf_in(f8: np.ndarray, mask: np.ndarray) -> float:
     return math.sqrt(_ratio(rows, n_rows) + _ratio(cols, n_cols))
 
 
-def _twice_gradient_in(f: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Twice MATLAB's ``gradient`` along rows (axis 1), with the region's border as the edge.
+def _twice_gradient_sq_in(f8: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``(2 gx)^2 + (2 gy)^2`` with MATLAB's ``gradient``, the region's border as the edge.
 
-    Central difference ``f[j+1] - f[j-1]`` where both neighbours are in the region,
-    ``2 (f[j+1] - f[j])`` or ``2 (f[j] - f[j-1])`` where only one is, 0 where none is;
-    integers (int32). Values outside the region are meaningless.
+    Along each axis, at a pixel whose neighbours on both sides lie in the region, twice
+    the gradient is the central difference ``f[k+1] - f[k-1]``; with only one neighbour in
+    the region it is twice the one-sided difference; with none, 0 (as ``gradient`` does
+    at an image's border and for a single row). Exact integers (int32); values outside
+    the region are meaningless.
     """
-    left = np.zeros_like(mask)
-    left[:, 1:] = mask[:, :-1]
-    right = np.zeros_like(mask)
-    right[:, :-1] = mask[:, 1:]
-    nxt = f.copy()
-    nxt[:, :-1] = f[:, 1:]
-    prv = f.copy()
-    prv[:, 1:] = f[:, :-1]
-    g = np.zeros_like(f)
-    np.copyto(g, 2 * (f - prv), where=left)
-    np.copyto(g, 2 * (nxt - f), where=right)
-    np.copyto(g, nxt - prv, where=left & right)
-    return g
+    f = f8.astype(np.int16)
+    total = np.zeros(f.shape, np.int32)
+    for axis in (0, 1):
+        lead = (slice(None, -1), slice(None)) if axis == 0 else (slice(None), slice(None, -1))
+        trail = (slice(1, None), slice(None)) if axis == 0 else (slice(None), slice(1, None))
+        step = np.diff(f, axis=axis)  # f[k+1] - f[k]
+        has_next = np.zeros_like(mask)
+        has_next[lead] = mask[trail]
+        has_prev = np.zeros_like(mask)
+        has_prev[trail] = mask[lead]
+        forward = np.zeros_like(f)
+        forward[lead] = step
+        forward *= has_next
+        backward = np.zeros_like(f)
+        backward[trail] = step
+        backward *= has_prev
+        # Both neighbours: forward + backward; one: twice that one's difference; none: 0.
+        forward *= 2 - has_prev.view(np.int8)
+        backward *= 2 - has_next.view(np.int8)
+        forward += backward
+        total += forward.astype(np.int32) ** 2
+    return total
 
 
 def ag_in(f8: np.ndarray, mask: np.ndarray) -> float:
     """AG inside a region: mean over the region of ``sqrt((gx^2 + gy^2) / 2)``.
 
     ``gx``, ``gy`` are MATLAB ``gradient`` with the region's border treated as the image
-    border (see :func:`_twice_gradient_in`), so no difference crosses it.
+    border (see :func:`_twice_gradient_sq_in`), so no difference crosses it.
 
     Args:
         f8: ``(H, W)`` uint8 gray image.
@@ -249,22 +262,29 @@ def ag_in(f8: np.ndarray, mask: np.ndarray) -> float:
     n = int(mask.sum())
     if n == 0:
         return math.nan
-    f = f8.astype(np.int32)
-    gx = _twice_gradient_in(f, mask)[mask]
-    gy = _twice_gradient_in(f.T, mask.T).T[mask]
-    # (2gx)^2 + (2gy)^2 = 4 (gx^2 + gy^2): dividing by 8 instead of 2, as the whole-image AG.
-    energy = (gx * gx + gy * gy).astype(np.float64)
-    energy *= 0.125
-    np.sqrt(energy, out=energy)
-    return float(energy.sum()) / n
+    height, width = f8.shape
+    total = 0.0
+    # Strips with one row of context on each side keep the temporaries in cache.
+    for start, stop in strips(height, width):
+        lo, hi = max(start - 1, 0), min(stop + 1, height)
+        keep = slice(start - lo, stop - lo)
+        inside = mask[start:stop]
+        squares = _twice_gradient_sq_in(f8[lo:hi], mask[lo:hi])[keep][inside]
+        # (2gx)^2 + (2gy)^2 = 4 (gx^2 + gy^2): dividing by 8, not 2, as the whole-image AG.
+        energy = squares.astype(np.float64)
+        energy *= 0.125
+        np.sqrt(energy, out=energy)
+        total += float(energy.sum())
+    return total / n
 
 
-def ssim_in(inputs: GrayInputs, masks: Sequence[np.ndarray]) -> list[float]:
+def ssim_in(inputs: GrayInputs, masks: Sequence[np.ndarray | None]) -> list[float]:
     """SSIM inside regions: ``SSIM(A, F) + SSIM(B, F)``, each map averaged over the windows
     centred in the region.
 
-    The maps are the whole-image SSIM's own (computed once for all regions); with a
-    region covering the whole image the value equals the whole-image SSIM exactly.
+    The maps are the whole-image SSIM's own, computed once for all regions. A mask of
+    None stands for the whole image and gives the whole-image SSIM bit for bit (the
+    same sums in the same order), so one pass serves both.
 
     Returns:
         One value per mask; NaN where no window is centred in the region (or the image
@@ -272,31 +292,40 @@ def ssim_in(inputs: GrayInputs, masks: Sequence[np.ndarray]) -> list[float]:
     """
     r = structural.SSIM_RADIUS
     height, width = inputs.shape
-    centres = [m[r : height - r, r : width - r].astype(np.float64) for m in masks]
-    counts = [int(c.sum()) for c in centres]
+    windows = max(height - 2 * r, 0) * max(width - 2 * r, 0)
+    centres = [
+        None if m is None else m[r : height - r, r : width - r].astype(np.float64) for m in masks
+    ]
+    counts = [windows if c is None else int(c.sum()) for c in centres]
     sums = [[0.0, 0.0] for _ in masks]
     for start, i, ssim_map in structural.ssim_strips(inputs):
         stop = start + ssim_map.shape[0]
         for k, centre in enumerate(centres):
-            if counts[k]:
+            if centre is None:
+                sums[k][i] += float(ssim_map.sum())
+            elif counts[k]:
                 sums[k][i] += float((ssim_map * centre[start:stop]).sum())
     return [s[0] / n + s[1] / n if n else math.nan for s, n in zip(sums, counts, strict=True)]
 
 
-def qabf_in(inputs: GrayInputs, masks: Sequence[np.ndarray]) -> list[float]:
+def qabf_in(inputs: GrayInputs, masks: Sequence[np.ndarray | None]) -> list[float]:
     """Qabf inside regions: ``sum_R(Q_AF gA + Q_BF gB) / sum_R(gA + gB)``.
 
-    The per-pixel terms are the whole-image Qabf's own (computed once for all regions);
-    with a region covering the whole image the value equals the whole-image Qabf exactly.
+    The per-pixel terms are the whole-image Qabf's own, computed once for all regions. A
+    mask of None stands for the whole image and gives the whole-image Qabf bit for bit.
 
     Returns:
         One value per mask; NaN where the region has no source edge (``gA + gB = 0``).
     """
-    weights = [m.astype(np.float64) for m in masks]
+    weights = [None if m is None else m.astype(np.float64) for m in masks]
     num = [0.0] * len(masks)
     den = [0.0] * len(masks)
     for start, stop, _, q, g_s in structural.qabf_strips(inputs):
         for k, weight in enumerate(weights):
+            if weight is None:
+                num[k] += float(q.sum())
+                den[k] += float(g_s.sum())
+                continue
             w = weight[start:stop]
             num[k] += float((q * w).sum())
             den[k] += float((g_s * w).sum())
@@ -370,6 +399,7 @@ def compute_on_gray_regions(
     names: Sequence[str],
     background: np.ndarray | None = None,
     ring: int = RING_PX,
+    whole: Iterable[str] = (),
 ) -> dict[str, dict[str, float]]:
     """Region metrics on prepared gray inputs (canonical, validated names).
 
@@ -381,11 +411,15 @@ def compute_on_gray_regions(
         background: the pair's background (ring pixels for TC); default: the region
             named ``background`` if given, else outside every given region.
         ring: TC's ring width in pixels.
+        whole: SSIM and/or Qabf to compute for the whole image too, in the same pass
+            over their maps (values identical to the whole-image metrics).
 
     Returns:
-        ``{region: {metric: value}}``; an empty region has NaN for every metric.
+        ``{region: {metric: value}}``; an empty region has NaN for every metric. With
+        ``whole``, the whole-image values are under the key :data:`WHOLE_IMAGE`.
     """
     names = tuple(names)
+    whole = tuple(whole)
     results: dict[str, dict[str, float]] = {}
     nonempty = {r: m for r, m in regions.items() if m.any()}
     if background is None:
@@ -395,10 +429,12 @@ def compute_on_gray_regions(
     mapped: dict[str, list[float]] = {}
     keys = list(nonempty)
     masks = [nonempty[r] for r in keys]
-    if "SSIM" in names and masks:
-        mapped["SSIM"] = ssim_in(inputs, masks)
-    if "Qabf" in names and masks:
-        mapped["Qabf"] = qabf_in(inputs, masks)
+    for name, pooled in (("SSIM", ssim_in), ("Qabf", qabf_in)):
+        inside = name in names and bool(masks)
+        if inside or name in whole:
+            mapped[name] = pooled(inputs, [*(masks if inside else []), None])
+    if whole:
+        results[WHOLE_IMAGE] = {name: mapped[name][-1] for name in whole}
     for region, mask in regions.items():
         wanted = metrics_for_region(region, names)
         if region not in nonempty:
