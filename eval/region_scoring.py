@@ -84,7 +84,9 @@ def attach_regions(
     names = region_metric_names(metrics, has_sources)
     if source_free_only:
         names = tuple(n for n in names if n in ("EN", "SF", "AG", "SD", "TC"))
-    spec = RegionSpec(Path(store), tuple(regions), names, ring)
+    # A region none of the metrics applies to (background with TC alone) is left out.
+    kept = tuple(r for r in regions if metrics_for_region(r, names))
+    spec = RegionSpec(Path(store), kept, names, ring)
     plan.regions = spec
     plan.jobs = [dataclasses.replace(job, regions=spec) for job in plan.jobs]
 

@@ -96,8 +96,8 @@ def metrics_command(
     metrics: str | None = typer.Option(
         None,
         "--metrics",
-        help="Comma-separated subset of EN,SF,AG,CC,SD,MI,SCD,VIF,Qabf,MSE,PSNR,SSIM "
-        "(default: all that the inputs allow).",
+        help="Comma-separated subset of EN,SF,AG,CC,SD,MI,SCD,VIF,Qabf,MSE,PSNR,SSIM, and TC "
+        "with --masks (default: all that the inputs allow).",
     ),
     csv_path: Path | None = typer.Option(
         None, "--csv", help="Write per-image values to this CSV: method,image,<metric>..."

@@ -101,7 +101,7 @@ def plan_extra_rows(
             )
     kept = []
     for plan in plans:
-        if plan.metrics or (plan.regions is not None and plan.regions.metrics):
+        if plan.metrics or (plan.regions is not None and plan.regions.all_columns()):
             kept.append(plan)
         elif plan.source_role is not None:
             warn(
@@ -132,14 +132,13 @@ def note_skipped_regions(summaries: list[MethodSummary]) -> None:
 def print_region_tables(
     console: Console, plans: list[FolderPlan], summaries: list[MethodSummary]
 ) -> None:
-    """One table per region; the caption with the definitions under the last one."""
+    """One table per region, then the definitions (console-wide, not squeezed under a table)."""
     from occo.cli.metrics import metrics_table
 
     by_region = region_columns(plans)
-    spec = next((p.regions for p in plans if p.regions is not None), None)
-    for i, (region, columns) in enumerate(by_region.items()):
-        last = i == len(by_region) - 1
-        caption = _CAPTION.format(ring=spec.ring, store=spec.store) if last else None
+    if not by_region:
+        return
+    for region, columns in by_region.items():
         title = (
             f"Inside {region} ({REGION_DEFINITIONS[region]}): mean ± sample std over the "
             f"images with {region} pixels (n); * best per column"
@@ -149,8 +148,10 @@ def print_region_tables(
                 summaries,
                 columns,
                 title=title,
-                caption=caption,
+                caption=None,
                 count=lambda s, r=region: s.region_images.get(r, 0),
                 header=lambda column: column.split("@", 1)[0],
             )
         )
+    spec = next(p.regions for p in plans if p.regions is not None)
+    console.print(_CAPTION.format(ring=spec.ring, store=spec.store), highlight=False)

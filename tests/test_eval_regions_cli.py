@@ -133,6 +133,20 @@ def test_table_with_occo_regions_and_csv(data):
     assert "without shared pixels" in result.stderr
 
 
+def test_source_rows_without_masks_and_tc_alone(data):
+    root, store, _, _ = data
+    sources = ("--ir", root / "ir", "--vi", root / "vi", "--workers", 1, "--json")
+    report = json.loads(_run(root / "fused", *sources, "--source-rows").stdout)
+    assert [m["method"] for m in report["methods"]] == ["fused", "infrared", "visible"]
+    assert report["methods"][2]["metrics"] == ["EN", "SF", "AG", "SD"]
+    assert "regions" not in report and report["methods"][1]["images"] == 3
+    result = _run(root / "fused", *sources, "--masks", store, "--metrics", "tc")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["metrics"] == [] and report["regions"]["columns"] == ["TC@objects"]
+    assert list(report["methods"][0]["regions"]) == ["objects"]  # background has no TC
+
+
 def test_pool_workers_read_the_store(data):
     root, store, _, _ = data
     plan = plan_folder(root / "fused", root / "ir", root / "vi", ["EN", "Qabf"])
