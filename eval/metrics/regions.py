@@ -20,9 +20,9 @@ Metrics inside a region R (A = infrared, B = visible, F = fused, toolkit convent
   in R (row differences averaged over such horizontal pairs, column differences over
   vertical pairs); a difference across R's border counts in neither region. NaN when R
   has no horizontal or no vertical pair (as SF of a one-pixel-wide image).
-- AG: MATLAB ``gradient`` inside R, R's border treated as the image border is: central
-  difference where both neighbours lie in R, one-sided where one does, 0 where none
-  does; AG is the mean of ``sqrt((gx^2 + gy^2) / 2)`` over R's pixels. For the whole
+- AG: MATLAB ``gradient`` inside R, R's border treated as ``gradient`` treats the image
+  border: central difference where both neighbours lie in R, one-sided where one does,
+  0 where none does; AG is the mean of ``sqrt((gx^2 + gy^2) / 2)`` over R's pixels. For the whole
   image that is the toolkit's AG times ``(M-1)(N-1) / (MN)`` (the toolkit divides by
   ``(M-1)(N-1)``, a mean needs ``MN``).
 - SSIM: ``SSIM(A, F) + SSIM(B, F)``, each the mean of its SSIM map over the windows
@@ -91,7 +91,7 @@ REGION_METRIC_DEFINITIONS: dict[str, str] = {
     "SF": "SF over neighbour differences with both pixels in the region",
     "AG": "mean over the region of the toolkit's gradient term, region border as image border",
     "CC": "CC on the region's pixels",
-    "SD": "population standard deviation of the region's pixels of F",
+    "SD": "population standard deviation of F's pixels in the region",
     "MI": "MI on the region's pixels",
     "SCD": "SCD on the region's pixels",
     "Qabf": "sum over the region of Q_AF gA + Q_BF gB over the sum of gA + gB",
