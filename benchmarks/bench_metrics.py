@@ -8,9 +8,12 @@ difference between the two per metric.
 
     python benchmarks/bench_metrics.py                  # occo on 42 images, baseline on 6
     python benchmarks/bench_metrics.py --baseline-images 42 --method SeAFusion
+    python benchmarks/bench_metrics.py --images 3 --baseline-images 1 --repeats 1   # a check
 
 One-core numbers: OpenCV and BLAS limited to one thread, one process. All-cores numbers:
-occo's process pool (``eval.scoring.score_jobs``), one image per task.
+occo's process pool (``eval.scoring.score_jobs``), one image per task. The region rows
+(``occo metrics --masks``) use synthetic box masks covering about a tenth of each image,
+as MSRS's person and car boxes do.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -37,7 +42,17 @@ sys.path.insert(0, str(ROOT))
 from occo.data.io import read_image  # noqa: E402
 from occo.eval.metrics import METRIC_NAMES, compute_metrics  # noqa: E402
 from occo.eval.metrics.inputs import to_gray_uint8  # noqa: E402
+from occo.eval.metrics.regions import REGION_METRICS  # noqa: E402
+from occo.eval.region_scoring import RegionSpec  # noqa: E402
 from occo.eval.scoring import ImageJob, default_workers, score_jobs  # noqa: E402
+from occo.masks.store import (  # noqa: E402
+    FORMAT,
+    STORE_VERSION,
+    ModalityMasks,
+    PairMasks,
+    write_h5_atomic,
+    write_pair,
+)
 
 # --------------------------------------------------------------------------------------
 # Straightforward implementation (baseline): the formulas written directly, per metric.
@@ -245,6 +260,29 @@ def _load(tno: Path, method: str) -> list[tuple[str, Path, Path, Path]]:
     return [(s, tno / "fused" / method / s, tno / "ir" / s, tno / "vi" / s) for s in stems]
 
 
+def _box_masks(store: Path, items: list[tuple[str, Path, Path, Path]]) -> None:
+    """A mask store of boxes covering about 10% of each image: two infrared, two visible,
+    overlapping, so that all four of OCCO's regions are present."""
+
+    def box(shape, y0, y1, x0, x1):
+        h, w = shape
+        mask = np.zeros(shape, np.uint8)
+        mask[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)] = 1
+        return mask
+
+    pairs = []
+    for _, fused, _, _ in items:
+        shape = read_image(fused).shape[:2]
+        ir = box(shape, 0.40, 0.70, 0.20, 0.30) | box(shape, 0.50, 0.80, 0.60, 0.68)
+        vi = box(shape, 0.45, 0.75, 0.22, 0.33) | box(shape, 0.10, 0.30, 0.40, 0.55)
+        pairs.append(PairMasks(Path(fused).stem, ModalityMasks(ir), ModalityMasks(vi)))
+    write_h5_atomic(
+        store,
+        {"format": FORMAT, "version": STORE_VERSION},
+        lambda h5: [write_pair(h5, pair) for pair in pairs],
+    )
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f}"
 
@@ -260,12 +298,15 @@ def main() -> int:
         "--repeats", type=int, default=3, help="timed passes of occo over the images"
     )
     parser.add_argument("--workers", type=int, default=0, help="all-cores run; 0 = every core")
+    parser.add_argument("--images", type=int, default=0, help="first N images only; 0 = all")
     args = parser.parse_args()
     if not (args.tno / "fused" / args.method).is_dir():
         print(f"skipped: {args.tno / 'fused' / args.method} not found (needs ../shared)")
         return 0
     cv2.setNumThreads(1)
     items = _load(args.tno, args.method)
+    if args.images:
+        items = items[: args.images]
     images = [tuple(read_image(p) for p in (f, a, b)) for _, f, a, b in items]
     eleven = METRIC_NAMES[:11]
 
@@ -297,6 +338,25 @@ def main() -> int:
     start = time.perf_counter()
     score_jobs(jobs, 1)
     serial_per_image = (time.perf_counter() - start) / len(jobs)
+    # The same with metrics inside regions (occo metrics --masks), one process.
+    region_per_image = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "masks.h5"
+        _box_masks(store, items)
+        for label, regions in (
+            ("objects, background", ("objects", "background")),
+            ("OCCO's four regions", ("shared", "unique_ir", "unique_vi", "background")),
+        ):
+            spec = RegionSpec(store, regions, REGION_METRICS)
+            with_regions = [dataclasses.replace(job, regions=spec) for job in jobs]
+            score_jobs(with_regions[:1], 1)  # opens the store
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                score_jobs(with_regions, 1)
+                times.append((time.perf_counter() - start) / len(jobs))
+            region_per_image[label] = statistics.median(times)
+
     start = time.perf_counter()
     score_jobs(jobs[:workers], workers)  # starts the fork server (imports once per run)
     pool_start = time.perf_counter() - start
@@ -340,6 +400,11 @@ def main() -> int:
     )
     print(f"| occo, reading the PNGs too | 1 | | {_ms(serial_per_image)} | |")
     print(f"| occo, reading the PNGs too, process pool | {workers} | | {_ms(pool_per_image)} | |")
+    for label, seconds in region_per_image.items():
+        print(
+            f"| occo, reading the PNGs too, + 12 metrics inside {label} (--masks) | 1 | | "
+            f"{_ms(seconds)} | |"
+        )
     print(
         f"\nThe pool's fork server starts once per run: {pool_start:.1f} s (first call, {workers} images)."
     )

@@ -15,6 +15,11 @@ import numpy as np
 from occo.data.io import write_bytes_atomic
 from occo.data.version import OCCO_VERSION
 from occo.eval.metrics import CONVENTIONS, METRIC_INFO, METRIC_NAMES
+from occo.eval.metrics.regions import (
+    REGION_DEFINITIONS,
+    REGION_METRIC_DEFINITIONS,
+    REGION_METRIC_INFO,
+)
 from occo.eval.scoring import FolderPlan, ImageScore
 
 
@@ -34,6 +39,25 @@ class MethodSummary:
     """Sample standard deviation (ddof=1) over images; NaN for a single value."""
     undefined: dict[str, int] = field(default_factory=dict)
     """Per metric, how many images gave NaN (left out of mean and std)."""
+    region_images: dict[str, int] = field(default_factory=dict)
+    """Per region, images with pixels in it (the others are skipped for its metrics)."""
+    source_role: str | None = None
+    """``"infrared"`` or ``"visible"`` for a source row (never marked best)."""
+
+
+def higher_is_better(column: str) -> bool:
+    """Direction of a column, whole-image (``EN``) or inside a region (``EN@objects``)."""
+    name = column.split("@", 1)[0]
+    info = METRIC_INFO.get(name) or REGION_METRIC_INFO[name]
+    return info.higher_is_better
+
+
+def _aggregate(summary: MethodSummary, name: str, values: np.ndarray) -> None:
+    """Mean, sample std and undefined count of one column."""
+    defined = values[~np.isnan(values)]
+    summary.undefined[name] = int(values.size - defined.size)
+    summary.mean[name] = float(defined.mean()) if defined.size else math.nan
+    summary.std[name] = float(defined.std(ddof=1)) if defined.size > 1 else math.nan
 
 
 def summarize(plans: Sequence[FolderPlan], scores: Sequence[ImageScore]) -> list[MethodSummary]:
@@ -50,12 +74,17 @@ def summarize(plans: Sequence[FolderPlan], scores: Sequence[ImageScore]) -> list
     for plan in plans:
         rows = [s for s in scores if s.method == plan.method]
         summary = MethodSummary(plan.method, str(plan.folder), len(rows))
+        summary.source_role = plan.source_role
         for name in plan.metrics:
             values = np.array([row.values[name] for row in rows], dtype=np.float64)
-            defined = values[~np.isnan(values)]
-            summary.undefined[name] = int(values.size - defined.size)
-            summary.mean[name] = float(defined.mean()) if defined.size else math.nan
-            summary.std[name] = float(defined.std(ddof=1)) if defined.size > 1 else math.nan
+            _aggregate(summary, name, values)
+        spec = plan.regions
+        for region in spec.regions if spec is not None else ():
+            present = [row for row in rows if region not in row.empty_regions]
+            summary.region_images[region] = len(present)
+            for name in spec.columns(region):
+                values = np.array([row.values[name] for row in present], dtype=np.float64)
+                _aggregate(summary, name, values)
         summaries.append(summary)
     return summaries
 
@@ -66,20 +95,43 @@ def metric_columns(plans: Sequence[FolderPlan]) -> list[str]:
     return [name for name in METRIC_NAMES if name in present]
 
 
+def region_columns(plans: Sequence[FolderPlan]) -> dict[str, list[str]]:
+    """Per region, the columns (``EN@objects``, ...) any folder has, in table order."""
+    order: dict[str, list[str]] = {}
+    for plan in plans:
+        if plan.regions is None:
+            continue
+        for region in plan.regions.regions:
+            columns = order.setdefault(region, [])
+            columns += [c for c in plan.regions.columns(region) if c not in columns]
+    ranks = {name: i for i, name in enumerate(REGION_METRIC_INFO)}
+    return {
+        region: sorted(columns, key=lambda c: ranks[c.split("@", 1)[0]])
+        for region, columns in order.items()
+    }
+
+
 def best_methods(
     summaries: Sequence[MethodSummary], metrics: Sequence[str]
 ) -> dict[str, list[str]]:
     """Methods with the best mean per metric (higher is better except for MSE); ties all win.
 
-    Only marked when at least two methods have a value to compare.
+    Only marked when at least two methods have a value to compare; source rows never are.
     """
-    return {
-        name: best_of(
-            {s.method: s.mean.get(name, math.nan) for s in summaries},
-            METRIC_INFO[name].higher_is_better,
-        )
-        for name in metrics
-    }
+    best: dict[str, list[str]] = {}
+    for name in metrics:
+        values = {
+            s.method: s.mean[name]
+            for s in summaries
+            if s.source_role is None and not math.isnan(s.mean.get(name, math.nan))
+        }
+        if len(values) < 2:
+            best[name] = []
+            continue
+        pick = max if higher_is_better(name) else min
+        top = pick(values.values())
+        best[name] = [method for method, value in values.items() if value == top]
+    return best
 
 
 def best_of(values: Mapping[str, float], higher_is_better: bool = True) -> list[str]:
@@ -125,6 +177,23 @@ def json_number(value: float | None) -> float | None:
     return float(value)
 
 
+def _region_block(plan: FolderPlan, summary: MethodSummary) -> dict[str, Any]:
+    """A method's values inside each region, keyed by region, metrics by their plain names."""
+    block = {}
+    for region in plan.regions.regions:
+        columns = plan.regions.columns(region)
+        names = [c.split("@", 1)[0] for c in columns]
+        block[region] = {
+            "images": summary.region_images[region],
+            "images_without_region": summary.images - summary.region_images[region],
+            "metrics": names,
+            "mean": {n: json_number(summary.mean[c]) for n, c in zip(names, columns, strict=True)},
+            "std": {n: json_number(summary.std[c]) for n, c in zip(names, columns, strict=True)},
+            "undefined": {n: summary.undefined[c] for n, c in zip(names, columns, strict=True)},
+        }
+    return block
+
+
 def report_dict(
     plans: Sequence[FolderPlan],
     summaries: Sequence[MethodSummary],
@@ -132,45 +201,67 @@ def report_dict(
 ) -> dict[str, Any]:
     """Everything the table and the CSV show, as one JSON-ready object.
 
-    Non-finite values (undefined metrics, PSNR of identical images) are null.
+    Non-finite values (undefined metrics, PSNR of identical images) are null. With
+    region metrics, each method has a ``regions`` block (per region: images with pixels
+    in it, mean, std, undefined counts), per-image entries carry the ``EN@objects``
+    columns (and ``empty_regions``), and a top-level ``regions`` block defines them.
     """
     metrics = metric_columns(plans)
-    best = best_methods(summaries, metrics)
+    by_region = region_columns(plans)
+    inside = [c for columns in by_region.values() for c in columns]
+    best = best_methods(summaries, [*metrics, *inside])
     methods = []
     for plan, summary in zip(plans, summaries, strict=True):
-        methods.append(
-            {
-                "method": plan.method,
-                "folder": str(plan.folder),
-                "sources": {
-                    "ir_dir": None if plan.sources.ir_dir is None else str(plan.sources.ir_dir),
-                    "vi_dir": None if plan.sources.vi_dir is None else str(plan.sources.vi_dir),
-                    "from": plan.sources.origin,
-                },
-                "images": summary.images,
-                "metrics": list(plan.metrics),
-                "mean": {k: json_number(v) for k, v in summary.mean.items()},
-                "std": {k: json_number(v) for k, v in summary.std.items()},
-                "undefined": summary.undefined,
-                "skipped_metrics": list(plan.skipped_metrics),
-                "skipped_reason": plan.skip_reason,
-                "unpaired": [str(p) for p in plan.unpaired],
-            }
-        )
-    return {
+        entry = {
+            "method": plan.method,
+            "folder": str(plan.folder),
+            "sources": {
+                "ir_dir": None if plan.sources.ir_dir is None else str(plan.sources.ir_dir),
+                "vi_dir": None if plan.sources.vi_dir is None else str(plan.sources.vi_dir),
+                "from": plan.sources.origin,
+            },
+            "images": summary.images,
+            "metrics": list(plan.metrics),
+            "mean": {k: json_number(summary.mean[k]) for k in plan.metrics},
+            "std": {k: json_number(summary.std[k]) for k in plan.metrics},
+            "undefined": {k: summary.undefined[k] for k in plan.metrics},
+            "skipped_metrics": list(plan.skipped_metrics),
+            "skipped_reason": plan.skip_reason,
+            "unpaired": [str(p) for p in plan.unpaired],
+        }
+        if plan.source_role is not None:
+            entry["source_row"] = plan.source_role
+        if plan.regions is not None:
+            entry["regions"] = _region_block(plan, summary)
+        methods.append(entry)
+    report: dict[str, Any] = {
         "format": "occo-metrics",
         "occo_version": OCCO_VERSION,
         "conventions": CONVENTIONS,
         "metrics": metrics,
         "higher_is_better": {m: METRIC_INFO[m].higher_is_better for m in metrics},
-        "methods": methods,
-        "best": best,
-        "images": [
-            {
-                "method": s.method,
-                "image": s.image,
-                **{k: json_number(v) for k, v in s.values.items()},
-            }
-            for s in scores
-        ],
     }
+    if by_region:
+        spec = next(p.regions for p in plans if p.regions is not None)
+        names = list(dict.fromkeys(c.split("@", 1)[0] for c in inside))
+        report["regions"] = {
+            "masks": str(spec.store),
+            "regions": {r: REGION_DEFINITIONS[r] for r in by_region},
+            "columns": inside,
+            "metrics": {n: REGION_METRIC_DEFINITIONS[n] for n in names},
+            "higher_is_better": {n: REGION_METRIC_INFO[n].higher_is_better for n in names},
+            "tc_ring_px": spec.ring,
+        }
+    report["methods"] = methods
+    report["best"] = best
+    with_regions = {p.method for p in plans if p.regions is not None}
+    report["images"] = [
+        {
+            "method": s.method,
+            "image": s.image,
+            **{k: json_number(v) for k, v in s.values.items()},
+            **({"empty_regions": list(s.empty_regions)} if s.method in with_regions else {}),
+        }
+        for s in scores
+    ]
+    return report

@@ -30,6 +30,7 @@ from occo.eval.metrics import (
     compute_on_gray,
     to_gray_uint8,
 )
+from occo.eval.region_scoring import RegionSpec, score_in_regions
 
 
 class ScoringError(OccoError, ValueError):
@@ -67,6 +68,8 @@ class ImageJob:
     """Its visible source, or None."""
     metrics: tuple[str, ...]
     """Metrics to compute."""
+    regions: RegionSpec | None = None
+    """Metrics inside mask regions too, or None."""
 
 
 @dataclass
@@ -91,6 +94,10 @@ class FolderPlan:
     """Fused images without an infrared or visible partner (listed, not scored)."""
     foreign: list[Path] = field(default_factory=list)
     """Images in an occo fuse folder that its manifest does not list (not scored)."""
+    regions: RegionSpec | None = None
+    """Metrics inside mask regions too, or None."""
+    source_role: str | None = None
+    """``"infrared"`` or ``"visible"`` for a row that scores a source itself, else None."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,9 @@ class ImageScore:
     image: str
     """File name of the fused image."""
     values: dict[str, float]
-    """``{metric: value}``; NaN where undefined."""
+    """``{metric: value}``; NaN where undefined. Region metrics as ``EN@objects``."""
+    empty_regions: tuple[str, ...] = ()
+    """Regions without a pixel in this image (no values for them)."""
 
 
 def find_sources(folder: Path, ir_dir: Path | None, vi_dir: Path | None) -> Sources:
@@ -183,7 +192,7 @@ def plan_folder(
                 f"no sources for {folder}: pass --ir and --vi (or score a folder written by "
                 f"occo fuse, whose {MANIFEST_NAME} names them)"
             )
-        if not plan.metrics:
+        if wanted and not plan.metrics:
             raise ScoringError(
                 f"{', '.join(wanted)} need the sources of {folder}; pass --ir and --vi"
             )
@@ -284,7 +293,67 @@ def score_image(job: ImageJob) -> ImageScore:
         )
     except MetricInputError as exc:
         raise ScoringError(str(exc)) from exc
-    return ImageScore(job.method, job.fused.name, compute_on_gray(inputs, job.metrics))
+    if job.regions is None:
+        return ImageScore(job.method, job.fused.name, compute_on_gray(inputs, job.metrics))
+    # SSIM's and Qabf's maps serve the whole image and the regions in one pass.
+    shared = [m for m in ("SSIM", "Qabf") if m in job.metrics and m in job.regions.metrics]
+    values = compute_on_gray(inputs, [m for m in job.metrics if m not in shared])
+    inside, empty, whole = score_in_regions(
+        job.regions, job.fused.stem, job.fused, inputs, whole=shared
+    )
+    values = {**values, **whole}
+    values = {m: values[m] for m in job.metrics}  # table order
+    return ImageScore(job.method, job.fused.name, {**values, **inside}, empty)
+
+
+def plan_source_rows(
+    plans: Sequence[FolderPlan], metrics: Sequence[str] | None = None
+) -> list[FolderPlan]:
+    """Rows that score the infrared and the visible images themselves, as the field's tables do.
+
+    They use the sources of the first folder that has any, over the images of every
+    folder with those sources, and the metrics that make sense for a single image: the
+    source-free ones (EN, SF, AG, SD). Source rows are never marked best.
+
+    Args:
+        plans: the fused folders' plans.
+        metrics: the metrics asked for (None: all).
+
+    Returns:
+        Two plans, ``infrared`` then ``visible`` (``infrared (source)`` if a folder has
+        that name already).
+
+    Raises:
+        ScoringError: no folder has sources.
+    """
+    base = next((p for p in plans if p.sources.ir_dir is not None), None)
+    if base is None:
+        raise ScoringError("source rows need the sources: pass --ir and --vi")
+    pairs: dict[str, ImageJob] = {}
+    for plan in plans:
+        if (plan.sources.ir_dir, plan.sources.vi_dir) == (base.sources.ir_dir, base.sources.vi_dir):
+            for job in plan.jobs:
+                pairs.setdefault(job.fused.stem, job)
+    wanted = tuple(m for m in (metrics or METRIC_NAMES) if m in SOURCE_FREE)
+    taken = {p.method for p in plans}
+    rows = []
+    for role, folder in (("infrared", base.sources.ir_dir), ("visible", base.sources.vi_dir)):
+        name = role if role not in taken else f"{role} (source)"
+        image = "ir" if role == "infrared" else "vi"
+        jobs = [
+            ImageJob(name, getattr(job, image), job.ir, job.vi, wanted) for job in pairs.values()
+        ]
+        rows.append(
+            FolderPlan(
+                method=name,
+                folder=folder,
+                sources=base.sources,
+                metrics=wanted,
+                jobs=jobs,
+                source_role=role,
+            )
+        )
+    return rows
 
 
 def _init_worker() -> None:

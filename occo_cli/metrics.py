@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -22,6 +24,9 @@ from occo.cli.console import (
     warn,
 )
 
+# The eval library (numpy, OpenCV) is imported inside the functions: `occo --help` and
+# the other commands never pay for it.
+
 
 def _format(value: float) -> str:
     if math.isnan(value):
@@ -31,22 +36,31 @@ def _format(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 1000 else f"{value:.1f}"
 
 
-def _table(plans: list, summaries: list) -> Table:
-    from occo.eval.metrics import CONVENTIONS, METRIC_INFO
-    from occo.eval.report import best_methods, metric_columns
+def metrics_table(
+    summaries: list,
+    metrics: list[str],
+    title: str = "Fusion metrics: mean ± sample std over images; * best per column",
+    caption: str | None = "conventions",
+    count: Callable[[Any], int] = lambda s: s.images,
+    header: Callable[[str], str] = str,
+) -> Table:
+    """One table: a row per method (``MethodSummary``), a column per metric, best marked.
 
-    metrics = metric_columns(plans)
+    ``caption`` "conventions" (the default) is the toolkit conventions; ``count`` gives a
+    row's number of images, ``header`` a column's heading.
+    """
+    from occo.eval.metrics import CONVENTIONS
+    from occo.eval.report import best_methods, higher_is_better
+
+    if caption == "conventions":
+        caption = CONVENTIONS
     best = best_methods(summaries, metrics)
-    table = Table(
-        title="Fusion metrics: mean ± sample std over images; * best per column",
-        caption=CONVENTIONS,
-        caption_justify="left",
-    )
+    table = Table(title=title, caption=caption, caption_justify="left")
     table.add_column("method", style="bold")
     table.add_column("n", justify="right")
     for name in metrics:
-        arrow = "↑" if METRIC_INFO[name].higher_is_better else "↓"
-        table.add_column(f"{name} {arrow}", justify="right")
+        arrow = "↑" if higher_is_better(name) else "↓"
+        table.add_column(f"{header(name)} {arrow}", justify="right")
     for summary in summaries:
         cells = []
         for name in metrics:
@@ -59,7 +73,7 @@ def _table(plans: list, summaries: list) -> Table:
             if not math.isnan(summary.std[name]):
                 text += f"\n[dim]± {_format(summary.std[name])}[/]"
             cells.append(text)
-        table.add_row(summary.method, str(summary.images), *cells)
+        table.add_row(summary.method, str(count(summary)), *cells)
     return table
 
 
@@ -85,14 +99,36 @@ def metrics_command(
     metrics: str | None = typer.Option(
         None,
         "--metrics",
-        help="Comma-separated subset of EN,SF,AG,CC,SD,MI,SCD,VIF,Qabf,MSE,PSNR,SSIM "
-        "(default: all that the inputs allow).",
+        help="Comma-separated subset of EN,SF,AG,CC,SD,MI,SCD,VIF,Qabf,MSE,PSNR,SSIM, and TC "
+        "with --masks (default: all that the inputs allow).",
     ),
     csv_path: Path | None = typer.Option(
         None, "--csv", help="Write per-image values to this CSV: method,image,<metric>..."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes to use; 0 = all cores."),
+    masks: Path | None = typer.Option(
+        None,
+        "--masks",
+        help="Mask store (occo masks gen) with the pairs' object masks: also score inside "
+        "regions (columns EN@objects, ...) and the target contrast TC.",
+    ),
+    regions: str | None = typer.Option(
+        None,
+        "--regions",
+        help="Regions for --masks: comma-separated objects, background, shared, unique_ir, "
+        "unique_vi, or occo (= shared,unique_ir,unique_vi,background). "
+        "Default: objects,background.",
+    ),
+    ring: int = typer.Option(
+        10, "--ring", min=1, help="TC: width in pixels of the background ring around an object."
+    ),
+    source_rows: bool = typer.Option(
+        False,
+        "--source-rows",
+        help="Add rows for the infrared and visible images themselves (EN, SF, AG, SD, and TC "
+        "with --masks), as the field's tables do; never marked best.",
+    ),
     threads: int | None = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -103,22 +139,35 @@ def metrics_command(
     Values follow Tang's MATLAB toolkit (see the table caption); images are paired
     by file name; a fused image without both partners is listed and skipped.
 
+    With --masks every metric except VIF is also measured inside regions of the
+    pairs' object masks (one table per region), plus TC, the objects' contrast against
+    a ring of surrounding background relative to the sources'. An image without
+    pixels in a region is skipped for that region and counted.
+
     \b
     Example:
         occo metrics fused/ --csv scores.csv
         occo metrics runs/a/fused runs/b/fused --ir data/tno/ir --vi data/tno/vi
         occo metrics fused/ --metrics EN,MI,VIF --json > scores.json
+        occo metrics fused/ --masks masks.h5 --source-rows
+        occo metrics fused/ --masks masks.h5 --regions occo --metrics EN,SD,SSIM,TC
     """
-    if (ir is None) != (vi is None):
-        fail("give both --ir and --vi, or neither")
-    from occo.eval.metrics import parse_metric_names
+    from occo.cli.metrics_regions import (
+        RegionOptions,
+        note_skipped_regions,
+        plan_extra_rows,
+        print_region_tables,
+    )
     from occo.eval.report import metric_columns, report_dict, summarize, write_scores_csv
     from occo.eval.scoring import default_workers, plan_folders, score_jobs, unique_method_names
     from occo.runtime import set_threads
 
     set_quiet(quiet)
     set_threads(threads, torch_too=False)  # metrics run on numpy and OpenCV
-    names = parse_metric_names(metrics)
+    if (ir is None) != (vi is None):
+        fail("give both --ir and --vi, or neither")
+    options = RegionOptions.parse(masks, regions, ring, metrics)
+    names = options.whole_metrics
     plans = plan_folders(fused_dirs, ir, vi, names, unique_method_names(fused_dirs))
     if csv_path is not None:
         inputs = [
@@ -153,6 +202,7 @@ def metrics_command(
                 f"folders, skipped: {listed}{more}"
             )
 
+    plans = plan_extra_rows(plans, options, source_rows)
     jobs = [job for plan in plans for job in plan.jobs]
     n_workers = workers or default_workers()
     if len(jobs) < 8 and not workers:
@@ -165,9 +215,10 @@ def metrics_command(
             on_done=lambda s: progress.update(task, advance=1, status=f"{s.method}/{s.image}"),
         )
     summaries = summarize(plans, scores)
+    note_skipped_regions(summaries)
 
     if csv_path is not None:
-        write_scores_csv(csv_path, scores, metric_columns(plans))
+        write_scores_csv(csv_path, scores, metric_columns(plans) + options.columns(plans))
     if as_json:
         # Plain text, not rich: no wrapping or colour codes in what scripts parse.
         typer.echo(json.dumps(report_dict(plans, summaries, scores), indent=2))
@@ -176,7 +227,9 @@ def metrics_command(
         return
     # Off a terminal rich assumes 80 columns; give the table room instead of squeezing it.
     console = out if out.is_terminal else Console(width=max(out.width, 160))
-    console.print(_table(plans, summaries))
+    if metric_columns(plans):
+        console.print(metrics_table(summaries, metric_columns(plans)))
+    print_region_tables(console, plans, summaries)
     for summary in summaries:
         gaps = {k: v for k, v in summary.undefined.items() if v}
         if gaps:

@@ -103,11 +103,17 @@ def histogram(images: list[np.ndarray]) -> np.ndarray:
     channels = list(range(len(images)))
     shape = (256,) * len(images)
     counts = np.zeros(shape, dtype=np.int64)
-    rows = max(1, _HIST_CHUNK_PIXELS // images[0].shape[1])
-    for start in range(0, images[0].shape[0], rows):
-        chunk = [np.ascontiguousarray(im[start : start + rows]) for im in images]
-        part = cv2.calcHist(chunk, channels, None, list(shape), [0, 256] * len(images))
-        counts += part.reshape(shape).astype(np.int64)
+    height, width = images[0].shape
+    rows = max(1, _HIST_CHUNK_PIXELS // width)
+    # Columns are chunked too for very long rows (a region's pixels gathered into one row).
+    cols = min(width, _HIST_CHUNK_PIXELS)
+    for start in range(0, height, rows):
+        for left in range(0, width, cols):
+            chunk = [
+                np.ascontiguousarray(im[start : start + rows, left : left + cols]) for im in images
+            ]
+            part = cv2.calcHist(chunk, channels, None, list(shape), [0, 256] * len(images))
+            counts += part.reshape(shape).astype(np.int64)
     return counts
 
 

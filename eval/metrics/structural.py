@@ -17,6 +17,7 @@ implementation's own summation order (:mod:`eval.metrics.vif_exact`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -242,36 +243,52 @@ def _edge_preservation(
     return ratio
 
 
+def qabf_strips(x: GrayInputs) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+    """Qabf's per-pixel terms, strip by strip: ``(start, stop, source, Q_SF * gS, gS)``.
+
+    ``source`` is 0 for A (infrared) and 1 for B (visible); the arrays cover rows
+    ``start:stop`` of the image and are reused after the next step, so use them at once.
+    Qabf is ``sum(Q_AF gA + Q_BF gB) / sum(gA + gB)`` over these maps.
+    """
+    height, width = x.f8.shape
+    for start, stop in strips(height, width):
+        g_f, a_f = _strength_angle(x.f8, start, stop)
+        for i, src in enumerate((x.a8, x.b8)):
+            g_s, a_s = _strength_angle(src, start, stop)
+            q = _edge_preservation(g_s, a_s, g_f, a_f)
+            q *= g_s
+            yield start, stop, i, q, g_s
+
+
 def qabf(x: GrayInputs) -> float:
     """Qabf: ``sum(Q_AF gA + Q_BF gB) / sum(gA + gB)`` (Xydeas-Petrovic edge transfer)."""
     num = 0.0
     den = 0.0
-    height, width = x.f8.shape
-    for start, stop in strips(height, width):
-        g_f, a_f = _strength_angle(x.f8, start, stop)
-        for src in (x.a8, x.b8):
-            g_s, a_s = _strength_angle(src, start, stop)
-            q = _edge_preservation(g_s, a_s, g_f, a_f)
-            q *= g_s
-            num += float(q.sum())
-            den += float(g_s.sum())
+    for _, _, _, q, g_s in qabf_strips(x):
+        num += float(q.sum())
+        den += float(g_s.sum())
     return num / den if den != 0 else math.nan
 
 
-def ssim(x: GrayInputs) -> float:
-    """SSIM: ``SSIM(A, F) + SSIM(B, F)``; Wang et al. 2004, Gaussian 11x11 sigma 1.5.
+#: SSIM's window width; map entry ``(i, j)`` belongs to the window centred on pixel
+#: ``(i + SSIM_RADIUS, j + SSIM_RADIUS)``.
+SSIM_WINDOW = 11
+SSIM_RADIUS = SSIM_WINDOW // 2
 
-    'Valid' windows (no padding), float64 on 0-255, C1 = (0.01*255)^2, C2 = (0.03*255)^2,
-    mean of the SSIM map, no automatic downsampling. NaN for images under 11x11.
+
+def ssim_strips(x: GrayInputs) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The SSIM maps of A and B against F, strip by strip: ``(start, source, map rows)``.
+
+    ``source`` is 0 for A (infrared) and 1 for B (visible); the rows are map rows
+    ``start:start + len``, one per 'valid' window (see :data:`SSIM_RADIUS`), reused
+    after the next step. Nothing for images under 11x11.
     """
-    size = 11
-    kernel = gaussian_kernel_1d(size, 1.5)
+    kernel = gaussian_kernel_1d(SSIM_WINDOW, 1.5)
     height, width = x.shape
-    if height < size or width < size:
-        return math.nan
-    sums = [0.0, 0.0]
-    for start, stop in strips(height - size + 1, width):
-        rows = (start, stop + size - 1)
+    if height < SSIM_WINDOW or width < SSIM_WINDOW:
+        return
+    for start, stop in strips(height - SSIM_WINDOW + 1, width):
+        rows = (start, stop + SSIM_WINDOW - 1)
         d = x.rows("f", *rows)
         mu2, s2 = _local_stats(d, kernel)
         mu2_sq = mu2 * mu2
@@ -294,6 +311,20 @@ def ssim(x: GrayInputs) -> float:
             s1 += s2
             mu1 *= s1
             mu12 /= mu1
-            sums[i] += float(mu12.sum())
-    count = (height - size + 1) * (width - size + 1)
+            yield start, i, mu12
+
+
+def ssim(x: GrayInputs) -> float:
+    """SSIM: ``SSIM(A, F) + SSIM(B, F)``; Wang et al. 2004, Gaussian 11x11 sigma 1.5.
+
+    'Valid' windows (no padding), float64 on 0-255, C1 = (0.01*255)^2, C2 = (0.03*255)^2,
+    mean of the SSIM map, no automatic downsampling. NaN for images under 11x11.
+    """
+    height, width = x.shape
+    if height < SSIM_WINDOW or width < SSIM_WINDOW:
+        return math.nan
+    sums = [0.0, 0.0]
+    for _, i, ssim_map in ssim_strips(x):
+        sums[i] += float(ssim_map.sum())
+    count = (height - SSIM_WINDOW + 1) * (width - SSIM_WINDOW + 1)
     return sums[0] / count + sums[1] / count
