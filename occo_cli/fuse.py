@@ -1,4 +1,4 @@
-"""``occo fuse``: fuse folders of infrared/visible pairs with a FIFN."""
+"""``occo fuse``: fuse folders of infrared/visible pairs (or two videos) with a FIFN."""
 
 from __future__ import annotations
 
@@ -11,20 +11,6 @@ from occo.cli.app import app
 from occo.cli.console import err, fail, note, out, progress_bar, warn
 
 _IR16 = ("percentile", "minmax", "full")
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        fail(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        fail(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
@@ -44,12 +30,16 @@ def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
 
 @app.command("fuse")
 def fuse(
-    ir_dir: Path = typer.Argument(..., help="Folder of infrared images."),
+    ir_dir: Path = typer.Argument(
+        ..., help="Folder of infrared images (or an infrared video / folder of frames)."
+    ),
     vi_dir: Path = typer.Argument(
-        ..., help="Folder of visible images (paired with IR_DIR by file stem)."
+        ..., help="Folder of visible images (paired with IR_DIR by file stem), or a video."
     ),
     out_dir: Path = typer.Argument(
-        ..., help="Folder for the fused PNGs (created; outside the inputs)."
+        ...,
+        help="Folder for the fused PNGs (created; outside the inputs), or a video file"
+        " (.mp4, .avi, .mkv, .mov).",
     ),
     weights: Path | None = typer.Option(
         None,
@@ -58,6 +48,12 @@ def fuse(
         help="occo FIFN weights (.safetensors) \\[default: occo's bundled weights].",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        help='torch, or onnxruntime (pip install "occo\\[onnx]"; --weights may be an .onnx'
+        " from `occo export`).",
+    ),
     batch_size: int = typer.Option(
         4, "--batch-size", min=1, help="Same-size pairs per network call."
     ),
@@ -82,27 +78,53 @@ def fuse(
         help="16-bit infrared stretch: percentile (0.1-99.9%), minmax or full (/65535).",
     ),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads reading images ahead."),
+    fps: float | None = typer.Option(
+        None,
+        "--fps",
+        min=0.001,
+        help="Video: output frame rate, and that of frame folders \\[default: the visible"
+        " video's; 25 for frame folders].",
+    ),
+    start: float = typer.Option(0.0, "--start", min=0.0, help="Video: seconds to skip."),
+    frames: int | None = typer.Option(None, "--frames", min=1, help="Video: most frames to fuse."),
 ) -> None:
     """Fuse every infrared/visible pair of two folders into OUT_DIR (PNG, named by stem).
 
     Outputs keep the input size, and colour when the visible image is colour (the fused luminance replaces the visible Y; its Cb/Cr are kept). Existing outputs are skipped, so an interrupted run resumes. Bad pairs are reported and skipped; the exit code is 1 if any pair failed. OUT_DIR/occo-fuse.json records sources, weights, settings and timings, so `occo metrics OUT_DIR` finds the sources by itself.
+
+    Video: when an input or OUT is a video, two videos (or folders of numbered frames) are fused frame by frame into a video with the visible stream's size and frame rate (.mp4/.mov: mp4v, .avi: MJPG, .mkv: lossless FFV1), streaming, in batches. Streams of different rates or lengths are paired by timestamp; the frames dropped or repeated are counted. OUT appears only when complete (an interrupted run keeps OUT.partial.EXT); OUT.EXT.occo-fuse.json records the run.
 
     \b
     Example:
         occo convert occo.pth fifn.safetensors
         occo fuse data/tno/ir data/tno/vi fused/tno --weights fifn.safetensors
         occo fuse ir/ vi/ fused/ --device cuda --batch-size 16 --tile 1024
+        occo fuse ir/ vi/ fused/ --backend onnxruntime --weights fifn.onnx
+        occo fuse ir.mp4 vi.mp4 fused.mp4 --start 10 --frames 300
+        occo fuse ir_frames/ vi_frames/ fused.mp4 --fps 30
         occo metrics fused/tno
     """
-    from occo.data.errors import OccoError
-    from occo.data.pairing import pair_images
-    from occo.eval.manifest import write_fuse_manifest
-    from occo.models.checkpoint import load_weights, read_weights_metadata, resolve_weights
-    from occo.models.fuser import FileFuser, FuseJob, Fuser
-    from occo.models.host import cpu_has_native_bf16, keep_freed_memory
+    from occo.cli.fuse_setup import build_fuser
+    from occo.data.video import is_video_path
 
     if ir16 not in _IR16:
         fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")
+    options = dict(backend=backend, device=device, amp=amp, tile=tile,
+                   batch_size=batch_size, ir16=ir16)  # fmt: skip
+    if any(is_video_path(p) for p in (ir_dir, vi_dir, out_dir)):
+        from occo.cli.fuse_video import fuse_video
+
+        fuse_video(ir_dir, vi_dir, out_dir, weights=weights, overwrite=overwrite,
+                   resize_vi=resize_vi, fps=fps, start=start, frames=frames, **options)  # fmt: skip
+        return
+    if fps is not None or start or frames is not None:
+        fail("--fps, --start and --frames are for video: give videos, or a video OUT (.mp4, ...)")
+
+    from occo.data.errors import OccoError
+    from occo.data.pairing import pair_images
+    from occo.eval.manifest import write_fuse_manifest
+    from occo.models.fuser import FileFuser, FuseJob
+
     _check_folders(ir_dir, vi_dir, out_dir)
     pairing = pair_images(ir_dir, vi_dir)
     failures: dict[str, str] = {}
@@ -113,22 +135,8 @@ def fuse(
     if not pairing.pairs:
         fail(f"no pairs: no file stem is in both {ir_dir} and {vi_dir}")
 
-    weights_path = resolve_weights(weights)
-    source = read_weights_metadata(weights_path).get("source", "")
-    device = _resolve_device(device)
-    model = load_weights(weights_path)
-    if device == "cpu":
-        # This process is ours: let glibc reuse FIFN's large freed maps (~20% faster on CPU).
-        keep_freed_memory()
-    try:
-        fuser = Fuser(model, device=device, amp="auto" if amp is None else amp, tile=tile,
-                      batch_size=batch_size, ir16=ir16)  # fmt: skip
-    except ValueError as exc:
-        fail(str(exc))
-    note(f"weights: {weights_path}" + (f" ({source})" if source else ""))
-    if device == "cpu" and fuser.amp_dtype is not None and cpu_has_native_bf16() is False:
-        warn("this CPU has no bf16 instructions (AVX512-BF16 or AMX): --amp runs emulated, "
-             "likely slower than the float32 default")  # fmt: skip
+    setup = build_fuser(weights, **options)
+    fuser, device = setup.fuser, setup.device
 
     jobs = [FuseJob(stem, ir, vi, out_dir / f"{stem}.png") for stem, ir, vi in pairing.pairs]
     todo = jobs if overwrite else [job for job in jobs if not job.out_path.exists()]
@@ -151,8 +159,7 @@ def fuse(
     done = [job for job in jobs if job.stem not in failures and job.out_path.exists()]
 
     settings = {
-        "batch_size": batch_size, "tile": tile, "tile_margin": fuser.tile_margin,
-        "amp": str(fuser.amp_dtype).removeprefix("torch.") if fuser.amp_dtype else None,
+        "batch_size": batch_size, **setup.settings,
         "ir16": ir16, "resize_vi": resize_vi, "overwrite": overwrite, "workers": workers,
     }  # fmt: skip
     per_image = stats.wall_s / stats.fused if stats.fused else None
@@ -167,7 +174,7 @@ def fuse(
     try:
         write_fuse_manifest(
             out_dir, ir_dir, vi_dir,
-            weights=str(weights_path.resolve()), weights_source=source,
+            weights=str(setup.weights.resolve()), weights_source=setup.source,
             settings=settings, device=device, timings=timings,
             pairs=len(done), stems=[job.stem for job in done], failures=failures,
         )  # fmt: skip
