@@ -223,6 +223,7 @@ class _Cursor:
         self.index = -1  # of the frame held
         self.frame: np.ndarray | None = None
         self.ended = False
+        self.tail = 0  # frames passed over when the stream ended
         self._undo: tuple[int, int, int] | None = None  # (index, used, dropped) before a read
 
     def start_at(self, index: int) -> None:
@@ -237,17 +238,12 @@ class _Cursor:
             return self.frame
         before = (self.index, self.use.used, self.use.dropped)
         gap = index - self.index - 1  # frames between the held one and the wanted one
-        if gap > 0:
-            passed = self.source.skip(gap)
-            self.use.dropped += passed
-            self.index += passed
-            if passed < gap:
-                self.ended = True
-                return None
-        frame = None if self.ended else self.source.read()
-        if frame is None:
-            self.ended = True
+        passed = self.source.skip(gap) if gap > 0 and not self.ended else 0
+        frame = None if self.ended or passed < gap else self.source.read()
+        if frame is None:  # the stream ended: what was passed over is its unused tail
+            self.ended, self.tail = True, passed
             return None
+        self.use.dropped += passed
         self.index, self.frame = index, frame
         self.use.used += 1
         self._undo = before
@@ -264,7 +260,7 @@ class _Cursor:
         # From the stated length (a video's header is a hint): reading on would cost time.
         count = self.source.count
         if self.ended:
-            self.use.unused_at_end = 0
+            self.use.unused_at_end = self.tail
         else:
             self.use.unused_at_end = None if count is None else max(0, count - self.index - 1)
 
