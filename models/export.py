@@ -33,7 +33,7 @@ import io
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -440,11 +440,3 @@ def export_onnx(
     write_bytes_atomic(path, payload)
     report.path = path
     return report
-
-
-def report_dict(report: ExportReport) -> dict:
-    """The report as JSON values."""
-    record = asdict(report)
-    record["path"] = str(report.path) if report.path else None
-    record["max_error"] = report.max_error
-    return record
