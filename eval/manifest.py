@@ -9,7 +9,8 @@ occo did not write for one of its own.
 Schema (format "occo-fuse", version 2), a JSON object:
 
 - ``format``: "occo-fuse"; ``version``: 1 (this schema); ``occo_version``: occo's version.
-- ``ir_dir``, ``vi_dir``: absolute paths of the infrared and visible source folders.
+- ``ir_dir``, ``vi_dir``: absolute paths of the infrared and visible source folders
+  (for a fused video: the source videos or frame folders).
 - ``weights``: the weights file used (absolute path) or null.
 - ``settings``: options of the run (batch size, tile, amp, ...), an object.
 - ``device``: e.g. "cuda:0" or "cpu".
@@ -20,7 +21,10 @@ Schema (format "occo-fuse", version 2), a JSON object:
   provenance made (version 2; version 1 manifests have ``stems`` only).
 - ``created``: UTC time of writing, ISO 8601.
 
-Extra keys passed to :func:`write_fuse_manifest` are stored too (JSON values only).
+Extra keys passed to :func:`write_fuse_manifest` are stored too (JSON values only). A
+fused video's record, ``OUT.mp4.occo-fuse.json`` beside it, adds ``kind`` ("video"),
+``output``, ``video`` (size, frame rate, codec of input and output) and ``pairing``
+(frames used, repeated and dropped per stream).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ MANIFEST_VERSION = 2
 OUTPUT_KEY = "occo-fuse"
 #: What decides a fused image's pixels; an output is reused only when all of them match.
 #: (--resize-vi is not among them: a pair it would resize has no output without it.)
-PIXEL_SETTINGS = ("occo_version", "weights_sha256", "ir16", "tile", "amp")
+PIXEL_SETTINGS = ("occo_version", "weights_sha256", "backend", "ir16", "tile", "amp")
 
 
 class ManifestError(OccoError, ValueError):
@@ -70,14 +74,22 @@ def _jsonable(value: Any, key: str) -> Any:
 
 
 def write_fuse_manifest(
-    out_dir: str | Path, ir_dir: str | Path, vi_dir: str | Path, **info: Any
+    out_dir: str | Path,
+    ir_dir: str | Path,
+    vi_dir: str | Path,
+    *,
+    name: str = MANIFEST_NAME,
+    **info: Any,
 ) -> Path:
     """Write ``out_dir/occo-fuse.json`` atomically.
 
     Args:
         out_dir: the fuse output folder (created if missing).
-        ir_dir: infrared source folder; stored as an absolute path.
-        vi_dir: visible source folder; stored as an absolute path.
+        ir_dir: infrared source folder (a video's: the video or frame folder); stored as
+            an absolute path.
+        vi_dir: visible source folder (or video); stored as an absolute path.
+        name: the file name; a fused video's record is ``VIDEO_NAME.occo-fuse.json``
+            beside it.
         **info: ``weights``, ``settings``, ``device``, ``timings``, ``pairs`` and any other
             JSON values (``Path`` objects are stored as absolute paths).
 
@@ -103,7 +115,7 @@ def write_fuse_manifest(
     }
     for key, value in info.items():
         record[key] = _jsonable(value, key)
-    path = Path(out_dir) / MANIFEST_NAME
+    path = Path(out_dir) / name
     payload = json.dumps(record, indent=2, allow_nan=False) + "\n"
     write_bytes_atomic(path, payload.encode("utf-8"))
     return path

@@ -230,9 +230,11 @@ def context_from_gram(xtx: Tensor, kv: nn.Linear, heads: int) -> Tensor:
 def block_diagonal(context: Tensor) -> Tensor:
     """(B, heads, d, d) per-head contexts -> (B, C, C) block-diagonal matrix."""
     b, heads, d, _ = context.shape
-    out = context.new_zeros(b, heads, d, heads, d)
-    torch.diagonal(out, dim1=1, dim2=3).copy_(context.permute(0, 2, 3, 1))
-    return out.view(b, heads * d, heads * d)
+    # A product with the identity over heads, not a copy into a diagonal view: the same
+    # values exactly, and ONNX export traces it (it drops in-place copies into views).
+    eye = torch.eye(heads, dtype=context.dtype, device=context.device)
+    out = context[:, :, :, None, :] * eye[None, :, None, :, None]  # (B, h, d, h, d)
+    return out.reshape(b, heads * d, heads * d)
 
 
 def attend(query: Tensor, context: Tensor) -> Tensor:
@@ -271,11 +273,15 @@ def attended_output(
     weight = layer.weight  # (Cout, 2C): spatial part, then attention part
     out = residual + layer.bias.to(residual.dtype)  # a new (B, N, Cout) tensor
     folded = block_diagonal(context) @ weight[:, c:].t().to(context.dtype)  # (B, C, Cout)
+    spatial_gemm = (spatial.reshape(-1, c).to(out.dtype), weight[:, :c].t().to(out.dtype))
+    query_gemm = (query.to(out.dtype), folded.to(out.dtype))
+    if torch.onnx.is_in_onnx_export():
+        # The exporter drops in-place updates of a view: the same sums, out of place.
+        out = torch.addmm(out.reshape(-1, out.shape[-1]), *spatial_gemm).view_as(out)
+        return torch.baddbmm(out, *query_gemm)
     # GEMMs accumulating in place. In-place ops escape autocast: match dtypes.
-    out.view(-1, out.shape[-1]).addmm_(
-        spatial.reshape(-1, c).to(out.dtype), weight[:, :c].t().to(out.dtype)
-    )
-    return out.baddbmm_(query.to(out.dtype), folded.to(out.dtype))
+    out.view(-1, out.shape[-1]).addmm_(*spatial_gemm)
+    return out.baddbmm_(*query_gemm)
 
 
 class CrossAttention(nn.Module):
@@ -479,7 +485,9 @@ def upsample_to(x: Tensor, size: tuple[int, int]) -> Tensor:
 def pad_to(up: Tensor, size: tuple[int, int]) -> Tensor:
     """Reflection-pad an upsampled (B, C, h, w) map to ``size``, as the release does."""
     dh, dw = size[0] - up.shape[-2], size[1] - up.shape[-1]
-    if dh or dw:
+    # Under ONNX export the sizes are symbolic: always pad (by zero where even), so the
+    # exported graph handles odd and even sizes alike.
+    if dh or dw or torch.onnx.is_in_onnx_export():
         up = F.pad(up, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), mode="reflect")
     return up
 

@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -35,6 +36,7 @@ from occo.data.normalize import (
     prepare_pair,
     to_uint8,
 )
+from occo.models.config import FIFNConfig
 from occo.models.fifn import FIFN, fold_batchnorm, minmax_normalize
 from occo.models.tiling import receptive_margin, tiled_forward
 from occo.runtime import resolve_amp
@@ -42,11 +44,24 @@ from occo.runtime import resolve_amp
 # --- the Fuser ----------------------------------------------------------------------------
 
 
+class FusionEngine(Protocol):
+    """Runs FIFN's forward pass outside PyTorch (e.g. models.onnx_engine.OnnxEngine)."""
+
+    config: FIFNConfig
+    """The network's shape."""
+
+    def __call__(self, vi_y: Tensor, ir: Tensor) -> Tensor:
+        """(B, 1, H, W) inputs in [0, 1] -> (B, 1, H, W) raw output, as ``FIFN.forward``."""
+        ...
+
+
 class Fuser:
     """Fuse infrared/visible pairs with a FIFN: eval mode, inference_mode, AMP, tiles.
 
     Args:
-        model: the network (moved to ``device``, set to eval mode).
+        model: the network (moved to ``device``, set to eval mode), or an engine that runs
+            it elsewhere (:class:`FusionEngine`: no tiles, no autocast; engines take and
+            return CPU tensors, so ``device`` stays the CPU).
         device: where to run.
         amp: autocast dtype: True = bf16 (fp16 where the GPU lacks bf16), False = float32,
             ``"auto"`` = on for CUDA, off on CPU, or an explicit ``torch.dtype``.
@@ -63,7 +78,7 @@ class Fuser:
 
     def __init__(
         self,
-        model: FIFN,
+        model: FIFN | FusionEngine,
         device: str | torch.device = "cpu",
         amp: bool | str | torch.dtype = "auto",
         tile: int | None = None,
@@ -83,6 +98,11 @@ class Fuser:
         self.tile_margin = receptive_margin(model.config.levels)[1]
         self.ir16 = ir16
         self.amp_dtype = resolve_amp(amp, self.device)
+        if not isinstance(model, FIFN):  # an engine: it runs the whole network its own way
+            if tile is not None or self.amp_dtype is not None:
+                raise ValueError("tiles and autocast need the PyTorch network, not an engine")
+            self.model, self.network = None, model
+            return
         self.model = model.to(self.device).eval()
         # The network actually run: BatchNorms folded into the convs, channels_last so that
         # FIFB's tokens (B, HW, C) are views of the feature maps (and oneDNN / cuDNN like it).
@@ -258,13 +278,16 @@ def read_pair(job: FuseJob, ir16: IR16Mode = "percentile", resize_vi: bool = Fal
                 f"infrared {job.ir_path} is {ir.shape[1]}x{ir.shape[0]} but visible {job.vi_path} is "
                 f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to resize visible images to the infrared size"
             )
-        shrink = vi.shape[0] * vi.shape[1] > ir.shape[0] * ir.shape[1]
-        vi = cv2.resize(
-            vi,
-            (ir.shape[1], ir.shape[0]),
-            interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC,
-        )
+        vi = resize_like(vi, ir)
     return prepare_pair(ir, vi, ir16)
+
+
+def resize_like(vi: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """The visible image resized to the infrared size (area when shrinking, else cubic)."""
+    shrink = vi.shape[0] * vi.shape[1] > ir.shape[0] * ir.shape[1]
+    return cv2.resize(
+        vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    )
 
 
 class FileFuser:

@@ -10,7 +10,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from occo.cli import convert, fuse, masks, metrics, train
+from occo.cli import convert, export, fuse, masks, metrics, train
 from occo.cli import eval as eval_cli
 from occo.cli.console import err
 from occo.data.errors import OccoError
@@ -67,6 +67,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any] | typer.Typer], ...] = (
     ("metrics", metrics.metrics_command),
     ("eval", eval_cli.eval_app),
     ("convert", convert.convert),
+    ("export", export.export),
 )
 for _name, _entry in COMMANDS:
     if isinstance(_entry, typer.Typer):

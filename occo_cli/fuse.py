@@ -1,4 +1,4 @@
-"""``occo fuse``: fuse folders of infrared/visible pairs with a FIFN."""
+"""``occo fuse``: fuse folders of infrared/visible pairs (or two videos) with a FIFN."""
 
 from __future__ import annotations
 
@@ -75,15 +75,22 @@ def _pairs(ir_in: Path, vi_in: Path, out_dir: Path) -> tuple[list, dict[str, str
 
 def fuse(
     ir_dir: Path = typer.Argument(
-        ..., metavar="IR_DIR", help="Folder of infrared images (or one infrared image file)."
+        ...,
+        metavar="IR_DIR",
+        help="Folder of infrared images, or one infrared image file, or an infrared video /"
+        " folder of frames.",
     ),
     vi_dir: Path = typer.Argument(
         ...,
         metavar="VI_DIR",
-        help="Folder of visible images, paired with IR_DIR by file stem (or one visible image file).",
+        help="Folder of visible images (paired with IR_DIR by file stem), one visible image"
+        " file, or a video.",
     ),
     out_dir: Path = typer.Argument(
-        ..., metavar="OUT_DIR", help="Folder for the fused PNGs (created; outside the inputs)."
+        ...,
+        metavar="OUT_DIR",
+        help="Folder for the fused PNGs (created; outside the inputs), or a video file"
+        " (.mp4, .avi, .mkv, .mov).",
     ),
     weights: Path | None = typer.Option(
         None,
@@ -92,6 +99,12 @@ def fuse(
         help="occo FIFN weights (.safetensors) \\[default: occo's bundled weights].",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        help='torch, or onnxruntime (pip install "occo\\[onnx]"; --weights may be an .onnx'
+        " from `occo export`).",
+    ),
     batch_size: int = typer.Option(
         4, "--batch-size", min=1, help="Same-size pairs per network call."
     ),
@@ -118,12 +131,23 @@ def fuse(
         help="16-bit infrared stretch: percentile (0.1-99.9%), minmax or full (/65535).",
     ),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads reading images ahead."),
+    fps: float | None = typer.Option(
+        None,
+        "--fps",
+        min=0.001,
+        help="Video: output frame rate, and that of frame folders \\[default: the visible"
+        " video's; 25 for frame folders].",
+    ),
+    start: float = typer.Option(0.0, "--start", min=0.0, help="Video: seconds to skip."),
+    frames: int | None = typer.Option(None, "--frames", min=1, help="Video: most frames to fuse."),
     threads: int | None = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
     """Fuse every infrared/visible pair of two folders into OUT_DIR (PNG, named by stem).
 
     Outputs keep the input size, and colour when the visible image is colour (the fused luminance replaces the visible Y; its Cb/Cr are kept). Each PNG records what made it (weights SHA-256, the settings that change pixels, occo version, source files): a rerun with the same settings skips finished outputs, so an interrupted run resumes; other settings, or files occo did not write, are refused unless --overwrite. Bad pairs are reported and skipped; the exit code is 1 if any pair failed. OUT_DIR/occo-fuse.json records sources, weights, settings and timings, so `occo metrics OUT_DIR` finds the sources by itself.
+
+    Video: when an input or OUT is a video, two videos (or folders of numbered frames) are fused frame by frame into a video with the visible stream's size and frame rate (.mp4/.mov: mp4v, .avi: MJPG, .mkv: lossless FFV1), streaming, in batches. Streams of different rates or lengths are paired by timestamp; the frames dropped or repeated are counted. OUT appears only when complete (an interrupted run keeps OUT.partial.EXT); OUT.EXT.occo-fuse.json records the run.
 
     \b
     Example:
@@ -132,10 +156,15 @@ def fuse(
         occo fuse ir/0001.png vi/0001.png fused/              # one pair
         occo fuse ir/ vi/ fused/ --device cuda --batch-size 16 --tile 1024
         occo fuse ir/ vi/ fused/ --weights runs/fmb/best.safetensors
+        occo fuse ir/ vi/ fused/ --backend onnxruntime --weights fifn.onnx
+        occo fuse ir.mp4 vi.mp4 fused.mp4 --start 10 --frames 300
+        occo fuse ir_frames/ vi_frames/ fused.mp4 --fps 30
         occo metrics fused/tno
     """
+    from occo.cli.fuse_setup import build_fuser
     from occo.data.errors import OccoError
     from occo.data.io import file_sha256, folder_lock, remove_stale_temporaries
+    from occo.data.video import is_video_path
     from occo.eval.manifest import (
         MANIFEST_NAME,
         OUTPUT_KEY,
@@ -143,46 +172,32 @@ def fuse(
         plan_resume,
         write_fuse_manifest,
     )
-    from occo.models.checkpoint import load_weights, read_weights_metadata, resolve_weights
-    from occo.models.fuser import FileFuser, FuseJob, Fuser
-    from occo.runtime import (
-        DeviceError,
-        cpu_amp_warning,
-        keep_freed_memory,
-        resolve_device,
-        set_threads,
-    )
+    from occo.models.fuser import FileFuser, FuseJob
+    from occo.runtime import set_threads
 
     set_quiet(quiet)
     if ir16 not in _IR16:
         fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")
+    set_threads(threads)
+    options = dict(backend=backend, device=device, amp=amp, tile=tile,
+                   batch_size=batch_size, ir16=ir16)  # fmt: skip
+    if any(is_video_path(p) for p in (ir_dir, vi_dir, out_dir)):
+        from occo.cli.fuse_video import fuse_video
+
+        fuse_video(ir_dir, vi_dir, out_dir, weights=weights, overwrite=overwrite,
+                   resize_vi=resize_vi, fps=fps, start=start, frames=frames, **options)  # fmt: skip
+        return
+    if fps is not None or start or frames is not None:
+        fail("--fps, --start and --frames are for video: give videos, or a video OUT (.mp4, ...)")
     pairs, failures, ir_root, vi_root = _pairs(ir_dir, vi_dir, out_dir)
 
-    weights_path = resolve_weights(weights)
-    source = read_weights_metadata(weights_path).get("source", "")
-    try:
-        torch_device = resolve_device(device)
-    except DeviceError as exc:
-        fail(str(exc))
-    device = str(torch_device)
-    set_threads(threads)
-    model = load_weights(weights_path)
-    if torch_device.type == "cpu":
-        # This process is ours: let glibc reuse FIFN's large freed maps (~20% faster on CPU).
-        keep_freed_memory()
-    try:
-        fuser = Fuser(model, device=torch_device, amp="auto" if amp is None else amp, tile=tile,
-                      batch_size=batch_size, ir16=ir16)  # fmt: skip
-    except ValueError as exc:
-        fail(str(exc))
-    note(f"weights: {weights_path}" + (f" ({source})" if source else ""))
-    if message := cpu_amp_warning(torch_device, fuser.amp_dtype):
-        warn(message)
+    setup = build_fuser(weights, **options)
+    fuser, device = setup.fuser, setup.device
 
-    amp_name = str(fuser.amp_dtype).removeprefix("torch.") if fuser.amp_dtype else None
     provenance = {
-        "occo_version": OCCO_VERSION, "weights_sha256": file_sha256(weights_path),
-        "ir16": ir16, "tile": tile, "amp": amp_name,
+        "occo_version": OCCO_VERSION, "weights_sha256": file_sha256(setup.weights),
+        "backend": setup.settings["backend"], "ir16": ir16, "tile": tile,
+        "amp": setup.settings.get("amp"),
     }  # fmt: skip
     jobs = [FuseJob(stem, ir, vi, out_dir / f"{stem}.png") for stem, ir, vi in pairs]
     records = {job.stem: output_record(provenance, job.ir_path, job.vi_path) for job in jobs}
@@ -207,9 +222,8 @@ def fuse(
         failures.update(run_failures)
         done = [job for job in jobs if job.stem not in failures and job.out_path.exists()]
         settings = {
-            "batch_size": batch_size, "tile": tile, "tile_margin": fuser.tile_margin,
-            "amp": amp_name, "ir16": ir16, "resize_vi": resize_vi, "overwrite": overwrite,
-            "workers": workers, "threads": threads,
+            "batch_size": batch_size, **setup.settings, "ir16": ir16, "resize_vi": resize_vi,
+            "overwrite": overwrite, "workers": workers, "threads": threads,
         }  # fmt: skip
         per_image = stats.wall_s / stats.fused if stats.fused else None
         timings = {
@@ -225,7 +239,7 @@ def fuse(
             if todo or not (out_dir / MANIFEST_NAME).is_file():
                 write_fuse_manifest(
                     out_dir, ir_root, vi_root,
-                    weights=str(weights_path.resolve()), weights_source=source,
+                    weights=str(setup.weights.resolve()), weights_source=setup.source,
                     settings=settings, device=device, timings=timings, provenance=provenance,
                     pairs=len(done), stems=[job.stem for job in done],
                     outputs={job.stem: job.out_path.name for job in done}, failures=failures,
