@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from occo.data.errors import OccoError
 from occo.losses.contextual import DEFAULT_MAX_POINTS, contextual_distance
@@ -57,6 +58,9 @@ RATIO_EPS = 1e-6
 #: features (a random VGG19's relu5_1 gives mean squared differences near 1e-6), and
 #: CoCoNet's ratio has no floor at all; this one only keeps 0 / 0 finite.
 RATIO_EPS_FEATURES = 1e-12
+#: Contextual distances of maps with at least this many (sampled) points are recomputed in
+#: the backward pass rather than stored (OCCO's own layers at 256 px stay below it).
+CHECKPOINT_POINTS = 2048
 #: Distances between two feature maps (the ``space`` setting): contextual, mean squared
 #: error (Euclidean) or mean absolute error (CoCoNet's L1).
 SPACES = ("contextual", "euclidean", "l1")
@@ -116,6 +120,14 @@ def feature_distance(
         ``(N,)`` distances.
     """
     if space == "contextual":
+        points = min(anchor.shape[-2] * anchor.shape[-1], max_points)
+        if points >= CHECKPOINT_POINTS and anchor.requires_grad and torch.is_grad_enabled():
+            # Recomputed in the backward pass instead of keeping its (N, P, P) matrices:
+            # the shallow layers of Model-2 would otherwise hold tens of GB at 256 px. The
+            # RNG state is restored for the recomputation, so the sampled points are the same.
+            return checkpoint(
+                contextual_distance, anchor, target, h, w, max_points, use_reentrant=False
+            )
         return contextual_distance(anchor, target, h, w, max_points)
     dtype = torch.promote_types(anchor.dtype, torch.float32)
     diff = anchor.to(dtype) - target.to(dtype)

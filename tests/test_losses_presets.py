@@ -412,3 +412,34 @@ def test_config_errors_name_the_setting():
 def test_settings_of_older_versions_still_load():
     cfg = ObjectiveConfig.from_dict({"objective": "occo", "w_relu5_4": 1.0, "w_relu4_4": 0.5})
     assert cfg.con_layers == {"relu5_4": 1.0, "relu4_4": 0.5}
+
+
+def test_large_contextual_maps_are_recomputed_not_stored(monkeypatch):
+    """Above CHECKPOINT_POINTS the contextual distance is recomputed in the backward pass,
+    with the same randomly sampled points: same value, same gradient."""
+    import occo.losses.contrastive as contrastive
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 8, 48, 48, generator=g).requires_grad_(True)
+    t = torch.rand(3, 8, 48, 48, generator=g)
+
+    def run():
+        saved = []
+
+        def pack(x):
+            saved.append(x.numel())
+            return x
+
+        torch.manual_seed(5)  # 2304 points, 2100 sampled
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            d = contrastive.feature_distance(a, t, "contextual", 1.0, 0.5, 2100)
+        return d, torch.autograd.grad(d.sum(), a)[0], sum(saved)
+
+    assert 2100 >= contrastive.CHECKPOINT_POINTS
+    *recomputed, kept_recomputed = run()
+    monkeypatch.setattr(contrastive, "CHECKPOINT_POINTS", 10**9)
+    *stored, kept_stored = run()
+    assert float(stored[1].abs().sum()) > 0
+    assert kept_stored > 5 * 3 * 2100 * 2100 > 100 * kept_recomputed  # no (3, P, P) matrices
+    for x, y in zip(recomputed, stored, strict=True):
+        assert torch.equal(x, y)
