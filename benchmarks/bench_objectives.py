@@ -12,7 +12,9 @@ positives and negatives in one pass without; OCCO's background term has its own
 gray relu1_1 passes), and the loss value.
 
 Presets that contrast against other crops split the batch into groups (OCCO's 4,
-CoCoNet's 3): the batch must be a multiple of both, as 12 is.
+CoCoNet's 3): the batch must be a multiple of both, as 12 is. Model-2 dominates the run:
+its shallow contextual layers compare up to 65^2 sampled points per map (``--presets`` can
+leave it out).
 
 Example:
     python benchmarks/bench_objectives.py                  # CPU, batch 12, 256 px crops

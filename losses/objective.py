@@ -134,7 +134,9 @@ class ObjectiveConfig:
 
     ``objective`` names a preset (:data:`PRESETS`); every field it sets that is left None
     takes the preset's value, so ``ObjectiveConfig(objective="model3", w_con=5.0)`` is
-    Model-3 with w6 = 5. After construction no field is None: the config is complete.
+    Model-3 with w6 = 5. After construction no field is None: the config is complete. To
+    switch a complete config's preset, merge its settings with :meth:`with_preset`
+    (``dataclasses.replace`` would keep the old preset's values under the new name).
     """
 
     objective: str = "occo"
