@@ -13,7 +13,8 @@ VGG19 input and the layers with their weights are settings (``space``, ``feature
 ``layer_weights``): the paper's Table 8 ablations change them. Means run over the
 anchors whose region is not empty; a term whose region is empty in every anchor is 0.
 Distances below 0 (-log(CX + 1e-5) for CX within 1e-5 of 1) count as 0 and the denominator
-is floored at 1e-6: identical maps give 0, never a negative loss or NaN.
+is floored at 1e-6 (1e-12 for the Euclidean and L1 distances, which scale with the
+features): identical maps give 0, never a negative loss or NaN.
 
 Unlike the release (about 80 VGG passes per step, a fresh VGG19 per criterion), every
 image goes through VGG19 once: one pass for the anchors (they need gradients) and one
@@ -55,8 +56,8 @@ DEFAULT_LAYER_WEIGHTS = {"relu5_4": 1.0, "relu4_4": 0.25}
 #: Floor of a ratio's denominator (its negatives all identical to the anchor).
 RATIO_EPS = 1e-6
 #: The floor for the Euclidean and L1 distances of the object terms: they scale with the
-#: features (a random VGG19's relu5_1 gives mean squared differences near 1e-6), and
-#: CoCoNet's ratio has no floor at all; this one only keeps 0 / 0 finite.
+#: features (a random VGG19's relu5_1 on small crops gives mean squared differences near
+#: 1e-6), and CoCoNet's ratio has no floor at all; this one only keeps 0 / 0 finite.
 RATIO_EPS_FEATURES = 1e-12
 #: Contextual distances of maps with at least this many (sampled) points are recomputed in
 #: the backward pass rather than stored (OCCO's own layers at 256 px stay below it).
