@@ -10,7 +10,7 @@ Ways (each a Fuser: same normalisation, batching, min-max and colour around the 
 onnxruntime runs on its CPU provider for --device cpu, on its CUDA provider for
 --device cuda where the installed onnxruntime has one (onnxruntime-gpu), else not at all.
 Both runtimes get the same number of threads. All ways run in one process, with the glibc
-setting `occo fuse` makes on CPU (models.host.keep_freed_memory), repeats interleaved
+setting `occo fuse` makes on CPU (occo.runtime.keep_freed_memory), repeats interleaved
 (way A, B, C, A, B, C, ...); medians are reported.
 
 Rows:

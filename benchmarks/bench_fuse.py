@@ -8,7 +8,7 @@ inference_mode, BatchNorms folded, channels_last token-space FIFB, same-size bat
 decoding and encoding overlapped in worker threads (FileFuser).
 
 Each dataset runs in its own subprocess, all ways in the same process, with the glibc
-setting `occo fuse` makes on CPU (models.host.keep_freed_memory; process-wide, so the
+setting `occo fuse` makes on CPU (occo.runtime.keep_freed_memory; process-wide, so the
 release's way gets it too). Peak memory comes from a second short subprocess per dataset: peak RSS
 (CUDA: allocator peak) above the level at the start of each way, end to end on 2 pairs. Weights are
 random (speed does not depend on them). Reported: pairs/s end to end (files in, PNGs

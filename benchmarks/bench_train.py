@@ -18,7 +18,7 @@ objective, backward, Adam) on one fixed generated batch; only the objective diff
 
 VGG19 has random weights, explicitly (pretrained weights are not needed for timing).
 Each row runs in its own process. occo's rows make the glibc setting `occo train` makes on
-CPU (models.host.keep_freed_memory: freed heap is reused instead of returned to the OS);
+CPU (occo.runtime.keep_freed_memory: freed heap is reused instead of returned to the OS);
 the release's rows run with glibc's defaults, as the release's script does. Peak memory:
 CUDA ``max_memory_allocated``; on CPU the sampled growth of the heap in use (glibc
 mallinfo2, bench_losses.PeakMemory) and the process's peak resident set (which also counts

@@ -1,6 +1,8 @@
 """OCCO's training objective: VGG19 features, contextual similarity, the contextual
-contrastive loss over object regions and the pixel losses (the OCCO paper, Section 3)."""
+contrastive loss over object regions and the pixel losses; the paper's loss ablations and
+CoCoNet's objective as presets (``occo.losses.objective.PRESETS``)."""
 
+from occo.losses.coconet import CoupledContrastiveLoss, SelfAdaptivePixelLoss
 from occo.losses.contextual import (
     ContextualDistance,
     ContextualSimilarity,
@@ -12,19 +14,24 @@ from occo.losses.contrastive import (
     ContextualContrastiveLoss,
     contextual_contrastive_loss,
 )
-from occo.losses.objective import FusionObjective, ObjectiveConfig
+from occo.losses.masked_intensity import MaskedIntensityLoss
+from occo.losses.objective import PRESETS, FusionObjective, ObjectiveConfig
 from occo.losses.pixel import SSIM, PixelLoss, intensity_loss, ssim, ssim_loss, texture_loss
 from occo.losses.vgg import VGGFeatures, VGGWeightsError, build_vgg_features
 
 __all__ = [
+    "PRESETS",
     "SSIM",
     "BatchGroupingError",
     "ContextualContrastiveLoss",
     "ContextualDistance",
     "ContextualSimilarity",
+    "CoupledContrastiveLoss",
     "FusionObjective",
+    "MaskedIntensityLoss",
     "ObjectiveConfig",
     "PixelLoss",
+    "SelfAdaptivePixelLoss",
     "VGGFeatures",
     "VGGWeightsError",
     "build_vgg_features",

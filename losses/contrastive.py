@@ -8,10 +8,13 @@ scene in group 1, other crops with their own masks in the others). Per term and 
     ratio = mean_i D(a_i, p_i) / sum_k mean_i D(a_i, n_ki)
 
 with D the contextual distance on VGG19 relu5_4 (weight 1) and relu4_4 (weight 0.25); the
-background term uses the mean squared error on the gray relu1_1 instead. Means run over the
+background term uses the mean squared error on the gray relu1_1 instead. The distance, the
+VGG19 input and the layers with their weights are settings (``space``, ``features``,
+``layer_weights``): the paper's Table 8 ablations change them. Means run over the
 anchors whose region is not empty; a term whose region is empty in every anchor is 0.
 Distances below 0 (-log(CX + 1e-5) for CX within 1e-5 of 1) count as 0 and the denominator
-is floored at 1e-6: identical maps give 0, never a negative loss or NaN.
+is floored at 1e-6 (1e-12 for the Euclidean and L1 distances, which scale with the
+features): identical maps give 0, never a negative loss or NaN.
 
 Unlike the release (about 80 VGG passes per step, a fresh VGG19 per criterion), every
 image goes through VGG19 once: one pass for the anchors (they need gradients) and one
@@ -26,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from occo.data.errors import OccoError
 from occo.data.normalize import check_gray_batches
@@ -52,6 +56,19 @@ DEFAULT_TERM_WEIGHTS = {
 DEFAULT_LAYER_WEIGHTS = {"relu5_4": 1.0, "relu4_4": 0.25}
 #: Floor of a ratio's denominator (its negatives all identical to the anchor).
 RATIO_EPS = 1e-6
+#: The floor for the Euclidean and L1 distances of the object terms: they scale with the
+#: features (a random VGG19's relu5_1 on small crops gives mean squared differences near
+#: 1e-6), and CoCoNet's ratio has no floor at all; this one only keeps 0 / 0 finite.
+RATIO_EPS_FEATURES = 1e-12
+#: Contextual distances of maps with at least this many (sampled) points are recomputed in
+#: the backward pass rather than stored (OCCO's own layers at 256 px stay below it).
+CHECKPOINT_POINTS = 2048
+#: Distances between two feature maps (the ``space`` setting): contextual, mean squared
+#: error (Euclidean) or mean absolute error (CoCoNet's L1).
+SPACES = ("contextual", "euclidean", "l1")
+#: VGG19 inputs: RGB with ImageNet normalisation (the contextual loss's), or conv1_1
+#: collapsed to gray without normalisation (the release's Euclidean losses, CoCoNet's).
+FEATURES = ("imagenet", "gray")
 
 
 class BatchGroupingError(OccoError, ValueError):
@@ -82,7 +99,59 @@ def group_size(batch_size: int, groups: int) -> int:
     return batch_size // groups
 
 
-def _ratio_from_sums(stats: torch.Tensor) -> torch.Tensor:
+def feature_distance(
+    anchor: torch.Tensor,
+    target: torch.Tensor,
+    space: str = "contextual",
+    h: float = 1.0,
+    w: float = 0.5,
+    max_points: int = DEFAULT_MAX_POINTS,
+) -> torch.Tensor:
+    """Distance of each anchor feature map to its target, in float32 or wider.
+
+    Args:
+        anchor: ``(N, C, h, w)`` features.
+        target: ``(N, C, h, w)`` features.
+        space: ``"contextual"`` (-log CX, see losses.contextual), ``"euclidean"`` (mean
+            squared difference) or ``"l1"`` (mean absolute difference).
+        h: contextual band width.
+        w: weight of the squared-L2 contextual similarity.
+        max_points: contextual point budget per map.
+
+    Returns:
+        ``(N,)`` distances.
+    """
+    if space == "contextual":
+        points = min(anchor.shape[-2] * anchor.shape[-1], max_points)
+        if points >= CHECKPOINT_POINTS and anchor.requires_grad and torch.is_grad_enabled():
+            # Recomputed in the backward pass instead of keeping its (N, P, P) matrices:
+            # the shallow layers of Model-2 would otherwise hold tens of GB at 256 px. The
+            # RNG state is restored for the recomputation, so the sampled points are the same.
+            return checkpoint(
+                contextual_distance, anchor, target, h, w, max_points, use_reentrant=False
+            )
+        return contextual_distance(anchor, target, h, w, max_points)
+    dtype = torch.promote_types(anchor.dtype, torch.float32)
+    diff = anchor.to(dtype) - target.to(dtype)
+    if space == "euclidean":
+        return diff.square().flatten(1).mean(dim=1)
+    if space == "l1":
+        return diff.abs().flatten(1).mean(dim=1)
+    raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+
+
+def feature_extractor(
+    vgg: VGGFeatures, layers: tuple[str, ...], features: str
+) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """``images -> {layer: features}`` for the ``features`` setting (see :data:`FEATURES`)."""
+    if features == "imagenet":
+        return lambda x: vgg(x, layers=layers)
+    if features == "gray":
+        return lambda x: vgg.gray_features(x, layers=layers)
+    raise ValueError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
+
+
+def _ratio_from_sums(stats: torch.Tensor, eps: torch.Tensor | float = RATIO_EPS) -> torch.Tensor:
     """``mean D(a, p) / sum_k mean D(a, n_k)`` from rows ``[count, sum_pos, sum_neg_1..K]``.
 
     Working from sums and counts lets DDP ranks add theirs up before the ratio, so that
@@ -93,13 +162,14 @@ def _ratio_from_sums(stats: torch.Tensor) -> torch.Tensor:
 
     Args:
         stats: ``(T, 2 + K)``.
+        eps: floor of the denominators, one for all rows or ``(T,)``.
 
     Returns:
         ``(T,)`` ratios.
     """
     count = stats[:, :1]
     means = (stats[:, 1:] / count.clamp_min(1.0)).clamp_min(0.0)  # (T, 1 + K)
-    ratio = means[:, 0] / means[:, 1:].sum(dim=1).clamp_min(RATIO_EPS)
+    ratio = means[:, 0] / torch.maximum(means[:, 1:].sum(dim=1), torch.as_tensor(eps).to(means))
     return ratio * (count[:, 0] > 0)
 
 
@@ -203,6 +273,8 @@ def contextual_contrastive_loss(
     w: float = 0.5,
     max_points: int = DEFAULT_MAX_POINTS,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    space: str = "contextual",
+    features: str = "imagenet",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_con and its per-term values.
 
@@ -216,8 +288,8 @@ def contextual_contrastive_loss(
         groups: equal groups the batch is split into (group 1 gives the anchors).
         term_weights: weight per name of :data:`TERMS`; defaults 1, 1, 0.5, 0.5, 1/16.
             A term with weight 0 is not computed.
-        layer_weights: weight per VGG layer of the object terms; default relu5_4 1,
-            relu4_4 0.25.
+        layer_weights: weight per VGG layer of the object terms (exactly these layers);
+            default relu5_4 1, relu4_4 0.25. A layer with weight 0 is not computed.
         h: contextual band width.
         w: weight of the squared-L2 contextual term.
         max_points: point budget per feature map.
@@ -225,6 +297,10 @@ def contextual_contrastive_loss(
             per-term anchor counts and distance sums (every rank must call it, in the same
             order), so that each ratio covers the global batch exactly as one process
             would compute it. None: this batch alone.
+        space: distance of the object terms (see :data:`SPACES`); the paper's contextual
+            one, or the Euclidean one of its Table 8 ablations. The background term is
+            always the mean squared error on the gray relu1_1.
+        features: VGG19 input of the object terms (see :data:`FEATURES`).
 
     Returns:
         ``(loss, parts)``: the weighted sum (scalar) and the unweighted value of each term
@@ -237,8 +313,13 @@ def contextual_contrastive_loss(
     unknown = set(weights) - set(TERMS)
     if unknown:
         raise ValueError(f"unknown contrastive term(s) {sorted(unknown)}; known: {list(TERMS)}")
-    layers = {**DEFAULT_LAYER_WEIGHTS, **(layer_weights or {})}
+    layers = dict(DEFAULT_LAYER_WEIGHTS if layer_weights is None else layer_weights)
     layers = {name: weight for name, weight in layers.items() if weight != 0.0}
+    if space not in SPACES or features not in FEATURES:
+        raise ValueError(
+            f"space must be one of {SPACES} and features one of {FEATURES}; got {space!r}, "
+            f"{features!r}"
+        )
     check_gray_batches(fused=fused, vi=vi, ir=ir)
     n = group_size(fused.shape[0], groups)
     active = [name for name in TERMS if weights[name] != 0.0]
@@ -255,14 +336,14 @@ def contextual_contrastive_loss(
         region, pos, neg = TERMS[name]
         if valid[region] and (region == "background" or layers):
             (gray if region == "background" else deep).add(region, pos, neg, valid[region])
-    deep.extract(lambda x: vgg(x, layers=tuple(layers)), fused, sources, masks, valid)
+    deep.extract(feature_extractor(vgg, tuple(layers), features), fused, sources, masks, valid)
     gray.extract(lambda x: {GRAY_LAYER: vgg.gray_relu1_1(x)}, fused, sources, masks, valid)
 
     dtype = torch.promote_types(fused.dtype, torch.float32)
     zero = torch.zeros((), device=fused.device, dtype=dtype)
     # One row [count, sum_pos, sum_neg_1..G] per (term, layer), in a fixed order on every
     # rank, so that `reduce` can add all ranks' rows in one collective.
-    rows, row_keys = [], []
+    rows, row_keys, floors = [], [], []
     for name in active:
         region, pos, neg = TERMS[name]
         anchors = valid[region]
@@ -272,6 +353,8 @@ def contextual_contrastive_loss(
             keyed = list(layers.items())
         for layer, layer_weight in keyed:
             row_keys.append((name, layer_weight))
+            contextual = region == "background" or space == "contextual"
+            floors.append(RATIO_EPS if contextual else RATIO_EPS_FEATURES)
             if not anchors:  # an empty region contributes nothing
                 rows.append(torch.zeros(groups + 2, device=fused.device, dtype=dtype))
                 continue
@@ -280,7 +363,7 @@ def contextual_contrastive_loss(
                 d = (a.to(dtype) - t.to(dtype)).square().flatten(1).mean(dim=1)
             else:
                 a, t = deep.pairs(layer, region, pos, neg, anchors)
-                d = contextual_distance(a, t, h, w, max_points).to(dtype)  # ((1 + G) V,)
+                d = feature_distance(a, t, space, h, w, max_points).to(dtype)  # ((1 + G) V,)
             sums = d.view(groups + 1, len(anchors)).sum(dim=1)  # (1 + G,)
             rows.append(torch.cat((sums.new_tensor([len(anchors)]), sums)))
     parts: dict[str, torch.Tensor] = {name: zero for name in TERMS}
@@ -288,7 +371,8 @@ def contextual_contrastive_loss(
         stats = torch.stack(rows)  # (T, 2 + G)
         if reduce is not None:
             stats = reduce(stats)
-        for (name, layer_weight), ratio in zip(row_keys, _ratio_from_sums(stats), strict=True):
+        ratios = _ratio_from_sums(stats, stats.new_tensor(floors))
+        for (name, layer_weight), ratio in zip(row_keys, ratios, strict=True):
             parts[name] = parts[name] + layer_weight * ratio
     loss = sum((weights[name] * parts[name] for name in active), zero)
     return loss, parts
@@ -305,6 +389,8 @@ class ContextualContrastiveLoss(nn.Module):
         h: contextual band width.
         w: weight of the squared-L2 contextual term.
         max_points: point budget per feature map.
+        space: distance of the object terms (see :data:`SPACES`).
+        features: VGG19 input of the object terms (see :data:`FEATURES`).
     """
 
     def __init__(
@@ -316,13 +402,16 @@ class ContextualContrastiveLoss(nn.Module):
         h: float = 1.0,
         w: float = 0.5,
         max_points: int = DEFAULT_MAX_POINTS,
+        space: str = "contextual",
+        features: str = "imagenet",
     ) -> None:
         super().__init__()
         self.vgg = vgg
         self.groups = groups
         self.term_weights = dict(term_weights or {})
-        self.layer_weights = dict(layer_weights or {})
+        self.layer_weights = None if layer_weights is None else dict(layer_weights)
         self.h, self.w, self.max_points = h, w, max_points
+        self.space, self.features = space, features
         #: Sum over DDP ranks (see :func:`contextual_contrastive_loss`); the trainer sets it.
         self.reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
 
@@ -343,4 +432,6 @@ class ContextualContrastiveLoss(nn.Module):
             w=self.w,
             max_points=self.max_points,
             reduce=self.reduce,
+            space=self.space,
+            features=self.features,
         )

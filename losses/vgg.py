@@ -246,6 +246,37 @@ class VGGFeatures(nn.Module):
                 break
         return out
 
+    def gray_features(
+        self, images: torch.Tensor, layers: Iterable[str] = DEFAULT_LAYERS
+    ) -> dict[str, torch.Tensor]:
+        """Named features of the gray VGG19: conv1_1 collapsed to one gray channel, no
+        ImageNet normalisation, then the usual layers.
+
+        This is the VGG19 of CoCoNet's losses (Liu et al. 2023, github runjia0124/CoCoNet)
+        and of the Euclidean contrastive losses in OCCO's release (its ``Vgg19`` class).
+
+        Args:
+            images: ``(B, 1, H, W)`` gray, in whatever range the loss uses ([0, 1], or
+                [-1, 1] as CoCoNet trained); RGB is converted to gray first.
+            layers: names from :data:`LAYER_INDEX`.
+
+        Returns:
+            Dict name -> feature map, from a single pass stopping at the deepest layer asked.
+        """
+        layers = tuple(layers)
+        unknown = [n for n in layers if n not in LAYER_INDEX]
+        if unknown:
+            raise ValueError(f"unknown VGG19 layer(s) {unknown}; known: {list(LAYER_INDEX)}")
+        wanted = {LAYER_INDEX[n]: n for n in layers}
+        x = self.gray_relu1_1(images)  # features[0] and [1], collapsed
+        out = {wanted[1]: x} if 1 in wanted else {}
+        last = max(wanted, default=1)
+        for index in range(2, last + 1):
+            x = self.features[index](x)
+            if index in wanted:
+                out[wanted[index]] = x
+        return out
+
     def gray_relu1_1(self, images: torch.Tensor) -> torch.Tensor:
         """relu1_1 with conv1_1 collapsed to one gray channel, on un-normalised input.
 

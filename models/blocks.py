@@ -348,14 +348,17 @@ class MergeBlock(nn.Module):
 class FusionContext:
     """The whole-image quantities of one FIFB: everything in it that is not per pixel."""
 
-    w_x: Tensor
-    """(B, 1, C) visible channel weights, from statistics over all pixels."""
-    w_y: Tensor
-    """(B, 1, C) infrared channel weights."""
-    context_x: Tensor
-    """(B, heads, d, d) attention context of the visible queries (read by the infrared)."""
-    context_y: Tensor
-    """(B, heads, d, d) attention context of the infrared queries (read by the visible)."""
+    w_x: Tensor | None
+    """(B, 1, C) visible channel weights, from statistics over all pixels; None without
+    cross-channel weights."""
+    w_y: Tensor | None
+    """(B, 1, C) infrared channel weights; None without cross-channel weights."""
+    context_x: Tensor | None
+    """(B, heads, d, d) attention context of the visible queries (read by the infrared);
+    None without cross attention."""
+    context_y: Tensor | None
+    """(B, heads, d, d) attention context of the infrared queries (read by the visible);
+    None without cross attention."""
 
 
 class FIFB(nn.Module):
@@ -365,18 +368,32 @@ class FIFB(nn.Module):
     modalities, a residual LayerNorm per modality, then a convolutional merge. Works on
     tokens (B, H*W, C), which are free views of channels_last feature maps.
 
+    The three switches remove one part each for the paper's network ablations; the
+    parameters of the other parts keep their names and shapes.
+
     Args:
         channels: C of each modality's feature map.
         heads: attention heads (must divide C).
+        spatial_enhancement: False: no spatial weights (``s = tokens``).
+        cross_channel: False: no channel weights (queries from the unweighted tokens).
+        cross_attention: False: no cross attention; each modality's own queries stand where
+            the attended tokens were, so the output projection keeps its shape.
     """
 
-    def __init__(self, channels: int, heads: int) -> None:
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        spatial_enhancement: bool = True,
+        cross_channel: bool = True,
+        cross_attention: bool = True,
+    ) -> None:
         super().__init__()
-        self.channel_weights = ChannelWeights(channels)
-        self.spatial_weights = SpatialWeights(channels)
+        self.channel_weights = ChannelWeights(channels) if cross_channel else None
+        self.spatial_weights = SpatialWeights(channels) if spatial_enhancement else None
         self.proj_vi = nn.Linear(channels, channels)
         self.proj_ir = nn.Linear(channels, channels)
-        self.attention = CrossAttention(channels, heads)
+        self.attention = CrossAttention(channels, heads) if cross_attention else None
         self.out_proj_vi = nn.Linear(2 * channels, channels)
         self.out_proj_ir = nn.Linear(2 * channels, channels)
         self.norm_vi = nn.LayerNorm(channels)
@@ -398,13 +415,22 @@ class FIFB(nn.Module):
         height, width = x.shape[-2:]
         x = to_tokens(x.contiguous(memory_format=torch.channels_last))  # (B, N, C)
         y = to_tokens(y.contiguous(memory_format=torch.channels_last))
-        if context is None:
+        if context is not None:
+            w_x, w_y = context.w_x, context.w_y
+        elif self.channel_weights is not None:
             w_x, w_y = self.channel_weights(x, y)  # (B, 1, C) each
         else:
-            w_x, w_y = context.w_x, context.w_y
-        s_x = self.spatial_weights(x) * x  # (B, N, C); one spatial module for both
-        s_y = self.spatial_weights(y) * y
+            w_x = w_y = None
+        if self.spatial_weights is not None:
+            s_x = self.spatial_weights(x) * x  # (B, N, C); one spatial module for both
+            s_y = self.spatial_weights(y) * y
+        else:
+            s_x, s_y = x, y
         q_x, q_y = self.queries(x, y, w_x, w_y)
+        if self.attention is None:  # each modality keeps its own queries
+            out_x = self.norm_vi(x + linear_of_concat(s_x, q_x, self.out_proj_vi))
+            out_y = self.norm_ir(y + linear_of_concat(s_y, q_y, self.out_proj_ir))
+            return self.merge(out_x, out_y, height, width)
         # Cross attention (x's queries read y's context and vice versa), folded into the
         # output projections: see CrossAttention and attended_output.
         if context is None:
@@ -415,16 +441,23 @@ class FIFB(nn.Module):
         out_y = self.norm_ir(attended_output(y, s_y, q_y, context_x, self.out_proj_ir))
         return self.merge(out_x, out_y, height, width)
 
-    def queries(self, x: Tensor, y: Tensor, w_x: Tensor, w_y: Tensor) -> tuple[Tensor, Tensor]:
+    def queries(
+        self, x: Tensor, y: Tensor, w_x: Tensor | None, w_y: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         """Attention queries relu(proj(w * tokens)) of both modalities.
 
         Args:
             x, y: (B, N, C) tokens.
-            w_x, w_y: (B, 1, C) channel weights.
+            w_x, w_y: (B, 1, C) channel weights, or None (without cross-channel weights:
+                relu(proj(tokens))).
 
         Returns:
             (q_x, q_y), each (B, N, C).
         """
+        if w_x is None or w_y is None:
+            q_x = F.relu(pointwise(x, self.proj_vi), inplace=True)
+            q_y = F.relu(pointwise(y, self.proj_ir), inplace=True)
+            return q_x, q_y
         q_x = F.relu(linear_of_scaled(x, w_x, self.proj_vi), inplace=True)  # proj(w_x * x)
         q_y = F.relu(linear_of_scaled(y, w_y, self.proj_ir), inplace=True)
         return q_x, q_y

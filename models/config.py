@@ -16,6 +16,19 @@ class FIFNConfig:
     """Attention heads of each level's FIFB; each must divide the level's width."""
     in_channels: int = 1
     """Channels of each input image (the visible Y channel and the infrared image)."""
+    spatial_enhancement: bool = True
+    """FIFB's spatial weights (a per-pixel weight of each modality's tokens). False: the
+    paper's ablation "w/o spatial enhancement": the tokens pass unweighted and the block
+    has no spatial-weight convolutions."""
+    cross_channel: bool = True
+    """FIFB's channel weights computed from both modalities' joint statistics. False: the
+    paper's ablation "w/o cross channel": the attention queries are projected from the
+    unweighted tokens and the block has no channel-weight MLP."""
+    cross_attention: bool = True
+    """FIFB's cross attention (each modality's queries read the other's context). False: the
+    paper's ablation "w/o cross attention": each modality's own queries take the place of
+    the attended tokens, so nothing passes between the modalities there, and the block has
+    no key/value projections."""
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON or YAML) but store tuples, so the config stays hashable.
@@ -34,6 +47,11 @@ class FIFNConfig:
                 )
             if width % heads:
                 raise ValueError(f"FIFNConfig: {heads} heads do not divide width {width}")
+        for name in ("spatial_enhancement", "cross_channel", "cross_attention"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"FIFNConfig.{name} must be true or false, got {getattr(self, name)!r}"
+                )
         if self.in_channels <= 0:
             raise ValueError(f"FIFNConfig.in_channels must be positive, got {self.in_channels}")
 
@@ -41,6 +59,12 @@ class FIFNConfig:
     def levels(self) -> int:
         """Number of encoder levels."""
         return len(self.widths)
+
+    @property
+    def ablations(self) -> tuple[str, ...]:
+        """Names of the FIFB parts switched off (empty for the full network)."""
+        switches = ("spatial_enhancement", "cross_channel", "cross_attention")
+        return tuple(name for name in switches if not getattr(self, name))
 
     @property
     def min_size(self) -> int:
@@ -54,6 +78,9 @@ class FIFNConfig:
     @classmethod
     def from_dict(cls, values: dict) -> FIFNConfig:
         """Build a config from a dict, rejecting unknown keys by name.
+
+        Missing keys take their defaults: weight files written before the FIFB switches
+        existed load as the full network.
 
         Args:
             values: field name to value, e.g. parsed from JSON or YAML.

@@ -38,7 +38,8 @@ class FIFN(nn.Module):
     1x1 conv head gives the fused Y channel. Any H, W >= ``config.min_size`` works.
 
     Args:
-        config: widths and heads per level; defaults are the release's.
+        config: widths and heads per level and the FIFB switches of the paper's network
+            ablations; defaults are the release's.
     """
 
     def __init__(self, config: FIFNConfig | None = None) -> None:
@@ -48,7 +49,14 @@ class FIFN(nn.Module):
         ins = (config.in_channels, *widths[:-1])
         self.encoder_vi = nn.ModuleList(ConvBlock(i, o) for i, o in zip(ins, widths, strict=True))
         self.encoder_ir = nn.ModuleList(ConvBlock(i, o) for i, o in zip(ins, widths, strict=True))
-        self.fusion = nn.ModuleList(FIFB(w, h) for w, h in zip(widths, config.heads, strict=True))
+        switches = {
+            "spatial_enhancement": config.spatial_enhancement,
+            "cross_channel": config.cross_channel,
+            "cross_attention": config.cross_attention,
+        }
+        self.fusion = nn.ModuleList(
+            FIFB(w, h, **switches) for w, h in zip(widths, config.heads, strict=True)
+        )
         # Deepest step first: decoder[0] merges level L-2's skip with level L-1.
         self.decoder = nn.ModuleList(
             UpBlock(widths[level], widths[level + 1]) for level in reversed(range(len(widths) - 1))

@@ -16,7 +16,8 @@ So tiled inference makes three passes over windows of the image:
 3. the whole network with those contexts and upsampling in image coordinates, keeping
    each window's core.
 
-Cores partition the image. Each window adds :func:`receptive_margin` pixels of context
+A network ablation (FIFNConfig switches) without channel weights or without cross attention
+skips the pass it does not need. Cores partition the image. Each window adds :func:`receptive_margin` pixels of context
 around its core, so the core's output is the whole image's up to float summation order
 (1e-6 relative). Windows start at multiples of 2^(levels-1) px so that max pooling sees the
 image's own grid. The cost is about twice the untiled compute plus the margins' overlap.
@@ -170,37 +171,53 @@ def fusion_contexts(
     """
     height, width = vi_y.shape[-2:]
     windows = _windows(height, width, core, margin, 2 ** (model.config.levels - 1))
+    # Blocks without channel weights or cross attention (network ablations) need no pass.
+    if any(fifb.channel_weights is not None for fifb in model.fusion):
+        weights = _channel_weights(model, vi_y, ir, windows)
+    else:
+        weights = [(None, None)] * len(model.fusion)
+    grams_x: dict[int, Tensor] = {}
+    grams_y: dict[int, Tensor] = {}
+    if any(fifb.attention is not None for fifb in model.fusion):
+        for rows, cols in windows:  # pass 2: the queries' Gram matrices over the cores
+            for level, x, y in _core_levels(model, vi_y, ir, rows, cols):
+                fifb = model.fusion[level]
+                q_x, q_y = fifb.queries(to_tokens(x), to_tokens(y), *weights[level])
+                _accumulate(grams_x, level, gram(q_x), torch.add)
+                _accumulate(grams_y, level, gram(q_y), torch.add)
+    contexts = []
+    for level, fifb in enumerate(model.fusion):
+        attn = fifb.attention
+        context_x = context_y = None
+        if attn is not None:
+            context_x = context_from_gram(grams_x[level], attn.kv_vi, attn.heads)
+            context_y = context_from_gram(grams_y[level], attn.kv_ir, attn.heads)
+        contexts.append(FusionContext(*weights[level], context_x=context_x, context_y=context_y))
+    return contexts
+
+
+def _channel_weights(
+    model: FIFN, vi_y: Tensor, ir: Tensor, windows: list[tuple[Span, Span]]
+) -> list[tuple[Tensor | None, Tensor | None]]:
+    """Each FIFB's channel weights from statistics gathered over the cores (pass 1)."""
+    height, width = vi_y.shape[-2:]
     sums: dict[int, Tensor] = {}
     maxima: dict[int, Tensor] = {}
-    for rows, cols in windows:  # pass 1: channel statistics over the cores
+    for rows, cols in windows:
         for level, x, y in _core_levels(model, vi_y, ir, rows, cols):
             part_sum = torch.cat([t.sum((2, 3), dtype=torch.float32) for t in (x, y)], 1)
             part_max = torch.cat([t.amax((2, 3)).float() for t in (x, y)], 1)
             _accumulate(sums, level, part_sum, torch.add)
             _accumulate(maxima, level, part_max, torch.maximum)
-    weights = []
+    weights: list[tuple[Tensor | None, Tensor | None]] = []
     for level, fifb in enumerate(model.fusion):
+        if fifb.channel_weights is None:
+            weights.append((None, None))
+            continue
         means = sums[level] / ((height >> level) * (width >> level))
         stats = torch.cat((means, maxima[level]), 1)  # (B, 4C), as ChannelWeights orders them
         weights.append(fifb.channel_weights.from_stats(stats.to(vi_y.dtype)))
-    grams_x: dict[int, Tensor] = {}
-    grams_y: dict[int, Tensor] = {}
-    for rows, cols in windows:  # pass 2: the queries' Gram matrices over the cores
-        for level, x, y in _core_levels(model, vi_y, ir, rows, cols):
-            q_x, q_y = model.fusion[level].queries(to_tokens(x), to_tokens(y), *weights[level])
-            _accumulate(grams_x, level, gram(q_x), torch.add)
-            _accumulate(grams_y, level, gram(q_y), torch.add)
-    contexts = []
-    for level, fifb in enumerate(model.fusion):
-        attn = fifb.attention
-        contexts.append(
-            FusionContext(
-                *weights[level],
-                context_x=context_from_gram(grams_x[level], attn.kv_vi, attn.heads),
-                context_y=context_from_gram(grams_y[level], attn.kv_ir, attn.heads),
-            )
-        )
-    return contexts
+    return weights
 
 
 def _accumulate(store: dict[int, Tensor], level: int, value: Tensor, combine) -> None:

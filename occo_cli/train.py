@@ -20,8 +20,6 @@ from occo.cli.console import (
     warn,
 )
 
-_OBJECTIVES = ("occo", "pixel")
-
 
 def train(
     dataset: Path = typer.Argument(
@@ -57,7 +55,9 @@ def train(
     objective: str | None = typer.Option(
         None,
         "--objective",
-        help="occo (pixel + contextual contrastive) or pixel (no masks, no VGG).",
+        help="Objective preset: occo (pixel + contextual contrastive), pixel (no masks, no "
+        "VGG), coconet (CoCoNet's), model1 .. model5 (the paper's Table 8 ablations); "
+        "configs/ablations/ holds one YAML per ablation.",
     ),
     val: Path | None = typer.Option(
         None, "--val", help="Validation dataset (ir/, vi/) (default: a held-out slice of DATASET)."
@@ -86,10 +86,12 @@ def train(
         occo masks gen data/fmb && occo train data/fmb --out runs/fmb
         occo train data/fmb --out runs/fmb --resume
         occo train data/roadscene --objective pixel --crop 128 --epochs 5
+        occo train data/fmb --config configs/ablations/model3.yaml --out runs/fmb-model3
         torchrun --nproc-per-node 4 -m occo train data/fmb --out runs/fmb4
     """
     from occo.data.pairing import pair_images
     from occo.data.training import find_modality_dirs, split_holdout
+    from occo.losses.objective import PRESETS
     from occo.runtime import cpu_amp_warning, set_threads
     from occo.train.config import TrainConfig, load_config_file
     from occo.train.signals import stop_on_signals
@@ -98,8 +100,8 @@ def train(
 
     set_quiet(quiet)
     set_threads(threads)
-    if objective is not None and objective not in _OBJECTIVES:
-        fail(f"--objective must be one of {', '.join(_OBJECTIVES)}, got {objective!r}")
+    if objective is not None and objective not in PRESETS:
+        fail(f"--objective must be one of {', '.join(PRESETS)}, got {objective!r}")
     is_main = _rank() == 0
     run = out_dir if out_dir is not None else Path("runs") / dataset.resolve().name
     if not resume and (run / "checkpoint.pt").exists():
@@ -140,7 +142,7 @@ def train(
         fail(f"no image pairs in {ir_dir} and {vi_dir} (files are paired by stem)")
     mask_source = None
     mask_path = masks if masks is not None else dataset / "masks.h5"
-    if cfg.uses_groups or masks is not None:
+    if cfg.needs_masks or masks is not None:
         if not mask_path.is_file():
             fail(
                 f"no mask store at {mask_path}: run `occo masks gen {dataset}` first, pass --masks FILE, "
@@ -255,7 +257,7 @@ def train(
 
 
 # Loss parts shown in the progress bar (names from losses.objective's parts dict).
-_PART_NAMES = ("ssim", "intensity", "texture", "pixel", "contrastive", "con")
+_PART_NAMES = ("ssim", "intensity", "texture", "mse", "pixel", "contrastive", "con")
 
 
 def _rank() -> int:

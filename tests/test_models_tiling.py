@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,13 @@ from occo.models.tiling import (
 from tests.helpers import TINY_FIFN
 
 THREE_LEVELS = FIFNConfig(widths=(4, 8, 8), heads=(1, 2, 2))
+_SWITCHES = ("spatial_enhancement", "cross_channel", "cross_attention")
+#: Every combination of the FIFB switches but the full network (the network ablations).
+ABLATED = [
+    dataclasses.replace(THREE_LEVELS, **dict(zip(_SWITCHES, flags, strict=True)))
+    for flags in itertools.product((True, False), repeat=3)
+    if not all(flags)
+]
 
 
 def _random_fifn(config: FIFNConfig, seed: int = 0) -> FIFN:
@@ -92,6 +102,16 @@ def test_tiled_forward_equals_whole(config, size, tile):
     assert tiled.shape == whole.shape
     torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tiled_folded, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", ABLATED, ids=lambda c: "-".join(c.ablations))
+def test_tiled_forward_equals_whole_for_every_ablation(config):
+    model = _random_fifn(config)
+    vi, ir = _inputs(1, 61, 97, seed=2)
+    with torch.inference_mode():
+        whole = model(vi, ir)
+        tiled = tiled_forward(fold_batchnorm(model), vi, ir, 16)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)
 
 
 def test_contexts_from_windows_equal_whole_image_ones():

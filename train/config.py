@@ -110,8 +110,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = FIFNConfig.from_dict(self.model)
-        if isinstance(self.objective, dict):
-            self.objective = _dataclass_from_dict(ObjectiveConfig, self.objective, "objective")
+        if isinstance(self.objective, dict):  # a preset name fills the settings not given
+            values = ObjectiveConfig.upgrade(self.objective)
+            self.objective = _dataclass_from_dict(ObjectiveConfig, values, "objective")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.val_metrics = tuple(str(m) for m in self.val_metrics)
         positive = (
@@ -167,7 +168,12 @@ class TrainConfig:
     @property
     def uses_groups(self) -> bool:
         """True when the objective has a contrastive term, which needs grouped batches."""
-        return self.objective.objective != "pixel"
+        return self.objective.needs_groups
+
+    @property
+    def needs_masks(self) -> bool:
+        """True when the objective has a mask-guided term (every preset but "pixel")."""
+        return self.objective.needs_masks
 
     @property
     def batch_groups(self) -> int:
@@ -202,7 +208,9 @@ class TrainConfig:
         """A copy with ``overrides`` applied (nested dicts update ``model``/``objective``).
 
         Args:
-            overrides: field name to new value; None values are ignored.
+            overrides: field name to new value; None values are ignored. An ``objective``
+                mapping naming another preset than the current one starts from that
+                preset (its own other keys still apply).
 
         Returns:
             The new, validated config.
@@ -211,7 +219,10 @@ class TrainConfig:
         for key, value in overrides.items():
             if value is None:
                 continue
-            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            if key == "objective" and isinstance(value, dict):
+                # Another preset resets the old preset's values (see ObjectiveConfig).
+                merged[key] = ObjectiveConfig.with_preset(merged[key], value)
+            elif isinstance(value, dict) and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **{k: v for k, v in value.items() if v is not None}}
             else:
                 merged[key] = value

@@ -130,9 +130,10 @@ class Trainer:
                     f"({len(saved)} then, {len(self.train_pairs)} now); resume with the same dataset and masks"
                 )
         self.config = config
-        if config.uses_groups and mask_source is None:
+        if config.needs_masks and mask_source is None:
             raise TrainingError(
-                "the occo objective needs object masks; give a mask store or use objective=pixel"
+                f"the {config.objective.objective} objective needs object masks; give a mask "
+                "store or use objective=pixel"
             )
         self.mask_source = mask_source
 
@@ -158,7 +159,7 @@ class Trainer:
                 "resume with the same file"
             )
         self.regions_fn = regions_fn
-        if config.uses_groups and regions_fn is None:
+        if config.needs_masks and regions_fn is None:
             from occo.masks.regions import split_regions
 
             self.regions_fn = split_regions
@@ -249,7 +250,7 @@ class Trainer:
         from occo.losses.objective import FusionObjective
 
         vgg = None
-        if self.config.uses_groups:
+        if self.config.objective.needs_vgg:
             from occo.losses.vgg import build_vgg_features
 
             path = getattr(self.config.objective, "vgg_weights", None)
