@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
@@ -15,6 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from occo.data.errors import OccoError
+
 # Results go to stdout; progress, notes and errors to stderr, so `--json` output pipes cleanly.
 out = Console()
 err = Console(stderr=True)
@@ -24,6 +28,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr as one line and exit with ``code``."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn an :class:`OccoError` raised inside the block into :func:`fail`'s one line."""
+    try:
+        yield
+    except OccoError as exc:
+        fail(str(exc))
 
 
 def warn(message: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from occo.cli.app import app
-from occo.cli.console import err, fail, note, out, progress_bar, warn
+from occo.cli.console import err, fail, note, out, progress_bar, user_errors, warn
 
 _IR16 = ("percentile", "minmax", "full")
 
@@ -28,18 +28,15 @@ def _resolve_device(device: str) -> str:
 
 
 def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
-    """Refuse an output folder equal to or inside an input folder (inputs are never touched)."""
+    """Inputs are folders; OUT_DIR is outside them and writable (checked before any work)."""
+    from occo.data.outputs import check_writable_folder, refuse_inside_inputs
+
     for label, folder in (("IR_DIR", ir_dir), ("VI_DIR", vi_dir)):
         if not folder.is_dir():
             fail(f"{label} {folder} is not a folder")
-    out_resolved = out_dir.resolve()
-    for folder in (ir_dir, vi_dir):
-        if out_resolved == folder.resolve() or out_resolved.is_relative_to(folder.resolve()):
-            fail(
-                f"OUT_DIR {out_dir} is inside the input folder {folder}; choose a folder outside the inputs"
-            )
-    if out_dir.exists() and not out_dir.is_dir():
-        fail(f"OUT_DIR {out_dir} exists and is not a folder")
+    with user_errors():
+        refuse_inside_inputs(out_dir, (ir_dir, vi_dir), "OUT_DIR")
+        check_writable_folder(out_dir, "OUT_DIR")
 
 
 @app.command("fuse")

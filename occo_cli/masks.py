@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from occo.cli.app import app
-from occo.cli.console import err, fail, note, out, progress_bar, warn
+from occo.cli.console import err, fail, note, out, progress_bar, user_errors, warn
 
 masks_app = typer.Typer(
     name="masks",
@@ -173,6 +173,11 @@ def gen(
 
     pairs, ir_found, vi_found = _dataset_pairs(dataset, ir_dir, vi_dir)
     out_path = out_path or dataset / "masks.h5"
+    with user_errors():
+        from occo.data.outputs import check_writable_folder, refuse_inside_inputs
+
+        refuse_inside_inputs(out_path.parent, (ir_found, vi_found), "--out")
+        check_writable_folder(out_path.parent, "--out")
     meta = {"ir_dir": str(ir_found), "vi_dir": str(vi_found)}
     dist = DistContext.from_env()
     lead = dist.rank == 0
@@ -291,6 +296,9 @@ def show(
     vi_dir: Annotated[
         Path | None, typer.Option(help="Visible folder (default: as recorded in the store).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace overlays that already exist in --out.")
+    ] = False,
 ) -> None:
     """Draw masks, boxes, scores and the shared/unique/background split as PNGs.
 
@@ -301,6 +309,7 @@ def show(
         occo masks show data/FMB/masks.h5 00012 00034 --out overlays/
     """
     from occo.data.io import read_image, write_image_atomic
+    from occo.data.outputs import check_writable_folder, refuse_existing, refuse_inside_inputs
     from occo.masks.overlay import render_pair
 
     reader = _open(store)
@@ -316,13 +325,19 @@ def show(
         fail(
             f"{len(unknown)} stem(s) not in {store} (first: {unknown[0]}); `occo masks info {store}` lists counts"
         )
+    targets = [out_dir / f"{stem}.png" for stem in chosen]
+    with user_errors():
+        refuse_inside_inputs(out_dir, folders.values(), "--out")
+        check_writable_folder(out_dir, "--out")
+        if not overwrite:
+            refuse_existing(targets, f"--out {out_dir}")
     with progress_bar() as bar:
         task = bar.add_task("overlays", total=len(chosen), status="")
-        for stem in chosen:
+        for stem, target in zip(chosen, targets, strict=True):
             pair = reader.read_pair(stem)
             ir = read_image(folders["ir_dir"] / pair.ir.source)
             vi = read_image(folders["vi_dir"] / pair.vi.source)
-            write_image_atomic(out_dir / f"{stem}.png", render_pair(ir, vi, pair))
+            write_image_atomic(target, render_pair(ir, vi, pair))
             bar.advance(task)
     out.print(f"wrote {len(chosen)} overlay(s) to {out_dir}", highlight=False, soft_wrap=True)
 
@@ -331,16 +346,29 @@ def show(
 def export(
     store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
     out_dir: Annotated[Path, typer.Argument(help="Folder that receives mask_vi/ and mask_ir/.")],
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace mask files that already exist in OUT_DIR.")
+    ] = False,
 ) -> None:
     """Export masks as mask_vi/ and mask_ir/ folders of 0/255 PNGs named mask_<stem>.png (the OCCO release's layout).
 
+    Never inside the dataset's image folders; existing mask files are kept unless --overwrite.
+
     \b
     Example:
-        occo masks export data/FMB/masks.h5 data/FMB
+        occo masks export data/FMB/masks.h5 masks-png/FMB
     """
-    from occo.masks.store import export_masks
+    from occo.data.outputs import check_writable_folder, refuse_existing, refuse_inside_inputs
+    from occo.masks.store import export_masks, export_paths
 
     reader = _open(store)
+    inputs = [Path(reader.settings[k]) for k in ("ir_dir", "vi_dir") if reader.settings.get(k)]
+    with user_errors():
+        refuse_inside_inputs(out_dir, inputs, "OUT_DIR")
+        check_writable_folder(out_dir, "OUT_DIR")
+        if not overwrite:
+            targets = [p for stem in reader.stems() for p in export_paths(out_dir, stem)]
+            refuse_existing(targets, f"OUT_DIR {out_dir}")
     with progress_bar() as bar:
         task = bar.add_task("export", total=len(reader), status="")
         count = export_masks(

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from occo.cli.app import app
-from occo.cli.console import err, fail, note, out, progress_bar, warn
-from occo.data.errors import OccoError
+from occo.cli.console import err, fail, note, out, progress_bar, user_errors, warn
+from occo.data.outputs import check_writable_file, refuse_inside_inputs
 from occo.eval.metrics import CONVENTIONS, METRIC_INFO, parse_metric_names
 from occo.eval.report import (
     MethodSummary,
@@ -68,17 +68,6 @@ def _table(plans: list[FolderPlan], summaries: list[MethodSummary]) -> Table:
     return table
 
 
-def _check_output_path(csv_path: Path, inputs: list[Path]) -> None:
-    """Refuse to write the CSV into a folder that is read as input."""
-    parent = csv_path.resolve().parent
-    for folder in inputs:
-        if folder is not None and folder.resolve() == parent:
-            raise OccoError(
-                f"--csv {csv_path} would be written into the input folder {folder}; "
-                "choose a path outside the input folders"
-            )
-
-
 @app.command("metrics")
 def metrics_command(
     fused_dirs: list[Path] = typer.Argument(
@@ -124,7 +113,9 @@ def metrics_command(
             *(p.sources.ir_dir for p in plans),
             *(p.sources.vi_dir for p in plans),
         ]
-        _check_output_path(csv_path, [p for p in inputs if p is not None])
+        with user_errors():
+            refuse_inside_inputs(csv_path, inputs, "--csv")
+            check_writable_file(csv_path, "--csv")
 
     for plan in plans:
         if plan.sources.origin == "manifest":

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from occo.cli.app import app
-from occo.cli.console import err, fail, note, out, progress_bar, warn
+from occo.cli.console import err, fail, note, out, progress_bar, user_errors, warn
 
 _OBJECTIVES = ("occo", "pixel")
 
@@ -76,6 +76,7 @@ def train(
         occo train data/roadscene --objective pixel --crop 128 --epochs 5
         torchrun --nproc-per-node 4 -m occo train data/fmb --out runs/fmb4
     """
+    from occo.data.outputs import check_writable_folder, refuse_inside_inputs
     from occo.data.pairing import pair_images
     from occo.data.training import find_modality_dirs, split_holdout
     from occo.models.train_config import TrainConfig, load_config_file
@@ -113,6 +114,9 @@ def train(
 
     # Data: pairs, masks, validation pairs.
     ir_dir, vi_dir = find_modality_dirs(dataset)
+    with user_errors():
+        refuse_inside_inputs(run, (ir_dir, vi_dir), "--out")
+        check_writable_folder(run, "--out")
     pairing = pair_images(ir_dir, vi_dir)
     if pairing.unpaired and is_main:
         warn(
