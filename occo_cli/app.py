@@ -7,7 +7,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from occo.cli.console import err
+from occo.cli.console import err, route_warnings
 from occo.data.errors import OccoError
 from occo.data.version import OCCO_VERSION
 
@@ -48,6 +48,7 @@ def _root(
     ),
 ) -> None:
     """OCCO infrared-visible image fusion: object masks, training, fusion and metrics."""
+    route_warnings()
 
 
 # Each command module adds itself to `app` on import; COMMAND_ORDER sets the --help order.

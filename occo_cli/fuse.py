@@ -8,7 +8,17 @@ from pathlib import Path
 import typer
 
 from occo.cli.app import app
-from occo.cli.console import err, fail, note, out, progress_bar, user_errors, warn
+from occo.cli.console import (
+    err,
+    fail,
+    listing,
+    note,
+    out,
+    progress_bar,
+    speed,
+    user_errors,
+    warn,
+)  # fmt: skip
 
 _IR16 = ("percentile", "minmax", "full")
 
@@ -107,6 +117,10 @@ def fuse(
         failures[path.stem] = f"{path} has no visible partner in {vi_dir}"
     for path in pairing.only_second:
         failures[path.stem] = f"{path} has no infrared partner in {ir_dir}"
+    if pairing.hidden:
+        note(
+            f"left out {len(pairing.hidden)} hidden file(s) (name starts with '.'): {listing(pairing.hidden)}"
+        )
     if not pairing.pairs:
         fail(f"no pairs: no file stem is in both {ir_dir} and {vi_dir}")
 
@@ -172,7 +186,7 @@ def fuse(
         warn(f"could not write the manifest in {out_dir}: {exc}")
 
     elapsed = time.perf_counter() - started
-    rate = f", {stats.fused / stats.wall_s:.2f} pairs/s" if stats.fused and stats.wall_s > 0 else ""
+    rate = f", {speed(stats.fused, stats.wall_s)}" if stats.fused and stats.wall_s > 0 else ""
     out.print(
         f"fused {stats.fused} pair(s) into {out_dir} in {elapsed:.1f} s{rate} on {device}"
         + (f"; {skipped} already there" if skipped else "")

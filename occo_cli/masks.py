@@ -11,7 +11,17 @@ import typer
 from rich.table import Table
 
 from occo.cli.app import app
-from occo.cli.console import err, fail, note, out, progress_bar, user_errors, warn
+from occo.cli.console import (
+    err,
+    fail,
+    listing,
+    note,
+    out,
+    progress_bar,
+    speed,
+    user_errors,
+    warn,
+)  # fmt: skip
 
 masks_app = typer.Typer(
     name="masks",
@@ -46,6 +56,10 @@ def _dataset_pairs(
         names = ", ".join(p.name for p in pairing.unpaired[:5])
         more = f" and {len(pairing.unpaired) - 5} more" if len(pairing.unpaired) > 5 else ""
         warn(f"{len(pairing.unpaired)} file(s) without a partner are left out: {names}{more}")
+    if pairing.hidden:
+        note(
+            f"left out {len(pairing.hidden)} hidden file(s) (name starts with '.'): {listing(pairing.hidden)}"
+        )
     if not pairing.pairs:
         fail(f"no image pairs: no file stem is in both {ir_dir} and {vi_dir}")
     return pairing.pairs, ir_dir.resolve(), vi_dir.resolve()
@@ -240,14 +254,14 @@ def gen(
             soft_wrap=True,
         )
         return
-    rate = result.computed / result.seconds if result.seconds > 0 else 0.0
+    rate = speed(result.computed, result.seconds)
     per_rank = " per rank" if dist.world_size > 1 else ""
     new_pairs = result.stored - result.skipped
     parts = [f"{new_pairs} new"] + ([f"{result.skipped} already there"] if result.skipped else [])
     if result.resumed:
         parts.append(f"{result.resumed} taken from the interrupted run")
     out.print(
-        f"wrote {out_path}: {result.stored} pairs ({', '.join(parts)}); {rate:.2f} pairs/s{per_rank}; "
+        f"wrote {out_path}: {result.stored} pairs ({', '.join(parts)}); {rate}{per_rank}; "
         f"empty masks among the new: infrared {result.empty_ir}, visible {result.empty_vi}",
         highlight=False,
         soft_wrap=True,
