@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from torch import Tensor
 from occo.data.color import rgb_to_ycbcr, ycbcr_to_rgb
 from occo.data.io import is_gray_content, read_image, write_image_atomic
 from occo.models.fifn import FIFN, fold_batchnorm, minmax_normalize
+from occo.models.memory import MemoryPlan, choose_tile
 from occo.models.tiling import receptive_margin, tiled_forward
 
 IR16Mode = Literal["percentile", "minmax", "full"]
@@ -185,9 +186,12 @@ class Fuser:
             ``"auto"`` = on for CUDA, off on CPU, or an explicit ``torch.dtype``.
         tile: for images too large for memory: run FIFN in windows of this many px (plus
             the network's receptive margin each side) with the same result as whole images
-            (see models.tiling); None = whole images.
+            (see models.tiling); None = whole images, or the tiles ``memory_budget`` needs.
         batch_size: pairs per network call.
         ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
+        memory_budget: bytes the network may use (``models.memory.memory_budget``); with
+            no ``tile``, a size whose estimate exceeds it is fused one pair per call or in
+            the largest tiles that fit (recorded in ``memory_plans``). None: no check.
 
     The Fuser runs an inference copy of ``model`` (BatchNorms folded, channels_last) made
     here: later changes to ``model``'s weights need a new Fuser.
@@ -201,6 +205,7 @@ class Fuser:
         tile: int | None = None,
         batch_size: int = 1,
         ir16: IR16Mode = "percentile",
+        memory_budget: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         if batch_size < 1:
@@ -214,6 +219,16 @@ class Fuser:
         #: Context each window adds per side: FIFN's receptive reach (models.tiling).
         self.tile_margin = receptive_margin(model.config.levels)[1]
         self.ir16 = ir16
+        #: Bytes the network may take beyond what is resident. Without a tile, sizes that
+        #: would not fit run one pair per call or in tiles (models.memory.choose_tile).
+        self.memory_budget = memory_budget
+        #: Pairs decoded and waiting for the network (FileFuser's read-ahead), budgeted too.
+        self.queued_pairs = 0
+        #: The plans that changed how a size runs (split batch or tiles), by (H, W).
+        self.memory_plans: dict[tuple[int, int], MemoryPlan] = {}
+        #: Called as ``on_memory_plan(height, width, plan)`` when such a plan is made.
+        self.on_memory_plan: Callable[[int, int, MemoryPlan], None] | None = None
+        self._plans: dict[tuple[int, int, int], MemoryPlan] = {}
         self.amp_dtype = self._resolve_amp(amp)
         self.model = model.to(self.device).eval()
         # The network actually run: BatchNorms folded into the convs, channels_last so that
@@ -231,7 +246,28 @@ class Fuser:
             return torch.float16
         return torch.bfloat16
 
-    def _network(self, vi_y: Tensor, ir: Tensor) -> Tensor:
+    def _plan(self, shape: torch.Size) -> tuple[int, int | None]:
+        """(pairs per call, tile) for a batch of this shape: as asked, or what fits."""
+        if self.tile is not None or self.memory_budget is None:
+            return self.batch_size, self.tile
+        batch, height, width = min(shape[0], self.batch_size), shape[-2], shape[-1]
+        key = (batch, height, width)
+        if key not in self._plans:
+            # float32 constants even under autocast: measured so, and on the safe side.
+            plan = choose_tile(height, width, self.memory_budget, self.model.config,
+                               batch=batch, queued=self.queued_pairs)  # fmt: skip
+            self._plans[key] = plan
+            if (plan.tile is not None or plan.batch < batch) and (
+                height,
+                width,
+            ) not in self.memory_plans:
+                self.memory_plans[(height, width)] = plan
+                if self.on_memory_plan is not None:
+                    self.on_memory_plan(height, width, plan)
+        plan = self._plans[key]
+        return plan.batch, plan.tile
+
+    def _network(self, vi_y: Tensor, ir: Tensor, tile: int | None = None) -> Tensor:
         """Raw FIFN output for inputs (B, 1, h, w), float32; in windows when too large."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -241,8 +277,8 @@ class Fuser:
         with autocast:
             vi_y = vi_y.contiguous(memory_format=torch.channels_last)
             ir = ir.contiguous(memory_format=torch.channels_last)
-            if self.tile is not None and max(ir.shape[-2:]) > self.tile + 2 * self.tile_margin:
-                return tiled_forward(self.network, vi_y, ir, self.tile).float()
+            if tile is not None and max(ir.shape[-2:]) > tile + 2 * self.tile_margin:
+                return tiled_forward(self.network, vi_y, ir, tile).float()
             return self.network(vi_y, ir).float()
 
     @torch.inference_mode()
@@ -258,10 +294,11 @@ class Fuser:
             (B, 1, H, W) float32, not normalised.
         """
         vi_y, ir = vi_y.to(self.device), ir.to(self.device)
+        batch, tile = self._plan(ir.shape)
         return torch.cat(
             [
-                self._network(v, i)
-                for v, i in zip(vi_y.split(self.batch_size), ir.split(self.batch_size), strict=True)
+                self._network(v, i, tile)
+                for v, i in zip(vi_y.split(batch), ir.split(batch), strict=True)
             ]
         )
 
@@ -418,6 +455,7 @@ class FileFuser:
     def __init__(self, fuser: Fuser, workers: int = 2, resize_vi: bool = False) -> None:
         self.fuser = fuser
         self.workers = max(1, workers)
+        fuser.queued_pairs = 2 * fuser.batch_size + self.workers  # run()'s read-ahead
         self.resize_vi = resize_vi
         self.stats = FileFuseStats()
 

@@ -107,6 +107,7 @@ def fuse(
     from occo.models.checkpoint import load_weights, read_weights_metadata, resolve_weights
     from occo.models.fuser import FileFuser, FuseJob, Fuser
     from occo.models.host import cpu_has_native_bf16, keep_freed_memory
+    from occo.models.memory import memory_budget
 
     if ir16 not in _IR16:
         fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")
@@ -132,8 +133,9 @@ def fuse(
         # This process is ours: let glibc reuse FIFN's large freed maps (~20% faster on CPU).
         keep_freed_memory()
     try:
+        budget = None if tile is not None else memory_budget(device)  # else tiles as needed
         fuser = Fuser(model, device=device, amp="auto" if amp is None else amp, tile=tile,
-                      batch_size=batch_size, ir16=ir16)  # fmt: skip
+                      batch_size=batch_size, ir16=ir16, memory_budget=budget and budget.bytes)  # fmt: skip
     except ValueError as exc:
         fail(str(exc))
     note(f"weights: {weights_path}" + (f" ({source})" if source else ""))
@@ -152,6 +154,10 @@ def fuse(
     started = time.perf_counter()
     with progress_bar(disable=not todo) as progress:
         task = progress.add_task("fusing", total=len(todo), status="")
+        fuser.on_memory_plan = lambda h, w, plan: progress.console.print(
+            ("" if plan.fits else "[yellow]warning:[/] ") + plan.describe(h, w, budget),
+            highlight=False,
+        )
         for outcome in runner.run(todo):
             if outcome.error:
                 failures[outcome.stem] = outcome.error
@@ -165,6 +171,8 @@ def fuse(
         "batch_size": batch_size, "tile": tile, "tile_margin": fuser.tile_margin,
         "amp": str(fuser.amp_dtype).removeprefix("torch.") if fuser.amp_dtype else None,
         "ir16": ir16, "resize_vi": resize_vi, "overwrite": overwrite, "workers": workers,
+        "memory_plans": {f"{w}x{h}": {"tile": p.tile, "batch": p.batch}
+                         for (h, w), p in fuser.memory_plans.items()},
     }  # fmt: skip
     per_image = stats.wall_s / stats.fused if stats.fused else None
     timings = {
