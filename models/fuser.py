@@ -380,6 +380,8 @@ class FuseOutcome:
     """Why the pair failed (names the file), None on success."""
     out_path: Path | None = None
     """The written image on success."""
+    inspection: object | None = None
+    """What the FileFuser's ``inspect`` hook returned for the pair (e.g. its registration)."""
 
 
 @dataclass
@@ -450,9 +452,20 @@ class FileFuser:
         fuser: the :class:`Fuser`.
         workers: reader threads (one more thread writes).
         resize_vi: see :func:`read_pair`.
+        inspect: called on each prepared pair in the reader threads (e.g. a registration
+            check); its result rides on the pair's :class:`FuseOutcome`. Its errors are
+            the hook's to handle: one raising here fails nothing but its own result.
     """
 
-    def __init__(self, fuser: Fuser, workers: int = 2, resize_vi: bool = False) -> None:
+    def __init__(
+        self,
+        fuser: Fuser,
+        workers: int = 2,
+        resize_vi: bool = False,
+        inspect: Callable[[PreparedPair], object] | None = None,
+    ) -> None:
+        self.inspect = inspect
+        self._inspections: dict[str, object] = {}
         self.fuser = fuser
         self.workers = max(1, workers)
         fuser.queued_pairs = 2 * fuser.batch_size + self.workers  # run()'s read-ahead
@@ -465,6 +478,8 @@ class FileFuser:
             pair, error = read_pair(job, self.fuser.ir16, self.resize_vi), None
         except PairError as exc:
             pair, error = None, str(exc)
+        if pair is not None and self.inspect is not None:
+            self._inspections[job.stem] = self.inspect(pair)
         return pair, error, time.perf_counter() - start
 
     def _write(self, job: FuseJob, image: np.ndarray) -> tuple[str | None, float]:
@@ -531,7 +546,8 @@ class FileFuser:
                         yield self._failed(job.stem, error)
                     else:
                         self.stats.fused += 1
-                        yield FuseOutcome(job.stem, out_path=job.out_path)
+                        yield FuseOutcome(job.stem, out_path=job.out_path,
+                                          inspection=self._inspections.pop(job.stem, None))  # fmt: skip
 
             while reads:
                 job, future = reads.popleft()
@@ -555,5 +571,6 @@ class FileFuser:
         self.stats.wall_s = time.perf_counter() - started
 
     def _failed(self, stem: str, error: str) -> FuseOutcome:
+        self._inspections.pop(stem, None)
         self.stats.failed += 1
         return FuseOutcome(stem, error=error)

@@ -12,7 +12,7 @@ from occo.data.errors import OccoError
 from occo.data.version import OCCO_VERSION
 
 # The order commands appear in `occo --help`: the workflow's order, masks to metrics.
-COMMAND_ORDER = ("masks", "train", "fuse", "metrics", "convert")
+COMMAND_ORDER = ("masks", "train", "check", "fuse", "metrics", "convert")
 
 
 class _WorkflowOrderGroup(TyperGroup):
@@ -52,6 +52,7 @@ def _root(
 
 
 # Each command module adds itself to `app` on import; COMMAND_ORDER sets the --help order.
+from occo.cli import check as _check  # noqa: E402,F401
 from occo.cli import convert as _convert  # noqa: E402,F401
 from occo.cli import fuse as _fuse  # noqa: E402,F401
 from occo.cli import masks as _masks  # noqa: E402,F401

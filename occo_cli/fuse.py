@@ -89,6 +89,13 @@ def fuse(
         help="16-bit infrared stretch: percentile (0.1-99.9%), minmax or full (/65535).",
     ),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads reading images ahead."),
+    misaligned_px: float | None = typer.Option(
+        None,
+        "--misaligned-px",
+        min=0.0,
+        help="Warn about pairs whose infrared is displaced more than this many px against the"
+        " visible image (as `occo check`); 0 turns the check off \\[default: 10].",
+    ),
 ) -> None:
     """Fuse every infrared/visible pair of two folders into OUT_DIR (PNG, named by stem).
 
@@ -150,7 +157,14 @@ def fuse(
         note(f"skipping {skipped} pair(s) already fused in {out_dir} (--overwrite redoes them)")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    runner = FileFuser(fuser, workers=workers, resize_vi=resize_vi)
+    from occo.cli.check import FuseRegistrationCheck
+    from occo.data.registration import DEFAULT_THRESHOLD_PX
+
+    registration = FuseRegistrationCheck(
+        DEFAULT_THRESHOLD_PX if misaligned_px is None else misaligned_px
+    )
+    check = registration if registration.threshold > 0 else None
+    runner = FileFuser(fuser, workers=workers, resize_vi=resize_vi, inspect=check)
     started = time.perf_counter()
     with progress_bar(disable=not todo) as progress:
         task = progress.add_task("fusing", total=len(todo), status="")
@@ -162,6 +176,7 @@ def fuse(
             if outcome.error:
                 failures[outcome.stem] = outcome.error
                 progress.console.print(f"[yellow]failed:[/] {outcome.error}", highlight=False)
+            registration.report(outcome.stem, outcome.inspection, progress.console)
             progress.advance(task)
             progress.update(task, status=f"{len(failures)} failed" if failures else "")
     stats = runner.stats
@@ -189,10 +204,13 @@ def fuse(
             weights=str(weights_path.resolve()), weights_source=source,
             settings=settings, device=device, timings=timings,
             pairs=len(done), stems=[job.stem for job in done], failures=failures,
+            registration=registration.record() if check else None,
         )  # fmt: skip
     except (OccoError, OSError) as exc:
         warn(f"could not write the manifest in {out_dir}: {exc}")
 
+    if summary := registration.summary():
+        warn(summary)
     elapsed = time.perf_counter() - started
     rate = f", {speed(stats.fused, stats.wall_s)}" if stats.fused and stats.wall_s > 0 else ""
     out.print(
