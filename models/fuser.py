@@ -468,7 +468,6 @@ class FileFuser:
         self._inspections: dict[str, object] = {}
         self.fuser = fuser
         self.workers = max(1, workers)
-        fuser.queued_pairs = 2 * fuser.batch_size + self.workers  # run()'s read-ahead
         self.resize_vi = resize_vi
         self.stats = FileFuseStats()
 
@@ -523,6 +522,7 @@ class FileFuser:
         started = time.perf_counter()
         batch = self.fuser.batch_size
         lookahead = 2 * batch + self.workers
+        self.fuser.queued_pairs = min(lookahead, len(jobs))  # decoded pairs held in memory
         max_waiting = 4 * batch  # bounds memory when many sizes interleave
         groups: dict[tuple, list[tuple[FuseJob, PreparedPair]]] = {}
         writes: deque[tuple[FuseJob, Future]] = deque()

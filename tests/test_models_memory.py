@@ -86,8 +86,8 @@ def test_fuse_tiles_automatically_when_a_pair_would_not_fit(tmp_path, monkeypatc
     # 300x200 pairs do not fit whole but do in 128 px tiles.
     monkeypatch.setattr(memory, "IMAGE_BYTES_PER_PX", 0)
     monkeypatch.setattr(memory, "WINDOW_BYTES_PER_PX", memory.UNTILED_BYTES_PER_PX)
-    tight = memory.estimate_bytes(200, 300, TINY_FIFN, tile=128, queued=6)
-    assert tight < memory.estimate_bytes(200, 300, TINY_FIFN, queued=6)
+    tight = memory.estimate_bytes(200, 300, TINY_FIFN, tile=128, queued=2)
+    assert tight < memory.estimate_bytes(200, 300, TINY_FIFN, queued=2)
     import occo.models.memory as module
 
     monkeypatch.setattr(module, "memory_budget", lambda device: module.MemoryBudget(tight, "test"))
