@@ -101,13 +101,16 @@ def main() -> None:
 
     print(f"threshold {args.threshold:g} px; a pair is flagged when the estimate is reliable "
           "and moves some pixel more than that")  # fmt: skip
-    print("| set | pairs | displacement applied (px) | flagged | median error (px) |")
-    print("|---|---:|---|---:|---:|")
+    print(
+        "| set | pairs | displacement applied (px) | flagged | flagged where applied > threshold "
+        "| flagged where applied <= threshold | median error (px) |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|")
     clean: list[tuple[str, np.ndarray, np.ndarray]] = []
     seconds: list[float] = []
     for name in SETS:
         if not (data / name).is_dir():
-            print(f"| {name} | - | (not found in {data}) | - | - |")
+            print(f"| {name} | - | (not found in {data}) | - | - | - | - |")
             continue
         pairs = _pairs(data, name, limit)
         flagged = 0
@@ -123,22 +126,27 @@ def main() -> None:
             ):
                 clean.append((f"{name}/{stem}", ir, vi))
             if name in listed:
-                print(f"|   {stem} | | {estimate.to_dict()} | {'yes' if hit else 'no'} | |")
+                print(
+                    f"|   {stem} | | {estimate.to_dict(args.threshold)} | {'yes' if hit else 'no'} | | | |"
+                )
         applied = "none (registered set)" if name != "roadscene" else "unknown (some misaligned)"
-        print(f"| {name} | {len(pairs)} | {applied} | {flagged} | - |")
+        print(f"| {name} | {len(pairs)} | {applied} | {flagged} | - | - | - |")
 
     for label, dx, dy, angle, scale in TRANSFORMS:
-        flagged, errors, amounts = 0, [], []
+        above, below, errors, amounts = [0, 0], [0, 0], [], []
         for _, ir, vi in clean:
             matrix = _matrix(ir.shape, dx, dy, angle, scale)
             amount = applied_displacement(ir.shape, matrix)
             estimate = estimate_registration(misalign(ir, matrix), vi)
-            flagged += estimate.misaligned(args.threshold)
+            tally = above if amount > args.threshold else below
+            tally[0] += estimate.misaligned(args.threshold)
+            tally[1] += 1
             errors.append(abs(estimate.displacement_px - amount))
             amounts.append(amount)
         span = f"{min(amounts):.1f}-{max(amounts):.1f}" if amounts else "-"
-        print(f"| copies: {label} | {len(clean)} | {span} | {flagged} | "
-              f"{statistics.median(errors) if errors else float('nan'):.1f} |")  # fmt: skip
+        error = statistics.median(errors) if errors else float("nan")
+        print(f"| copies: {label} | {len(clean)} | {span} | {above[0] + below[0]} | "
+              f"{above[0]}/{above[1]} | {below[0]}/{below[1]} | {error:.1f} |")  # fmt: skip
     if seconds:
         print(
             f"estimate: median {1000 * statistics.median(seconds):.0f} ms per pair (this machine)"
