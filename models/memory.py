@@ -107,7 +107,7 @@ class MemoryPlan:
 
     def describe(self, height: int, width: int, budget: MemoryBudget) -> str:
         """One line for the user: why and how pairs of this size run."""
-        gb = 1024**3
+        gb = 1e9
         why = (
             f"{width}x{height} pairs need about {self.untiled_need / gb:.1f} GB whole, more than "
             f"the {budget.bytes / gb:.1f} GB to spare ({budget.source})"

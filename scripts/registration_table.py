@@ -13,7 +13,7 @@ made from pairs (of all three sets, at most --copies per set) whose own estimate
 displacement is under 3 px, so that the displacement applied is the one to find.
 
 Usage:
-    python scripts/registration_table.py                     # ../shared/data, threshold 6 px
+    python scripts/registration_table.py                     # ../shared/data, threshold 10 px
     python scripts/registration_table.py --threshold 4 --list roadscene
     python scripts/registration_table.py --quick             # 5 pairs per set
     python scripts/registration_table.py --data /path/to/shared/data
