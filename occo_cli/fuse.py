@@ -171,6 +171,7 @@ def fuse(
         fuser.on_memory_plan = lambda h, w, plan: progress.console.print(
             ("" if plan.fits else "[yellow]warning:[/] ") + plan.describe(h, w, budget),
             highlight=False,
+            soft_wrap=True,
         )
         for outcome in runner.run(todo):
             if outcome.error:
