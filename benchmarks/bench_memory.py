@@ -92,9 +92,7 @@ def main() -> None:
             )
             _write_pair(root / "big", width, height)
             peak, stderr = _fuse_peak(root / "big", [], dict(env, OCCO_MEMORY_LIMIT=limit))
-            notes = [
-                line for line in stderr.splitlines() if "px tiles" in line or "at a time" in line
-            ]
+            notes = [line for line in stderr.splitlines() if "need about" in line]
             print(
                 f"{width}x{height}, OCCO_MEMORY_LIMIT={limit}: {notes[0] if notes else 'no tiling note'}"
             )
