@@ -7,3 +7,11 @@ class OccoError(Exception):
     The message says what went wrong, which file, and what to do. ``occo`` prints it on
     stderr as one line and exits non-zero, without a traceback.
     """
+
+
+class OccoWarning(UserWarning):
+    """Something the user should know that did not stop the work (one line, names the file).
+
+    The library raises these with :func:`warnings.warn`; ``occo`` prints each distinct
+    message once as a ``warning:`` line.
+    """

@@ -6,7 +6,10 @@ import hashlib
 import os
 import re
 import struct
+import sys
 import tempfile
+import threading
+import warnings
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -15,11 +18,66 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from occo.data.errors import OccoError
+from occo.data.errors import OccoError, OccoWarning
 
 
 class ImageReadError(OccoError, ValueError):
     """An image file could not be decoded."""
+
+
+class ImageDecodeWarning(OccoWarning):
+    """The decoder (libpng, libjpeg, libtiff) complained about a file it still read.
+
+    Args:
+        path: the file.
+        complaint: what the decoder printed (the warning's ``key``: files with the same
+            complaint, often a whole dataset's, are worth one mention, not one each).
+    """
+
+    def __init__(self, path: str | Path, complaint: str) -> None:
+        super().__init__(f"{path} was read, but its decoder reports: {complaint}")
+        self.path, self.key = str(path), complaint
+
+    def __reduce__(self):  # pickled from worker processes: rebuilt from both arguments
+        return type(self), (self.path, self.key)
+
+
+# The C decoders print their complaints on file descriptor 2, outside Python: while an
+# image decodes, descriptor 2 points at a temporary file, one decode at a time (the
+# descriptor is process-wide), so each complaint is known to belong to its file.
+_NATIVE_STDERR_LOCK = threading.Lock()
+_DECODER_PREFIXES = ("libpng ", "Corrupt JPEG", "Premature end of JPEG", "Warning:", "JPEG ",
+                     "Invalid SOS", "Bogus ", "TIFF", "[ WARN:", "[ERROR:")  # fmt: skip
+
+
+@contextmanager
+def _decoder_messages(sink: list[str]) -> Iterator[None]:
+    """Collect what C libraries print on stderr inside the block; pass the rest on."""
+    if os.name != "posix":
+        yield
+        return
+    with _NATIVE_STDERR_LOCK, tempfile.TemporaryFile() as capture:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no descriptor 2 to redirect
+            yield
+            return
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            others = []
+            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if line.startswith(_DECODER_PREFIXES):
+                    sink.append(line.strip())
+                else:
+                    others.append(line)
+            if others:  # another thread's output, caught in passing: hand it on unchanged
+                os.write(2, "".join(others).encode())
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -40,12 +98,22 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise FileNotFoundError(
+                f"{path} is a broken symbolic link (to {os.readlink(path)}); fix or remove the link"
+            )
         raise FileNotFoundError(f"image not found: {path}")
     # imdecode instead of imread: works with non-ASCII paths on every platform.
     buffer = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    complaints: list[str] = []
+    with _decoder_messages(complaints):
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    said = "; ".join(complaints)
     if image is None:
-        raise ImageReadError(f"cannot read image {path}: not a valid image file")
+        said = f" ({said})" if said else ""
+        raise ImageReadError(f"cannot read image {path}: not a valid image file{said}")
+    if complaints:
+        warnings.warn(ImageDecodeWarning(path, said), stacklevel=2)
     if image.dtype not in (np.uint8, np.uint16):
         if image.dtype == np.float32 or image.dtype == np.float64:
             raise ImageReadError(

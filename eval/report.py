@@ -57,7 +57,8 @@ def _aggregate(summary: MethodSummary, name: str, values: np.ndarray) -> None:
     defined = values[~np.isnan(values)]
     summary.undefined[name] = int(values.size - defined.size)
     summary.mean[name] = float(defined.mean()) if defined.size else math.nan
-    summary.std[name] = float(defined.std(ddof=1)) if defined.size > 1 else math.nan
+    with np.errstate(invalid="ignore"):  # inf - inf (PSNR of identical images): NaN
+        summary.std[name] = float(defined.std(ddof=1)) if defined.size > 1 else math.nan
 
 
 def summarize(plans: Sequence[FolderPlan], scores: Sequence[ImageScore]) -> list[MethodSummary]:
@@ -170,10 +171,17 @@ def write_scores_csv(
     return path
 
 
-def json_number(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: those become null."""
-    if value is None or not math.isfinite(value):
+def json_number(value: float | None) -> float | str | None:
+    """A metric value for JSON, which has no NaN or infinity.
+
+    Undefined (NaN) becomes null; an infinite value (PSNR of a fused image equal to both
+    sources) becomes the string "inf" (or "-inf"), as the table and the CSV write it, and as
+    Python's ``float()`` reads it back.
+    """
+    if value is None or math.isnan(value):
         return None
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     return float(value)
 
 
@@ -201,10 +209,11 @@ def report_dict(
 ) -> dict[str, Any]:
     """Everything the table and the CSV show, as one JSON-ready object.
 
-    Non-finite values (undefined metrics, PSNR of identical images) are null. With
-    region metrics, each method has a ``regions`` block (per region: images with pixels
-    in it, mean, std, undefined counts), per-image entries carry the ``EN@objects``
-    columns (and ``empty_regions``), and a top-level ``regions`` block defines them.
+    Undefined values (NaN) are null; infinite ones (PSNR of identical images) the string
+    "inf", as in the table and the CSV. With region metrics, each method has a
+    ``regions`` block (per region: images with pixels in it, mean, std, undefined
+    counts), per-image entries carry the ``EN@objects`` columns (and ``empty_regions``),
+    and a top-level ``regions`` block defines them.
     """
     metrics = metric_columns(plans)
     by_region = region_columns(plans)

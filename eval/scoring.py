@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from occo.data.errors import OccoError
+from occo.data.errors import OccoError, OccoWarning
 from occo.data.io import read_image
 from occo.data.pairing import list_images
 from occo.eval.manifest import MANIFEST_NAME, read_fuse_manifest
@@ -356,6 +357,14 @@ def plan_source_rows(
     return rows
 
 
+def _score_in_worker(job: ImageJob) -> tuple[ImageScore, list[Warning]]:
+    """:func:`score_image` in a pool process, handing its occo warnings to the parent to show."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = score_image(job)
+    return score, [w.message for w in caught if issubclass(w.category, OccoWarning)]
+
+
 def _init_worker() -> None:
     # One thread per process: the pool is the parallelism.
     cv2.setNumThreads(1)
@@ -413,14 +422,16 @@ def score_jobs(
         max_workers=min(workers, len(jobs)), mp_context=_pool_context(), initializer=_init_worker
     ) as pool:
         futures: dict[Future, int] = {
-            pool.submit(score_image, job): i for i, job in enumerate(jobs)
+            pool.submit(_score_in_worker, job): i for i, job in enumerate(jobs)
         }
         for future in as_completed(futures):
             error = future.exception()
             if error is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise error
-            results[futures[future]] = future.result()
+            results[futures[future]], caught = future.result()
+            for message in caught:
+                warnings.warn(message, stacklevel=1)
             if on_done is not None:
                 on_done(results[futures[future]])
     return results  # type: ignore[return-value]

@@ -33,6 +33,7 @@ from occo.masks.segmenter import DEFAULT_SEGMENTER, BoxSegmenter, load_segmenter
 from occo.masks.store import (
     FORMAT,
     STORE_VERSION,
+    DamagedStoreError,
     MaskReader,
     MaskStoreError,
     ModalityMasks,
@@ -238,7 +239,8 @@ def generate_masks(
 
     Raises:
         SettingsMismatchError: the store or journal holds other settings and no overwrite.
-        MaskStoreError: ``out`` exists and is not a mask store, or no pairs.
+        DamagedStoreError: ``out`` is a damaged store and no overwrite.
+        MaskStoreError: ``out`` exists and is not a mask store (never replaced), or no pairs.
     """
     out = Path(out)
     dist = dist or DistContext()
@@ -248,18 +250,27 @@ def generate_masks(
     created = now_utc()
     previous: Path | None = None
     done: set[str] = set()
-    if out.exists():
+    if out.exists() and overwrite:
+        try:
+            read_store_attrs(out)  # only an occo store, or a damaged one, is replaced
+        except DamagedStoreError:
+            pass
+        except MaskStoreError as exc:
+            raise MaskStoreError(
+                f"{exc.args[0].split(';')[0]}; --overwrite replaces only occo mask stores: "
+                "choose another --out, or move the file away"
+            ) from None
+    elif out.exists():
         attrs = read_store_attrs(out)
         diff = settings_differences(attrs, settings)
-        if diff and not overwrite:
+        if diff:
             raise SettingsMismatchError(
                 f"{out} was made with other settings ({'; '.join(diff)}); use the same settings to "
                 f"add to it, another --out, or --overwrite to replace it"
             )
-        if not overwrite:
-            previous = out
-            created = str(attrs.get("created_utc", created))
-            done = set(MaskReader(out).stems())
+        previous = out
+        created = str(attrs.get("created_utc", created))
+        done = set(MaskReader(out).stems())
     chunks = plan(pairs, done, batch_size)
     chunk_stems = [[p[0] for p in chunk] for chunk in chunks]
     journal = PartsJournal(out)

@@ -62,6 +62,33 @@ class MaskStoreError(OccoError, ValueError):
     """A mask store or journal that cannot be used as asked."""
 
 
+class DamagedStoreError(MaskStoreError):
+    """An HDF5 file that cannot be read any more (truncated, or corrupted on disk)."""
+
+
+#: Every HDF5 file occo writes starts with this signature (no user block).
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: What h5py raises for a damaged file or chunk (bad checksum, failed inflate, broken B-tree).
+_H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError)
+
+
+def _damaged(path: Path, exc: BaseException, where: str = "") -> DamagedStoreError:
+    """The one-line error for a store (or journal part) that h5py cannot read."""
+    reason = (str(exc).splitlines() or [""])[0].strip() or type(exc).__name__
+    return DamagedStoreError(
+        f"{path} is damaged{where} ({reason}); make it again with `occo masks gen` and --overwrite"
+    )
+
+
+def is_hdf5_file(path: str | Path) -> bool:
+    """Whether ``path`` starts with the HDF5 signature (true of a truncated store too)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
 class SettingsMismatchError(MaskStoreError):
     """The store (or an interrupted run's journal) was made with other settings."""
 
@@ -448,13 +475,15 @@ def read_store_attrs(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"mask store not found: {path}; make one with `occo masks gen DATASET`"
         )
+    if not is_hdf5_file(path):
+        raise MaskStoreError(
+            f"{path} is not an HDF5 file, so not an occo mask store; make one with `occo masks gen`"
+        )
     try:
         with h5py.File(path, "r", locking=False) as h5:
             attrs = {key: _python(value) for key, value in h5.attrs.items()}
-    except OSError as exc:
-        raise MaskStoreError(
-            f"{path} is not a readable HDF5 file ({exc}); regenerate it with occo masks gen"
-        ) from exc
+    except _H5_ERRORS as exc:
+        raise _damaged(path, exc) from None
     if attrs.get("format") != FORMAT:
         raise MaskStoreError(
             f"{path} is not an occo mask store (format attribute missing); make one with occo masks gen"
@@ -518,8 +547,11 @@ class MaskReader(_MaskView):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._settings = read_store_attrs(self.path)
-        with h5py.File(self.path, "r", locking=False) as h5:
-            self._stems = _h5_stems(h5)
+        try:
+            with h5py.File(self.path, "r", locking=False) as h5:
+                self._stems = _h5_stems(h5)
+        except _H5_ERRORS as exc:
+            raise _damaged(self.path, exc) from None
         self._index = set(self._stems)
         self._file: h5py.File | None = None
         self._pid: int | None = None
@@ -544,13 +576,19 @@ class MaskReader(_MaskView):
             ``(mask_ir, mask_vi)``, each ``(H, W)`` uint8 with values 0/1.
         """
         self._check(stem)
-        h5 = self._h5()
-        return h5["ir"][stem][()], h5["vi"][stem][()]
+        try:
+            h5 = self._h5()
+            return h5["ir"][stem][()], h5["vi"][stem][()]
+        except _H5_ERRORS as exc:
+            raise _damaged(self.path, exc, f" at pair '{stem}'") from None
 
     def read_pair(self, stem: str) -> PairMasks:
         """Masks plus boxes, scores, phrases and source file names of a pair."""
         self._check(stem)
-        return read_pair(self._h5(), stem)
+        try:
+            return read_pair(self._h5(), stem)
+        except _H5_ERRORS as exc:
+            raise _damaged(self.path, exc, f" at pair '{stem}'") from None
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
@@ -600,13 +638,19 @@ class PartsReader(_MaskView):
 
     def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """``(mask_ir, mask_vi)`` of a pair, as :meth:`MaskReader.read`."""
-        with h5py.File(self._where[stem], "r", locking=False) as h5:
-            return h5["ir"][stem][()], h5["vi"][stem][()]
+        try:
+            with h5py.File(self._where[stem], "r", locking=False) as h5:
+                return h5["ir"][stem][()], h5["vi"][stem][()]
+        except _H5_ERRORS as exc:
+            raise _damaged(self._where[stem], exc, f" at pair '{stem}'") from None
 
     def read_pair(self, stem: str) -> PairMasks:
         """Masks, boxes, scores and phrases of a pair, as :meth:`MaskReader.read_pair`."""
-        with h5py.File(self._where[stem], "r", locking=False) as h5:
-            return read_pair(h5, stem)
+        try:
+            with h5py.File(self._where[stem], "r", locking=False) as h5:
+                return read_pair(h5, stem)
+        except _H5_ERRORS as exc:
+            raise _damaged(self._where[stem], exc, f" at pair '{stem}'") from None
 
 
 def open_mask_store(path: str | Path) -> MaskReader:
@@ -684,6 +728,12 @@ def summarize_store(
     return summary
 
 
+def export_paths(out_dir: str | Path, stem: str) -> tuple[Path, Path]:
+    """The files :func:`export_masks` writes for a pair: ``(mask_ir, mask_vi)`` PNG paths."""
+    out_dir = Path(out_dir)
+    return out_dir / "mask_ir" / f"mask_{stem}.png", out_dir / "mask_vi" / f"mask_{stem}.png"
+
+
 def export_masks(
     reader: MaskReader,
     out_dir: str | Path,
@@ -710,8 +760,9 @@ def export_masks(
     stems = reader.stems() if stems is None else list(stems)
     for n, stem in enumerate(stems):
         mask_ir, mask_vi = reader.read(stem)
-        write_image_atomic(out_dir / "mask_ir" / f"mask_{stem}.png", mask_ir * np.uint8(255))
-        write_image_atomic(out_dir / "mask_vi" / f"mask_{stem}.png", mask_vi * np.uint8(255))
+        ir_path, vi_path = export_paths(out_dir, stem)
+        write_image_atomic(ir_path, mask_ir * np.uint8(255))
+        write_image_atomic(vi_path, mask_vi * np.uint8(255))
         if progress:
             progress(n + 1, len(stems))
     return len(stems)

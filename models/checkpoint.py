@@ -277,6 +277,31 @@ def _looks_like_torch_file(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
+#: The ``format`` of ``occo train``'s checkpoint.pt (the trainer's CHECKPOINT_FORMAT).
+_TRAIN_CHECKPOINT_FORMAT = "occo-train-checkpoint"
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """8 bytes of little-endian header length, then the JSON header's opening brace."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _refuse_occo_weights(path: Path) -> None:
+    """A file that is occo's own weight format needs no conversion: say so."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            is_occo = (handle.metadata() or {}).get("format") == WEIGHTS_FORMAT
+    except (SafetensorError, OSError, ValueError):
+        return  # not readable as safetensors: the reader below explains
+    if is_occo:
+        raise WeightsError(
+            f"{path} is already an occo weight file; use it as it is: "
+            f"`occo fuse IR_DIR VI_DIR OUT_DIR --weights {path}`"
+        )
+
+
 def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the authors' checkpoint safely: tensors only, never arbitrary unpickling.
 
@@ -296,7 +321,8 @@ def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+        _refuse_occo_weights(path)
         try:
             loaded: object = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
@@ -321,6 +347,11 @@ def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             ) from None
         except (RuntimeError, OSError, EOFError, ValueError) as exc:
             raise WeightsError(f"cannot read {path} as a torch checkpoint: {exc}") from None
+    if isinstance(loaded, dict) and loaded.get("format") == _TRAIN_CHECKPOINT_FORMAT:
+        raise WeightsError(
+            f"{path} is an occo training checkpoint, already occo's format: its weights are "
+            "last.safetensors and best.safetensors in the same run folder, for `occo fuse --weights`"
+        )
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if (

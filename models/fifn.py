@@ -99,6 +99,16 @@ class FIFN(nn.Module):
             x, y = enc_vi(x), enc_ir(y)
             yield x, y
 
+    def check_inputs(self, vi_y: Tensor, ir: Tensor) -> None:
+        """Raise ValueError unless the inputs have one shape, at least ``min_size`` px a side."""
+        if vi_y.shape != ir.shape:
+            raise ValueError(f"vi_y {tuple(vi_y.shape)} and ir {tuple(ir.shape)} differ in shape")
+        if min(vi_y.shape[-2:]) < self.config.min_size:
+            raise ValueError(
+                f"image {tuple(vi_y.shape[-2:])} is too small: FIFN needs at least "
+                f"{self.config.min_size} pixels per side"
+            )
+
     def forward(self, vi_y: Tensor, ir: Tensor) -> Tensor:
         """Fuse.
 
@@ -110,13 +120,7 @@ class FIFN(nn.Module):
             (B, 1, H, W) raw fused luminance, NOT min-max normalised (see
             :func:`minmax_normalize`).
         """
-        if vi_y.shape != ir.shape:
-            raise ValueError(f"vi_y {tuple(vi_y.shape)} and ir {tuple(ir.shape)} differ in shape")
-        if min(vi_y.shape[-2:]) < self.config.min_size:
-            raise ValueError(
-                f"image {tuple(vi_y.shape[-2:])} is too small: FIFN needs at least "
-                f"{self.config.min_size} pixels per side"
-            )
+        self.check_inputs(vi_y, ir)
         *skips, deep = self.encode(vi_y, ir)
         for up, skip in zip(self.decoder, reversed(skips), strict=True):
             deep = up(skip, deep)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ from occo.data.normalize import (
 )
 from occo.models.config import FIFNConfig
 from occo.models.fifn import FIFN, fold_batchnorm, minmax_normalize
+from occo.models.memory import MemoryPlan, choose_tile
 from occo.models.tiling import receptive_margin, tiled_forward
 from occo.runtime import resolve_amp
 
@@ -67,10 +68,14 @@ class Fuser:
             ``"auto"`` = on for CUDA, off on CPU, or an explicit ``torch.dtype``.
         tile: for images too large for memory: run FIFN in windows of this many px (plus
             the network's receptive margin each side) with the same result as whole images
-            (see models.tiling); None = whole images.
+            (see models.tiling); None = whole images, or the tiles ``memory_budget`` needs.
         batch_size: pairs per network call, for :meth:`fuse_pairs` and :class:`FileFuser`
-            (which group same-size pairs); :meth:`fuse` and :meth:`raw` run the batch given.
+            (which group same-size pairs); :meth:`fuse` and :meth:`raw` run the batch given
+            (split only where ``memory_budget`` says it would not fit).
         ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
+        memory_budget: bytes the network may use (``models.memory.memory_budget``); with
+            no ``tile``, a size whose estimate exceeds it is fused one pair per call or in
+            the largest tiles that fit (recorded in ``memory_plans``). None: no check.
 
     The Fuser runs an inference copy of ``model`` (BatchNorms folded, channels_last) made
     here: later changes to ``model``'s weights need a new Fuser.
@@ -84,6 +89,7 @@ class Fuser:
         tile: int | None = None,
         batch_size: int = 1,
         ir16: IR16Mode = "percentile",
+        memory_budget: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         if batch_size < 1:
@@ -97,6 +103,16 @@ class Fuser:
         #: Context each window adds per side: FIFN's receptive reach (models.tiling).
         self.tile_margin = receptive_margin(model.config.levels)[1]
         self.ir16 = ir16
+        #: Bytes the network may take beyond what is resident. Without a tile, sizes that
+        #: would not fit run one pair per call or in tiles (models.memory.choose_tile).
+        self.memory_budget = memory_budget
+        #: Pairs decoded and waiting for the network (FileFuser's read-ahead), budgeted too.
+        self.queued_pairs = 0
+        #: The plans that changed how a size runs (split batch or tiles), by (H, W).
+        self.memory_plans: dict[tuple[int, int], MemoryPlan] = {}
+        #: Called as ``on_memory_plan(height, width, plan)`` when such a plan is made.
+        self.on_memory_plan: Callable[[int, int, MemoryPlan], None] | None = None
+        self._plans: dict[tuple[int, int, int], MemoryPlan] = {}
         self.amp_dtype = resolve_amp(amp, self.device)
         if not isinstance(model, FIFN):  # an engine: it runs the whole network its own way
             if tile is not None or self.amp_dtype is not None:
@@ -108,7 +124,28 @@ class Fuser:
         # FIFB's tokens (B, HW, C) are views of the feature maps (and oneDNN / cuDNN like it).
         self.network = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
 
-    def _network(self, vi_y: Tensor, ir: Tensor) -> Tensor:
+    def _plan(self, shape: torch.Size) -> tuple[int, int | None]:
+        """(pairs per call, tile) for a batch of this shape: as asked, or what fits."""
+        if self.tile is not None or self.memory_budget is None or self.model is None:
+            return self.batch_size, self.tile
+        batch, height, width = min(shape[0], self.batch_size), shape[-2], shape[-1]
+        key = (batch, height, width)
+        if key not in self._plans:
+            # float32 constants even under autocast: measured so, and on the safe side.
+            plan = choose_tile(height, width, self.memory_budget, self.model.config,
+                               batch=batch, queued=self.queued_pairs)  # fmt: skip
+            self._plans[key] = plan
+            if (plan.tile is not None or plan.batch < batch) and (
+                height,
+                width,
+            ) not in self.memory_plans:
+                self.memory_plans[(height, width)] = plan
+                if self.on_memory_plan is not None:
+                    self.on_memory_plan(height, width, plan)
+        plan = self._plans[key]
+        return plan.batch, plan.tile
+
+    def _network(self, vi_y: Tensor, ir: Tensor, tile: int | None = None) -> Tensor:
         """Raw FIFN output for inputs (B, 1, h, w), float32; in windows when too large."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
@@ -118,8 +155,8 @@ class Fuser:
         with autocast:
             vi_y = vi_y.contiguous(memory_format=torch.channels_last)
             ir = ir.contiguous(memory_format=torch.channels_last)
-            if self.tile is not None and max(ir.shape[-2:]) > self.tile + 2 * self.tile_margin:
-                return tiled_forward(self.network, vi_y, ir, self.tile).float()
+            if tile is not None and max(ir.shape[-2:]) > tile + 2 * self.tile_margin:
+                return tiled_forward(self.network, vi_y, ir, tile).float()
             return self.network(vi_y, ir).float()
 
     @torch.inference_mode()
@@ -135,7 +172,14 @@ class Fuser:
         Returns:
             (B, 1, H, W) float32, not normalised.
         """
-        return self._network(vi_y.to(self.device), ir.to(self.device))
+        vi_y, ir = vi_y.to(self.device), ir.to(self.device)
+        batch, tile = self._plan(ir.shape)
+        return torch.cat(
+            [
+                self._network(v, i, tile)
+                for v, i in zip(vi_y.split(batch), ir.split(batch), strict=True)
+            ]
+        )
 
     @torch.inference_mode()
     def fuse(self, vi: Tensor, ir: Tensor) -> Tensor:
@@ -228,6 +272,8 @@ class FuseOutcome:
     """Why the pair failed (names the file), None on success."""
     out_path: Path | None = None
     """The written image on success."""
+    inspection: object | None = None
+    """What the FileFuser's ``inspect`` hook returned for the pair (e.g. its registration)."""
 
 
 @dataclass
@@ -301,9 +347,20 @@ class FileFuser:
         fuser: the :class:`Fuser`.
         workers: reader threads (one more thread writes).
         resize_vi: see :func:`read_pair`.
+        inspect: called on each prepared pair in the reader threads (e.g. a registration
+            check); its result rides on the pair's :class:`FuseOutcome`. Its errors are
+            the hook's to handle: one raising here fails nothing but its own result.
     """
 
-    def __init__(self, fuser: Fuser, workers: int = 2, resize_vi: bool = False) -> None:
+    def __init__(
+        self,
+        fuser: Fuser,
+        workers: int = 2,
+        resize_vi: bool = False,
+        inspect: Callable[[PreparedPair], object] | None = None,
+    ) -> None:
+        self.inspect = inspect
+        self._inspections: dict[str, object] = {}
         self.fuser = fuser
         self.workers = max(1, workers)
         self.resize_vi = resize_vi
@@ -315,6 +372,8 @@ class FileFuser:
             pair, error = read_pair(job, self.fuser.ir16, self.resize_vi), None
         except PairError as exc:
             pair, error = None, str(exc)
+        if pair is not None and self.inspect is not None:
+            self._inspections[job.stem] = self.inspect(pair)
         return pair, error, time.perf_counter() - start
 
     def _write(self, job: FuseJob, image: np.ndarray) -> tuple[str | None, float]:
@@ -358,6 +417,7 @@ class FileFuser:
         started = time.perf_counter()
         batch = self.fuser.batch_size
         lookahead = 2 * batch + self.workers
+        self.fuser.queued_pairs = min(lookahead, len(jobs))  # decoded pairs held in memory
         max_waiting = 4 * batch  # bounds memory when many sizes interleave
         groups: dict[tuple, list[tuple[FuseJob, PreparedPair]]] = {}
         writes: deque[tuple[FuseJob, Future]] = deque()
@@ -381,7 +441,8 @@ class FileFuser:
                         yield self._failed(job.stem, error)
                     else:
                         self.stats.fused += 1
-                        yield FuseOutcome(job.stem, out_path=job.out_path)
+                        yield FuseOutcome(job.stem, out_path=job.out_path,
+                                          inspection=self._inspections.pop(job.stem, None))  # fmt: skip
 
             while reads:
                 job, future = reads.popleft()
@@ -405,5 +466,6 @@ class FileFuser:
         self.stats.wall_s = time.perf_counter() - started
 
     def _failed(self, stem: str, error: str) -> FuseOutcome:
+        self._inspections.pop(stem, None)
         self.stats.failed += 1
         return FuseOutcome(stem, error=error)

@@ -275,6 +275,7 @@ def tiled_forward(model: FIFN, vi_y: Tensor, ir: Tensor, tile: int) -> Tensor:
     Returns:
         (B, 1, H, W) raw fused luminance, as the untiled forward (not normalised).
     """
+    model.check_inputs(vi_y, ir)  # windows of a too-small image would fail deep inside
     levels = model.config.levels
     align = 2 ** (levels - 1)
     core = -(-tile // align) * align

@@ -10,9 +10,9 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from occo.cli import convert, export, fuse, masks, metrics, train
+from occo.cli import check, convert, export, fuse, masks, metrics, train
 from occo.cli import eval as eval_cli
-from occo.cli.console import err
+from occo.cli.console import err, route_warnings
 from occo.data.errors import OccoError
 from occo.data.version import OCCO_VERSION
 
@@ -55,6 +55,7 @@ def _root(
     ),
 ) -> None:
     """OCCO infrared-visible image fusion: object masks, training, fusion and metrics."""
+    route_warnings()
 
 
 # Every command, registered here and only here, in the order `occo --help` lists them
@@ -63,6 +64,7 @@ def _root(
 COMMANDS: tuple[tuple[str, Callable[..., Any] | typer.Typer], ...] = (
     ("masks", masks.masks_app),
     ("train", train.train),
+    ("check", check.check),
     ("fuse", fuse.fuse),
     ("metrics", metrics.metrics_command),
     ("eval", eval_cli.eval_app),

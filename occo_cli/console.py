@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
@@ -15,6 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from occo.data.errors import OccoError, OccoWarning
+
 # Results go to stdout; progress, notes and errors to stderr, so `--json` output pipes cleanly.
 out = Console()
 err = Console(stderr=True)
@@ -24,6 +29,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr as one line and exit with ``code``."""
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn an :class:`OccoError` raised inside the block into :func:`fail`'s one line."""
+    try:
+        yield
+    except OccoError as exc:
+        fail(str(exc))
 
 
 def warn(message: str) -> None:
@@ -43,6 +57,22 @@ def note(message: str) -> None:
     """Print an informational line on stderr (not under ``--quiet``)."""
     if not _QUIET["on"]:
         err.print(message, highlight=False, soft_wrap=True)
+
+
+def listing(paths: Sequence[object], limit: int = 5) -> str:
+    """``"a.png, b.png and 3 more"``: names of the first ``limit`` paths."""
+    names = ", ".join(getattr(p, "name", str(p)) for p in paths[:limit])
+    return names + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def speed(count: int, seconds: float, unit: str = "pair") -> str:
+    """``"2.88 pairs/s"``, or for slow work ``"12.4 s/pair"`` (never "0.00 pairs/s")."""
+    if count <= 0 or seconds <= 0:
+        return f"0 {unit}s"
+    per_second = count / seconds
+    if per_second >= 1:
+        return f"{per_second:.2f} {unit}s/s"
+    return f"{seconds / count:.3g} s/{unit}"
 
 
 def progress_bar(disable: bool = False) -> Progress:
@@ -78,3 +108,32 @@ def quiet_option() -> Any:
     return typer.Option(
         False, "--quiet", "-q", help="No progress bar or notes; results and errors only."
     )
+
+
+#: Warnings with one ``key`` (e.g. a decoder complaint) shown before the rest are summarised.
+SAME_WARNING_LIMIT = 3
+
+
+def route_warnings() -> None:
+    """Show the library's warnings as ``warning:`` lines; silence numpy's.
+
+    occo's own warnings (:class:`OccoWarning`: a decoder's complaint about a file, ...) name
+    their file; the same complaint about many files is shown for the first few only.
+    numpy's RuntimeWarnings (NaN arithmetic that occo handles) mean nothing to a user.
+    Called at the start of every command.
+    """
+    seen: dict[str, int] = {}
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if not issubclass(category, OccoWarning):
+            return default(message, category, filename, lineno, file, line)
+        key = str(getattr(message, "key", message))
+        seen[key] = count = seen.get(key, 0) + 1
+        if count <= SAME_WARNING_LIMIT:
+            warn(str(message))
+        if count == SAME_WARNING_LIMIT:
+            warn(f"further files with the same report ({key}) are not listed")
+
+    warnings.showwarning = show
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")

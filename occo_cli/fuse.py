@@ -9,12 +9,15 @@ import typer
 from occo.cli.console import (
     err,
     fail,
+    listing,
     note,
     out,
     progress_bar,
     quiet_option,
     set_quiet,
+    speed,
     threads_option,
+    user_errors,
     warn,
 )
 from occo.data.version import OCCO_VERSION
@@ -23,18 +26,15 @@ _IR16 = ("percentile", "minmax", "full")
 
 
 def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
-    """Refuse an output folder equal to or inside an input folder (inputs are never touched)."""
+    """Inputs are folders; OUT_DIR is outside them and writable (checked before any work)."""
+    from occo.data.outputs import check_writable_folder, refuse_inside_inputs
+
     for label, folder in (("IR_DIR", ir_dir), ("VI_DIR", vi_dir)):
         if not folder.is_dir():
             fail(f"{label} {folder} is not a folder")
-    out_resolved = out_dir.resolve()
-    for folder in (ir_dir, vi_dir):
-        if out_resolved == folder.resolve() or out_resolved.is_relative_to(folder.resolve()):
-            fail(
-                f"OUT_DIR {out_dir} is inside the input folder {folder}; choose a folder outside the inputs"
-            )
-    if out_dir.exists() and not out_dir.is_dir():
-        fail(f"OUT_DIR {out_dir} exists and is not a folder")
+    with user_errors():
+        refuse_inside_inputs(out_dir, (ir_dir, vi_dir), "OUT_DIR")
+        check_writable_folder(out_dir, "OUT_DIR")
 
 
 def _pairs(ir_in: Path, vi_in: Path, out_dir: Path) -> tuple[list, dict[str, str], Path, Path]:
@@ -61,6 +61,11 @@ def _pairs(ir_in: Path, vi_in: Path, out_dir: Path) -> tuple[list, dict[str, str
         failures[path.stem] = f"{path} has no visible partner in {vi_in}"
     for path in pairing.only_second:
         failures[path.stem] = f"{path} has no infrared partner in {ir_in}"
+    if pairing.hidden:
+        note(
+            f"left out {len(pairing.hidden)} hidden file(s) (name starts with '.'): "
+            f"{listing(pairing.hidden)}"
+        )
     nested = [p for folder in (ir_in, vi_in) for p in folder.iterdir() if p.is_dir()]
     if nested:
         listed = ", ".join(str(p) for p in nested[:3]) + (" ..." if len(nested) > 3 else "")
@@ -140,6 +145,13 @@ def fuse(
     ),
     start: float = typer.Option(0.0, "--start", min=0.0, help="Video: seconds to skip."),
     frames: int | None = typer.Option(None, "--frames", min=1, help="Video: most frames to fuse."),
+    misaligned_px: float | None = typer.Option(
+        None,
+        "--misaligned-px",
+        min=0.0,
+        help="Warn about pairs whose infrared is displaced more than this many px against the"
+        " visible image (as `occo check`); 0 turns the check off \\[default: 10].",
+    ),
     threads: int | None = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -216,14 +228,21 @@ def fuse(
             )
         for reason in failures.values():
             warn(reason)
-        stats, run_failures, interrupted = _run(
-            FileFuser(fuser, workers=workers, resize_vi=resize_vi), todo
-        )
+        from occo.cli.check import FuseRegistrationCheck
+        from occo.data.registration import DEFAULT_THRESHOLD_PX
+
+        threshold = DEFAULT_THRESHOLD_PX if misaligned_px is None else misaligned_px
+        registration = FuseRegistrationCheck(threshold)
+        check = registration if registration.threshold > 0 else None
+        runner = FileFuser(fuser, workers=workers, resize_vi=resize_vi, inspect=check)
+        stats, run_failures, interrupted = _run(runner, todo, registration, setup.budget)
         failures.update(run_failures)
         done = [job for job in jobs if job.stem not in failures and job.out_path.exists()]
         settings = {
             "batch_size": batch_size, **setup.settings, "ir16": ir16, "resize_vi": resize_vi,
             "overwrite": overwrite, "workers": workers, "threads": threads,
+            "memory_plans": {f"{w}x{h}": {"tile": p.tile, "batch": p.batch}
+                             for (h, w), p in getattr(fuser, "memory_plans", {}).items()},
         }  # fmt: skip
         per_image = stats.wall_s / stats.fused if stats.fused else None
         timings = {
@@ -243,10 +262,13 @@ def fuse(
                     settings=settings, device=device, timings=timings, provenance=provenance,
                     pairs=len(done), stems=[job.stem for job in done],
                     outputs={job.stem: job.out_path.name for job in done}, failures=failures,
+                    registration=registration.record() if check else None,
                 )  # fmt: skip
         except (OccoError, OSError) as exc:
             warn(f"could not write the manifest in {out_dir}: {exc}")
 
+    if summary := registration.summary():
+        warn(summary)
     if interrupted:
         err.print(
             f"[yellow]interrupted:[/] {len(done) - len(plan.done)} pair(s) fused into {out_dir} this run, "
@@ -256,7 +278,8 @@ def fuse(
         )
         raise typer.Exit(130)
     out.print(
-        f"fused {stats.fused} pair(s) into {out_dir} in {stats.wall_s:.1f} s, {_rate(stats)} on {device}"
+        f"fused {stats.fused} pair(s) into {out_dir} in {stats.wall_s:.1f} s, "
+        f"{speed(stats.fused, stats.wall_s)} on {device}"
         + (f"; {len(plan.done)} already there" if plan.done else "")
         + (f"; [bold red]{len(failures)} failed[/]" if failures else ""),
         highlight=False,
@@ -269,16 +292,11 @@ def fuse(
         raise typer.Exit(1)
 
 
-def _rate(stats) -> str:
-    """pairs/s, or s/pair when slower than one pair a second."""
-    if not stats.fused or stats.wall_s <= 0:
-        return "no pairs"
-    per_second = stats.fused / stats.wall_s
-    return f"{per_second:.2f} pairs/s" if per_second >= 1 else f"{1 / per_second:.1f} s/pair"
-
-
-def _run(runner, todo: list) -> tuple[object, dict[str, str], bool]:
+def _run(runner, todo: list, registration, budget) -> tuple[object, dict[str, str], bool]:
     """Fuse ``todo`` under a progress bar; Ctrl-C stops cleanly after the pairs in flight.
+
+    Registration warnings and memory plans (sizes that run in tiles or one pair at a time)
+    are printed above the bar as they come.
 
     Returns:
         ``(stats, failures, interrupted)``.
@@ -287,11 +305,18 @@ def _run(runner, todo: list) -> tuple[object, dict[str, str], bool]:
     interrupted = False
     with progress_bar(disable=not todo) as progress:
         task = progress.add_task("fusing", total=len(todo), status="")
+        if budget is not None:
+            runner.fuser.on_memory_plan = lambda h, w, plan: progress.console.print(
+                ("" if plan.fits else "[yellow]warning:[/] ") + plan.describe(h, w, budget),
+                highlight=False,
+                soft_wrap=True,
+            )
         try:
             for outcome in runner.run(todo):
                 if outcome.error:
                     failures[outcome.stem] = outcome.error
                     progress.console.print(f"[yellow]failed:[/] {outcome.error}", highlight=False)
+                registration.report(outcome.stem, outcome.inspection, progress.console)
                 progress.advance(task)
                 progress.update(task, status=f"{len(failures)} failed" if failures else "")
         except KeyboardInterrupt:

@@ -25,6 +25,8 @@ class FuserSetup:
     """Where the network runs: cpu, cuda, cuda:N."""
     settings: dict = field(default_factory=dict)
     """Backend settings for the manifest (backend, amp, providers...)."""
+    budget: Any = None
+    """The memory budget the Fuser plans sizes against (``occo.models.memory``), or None."""
 
 
 def build_fuser(
@@ -66,9 +68,13 @@ def build_fuser(
     if torch_device.type == "cpu":
         # This process is ours: let glibc reuse FIFN's large freed maps (~20% faster on CPU).
         keep_freed_memory()
+    from occo.models.memory import memory_budget
+
+    budget = None if tile is not None else memory_budget(device)  # else tiles as needed
     try:
         fuser = Fuser(model, device=torch_device, amp="auto" if amp is None else amp, tile=tile,
-                      batch_size=batch_size, ir16=ir16)  # fmt: skip
+                      batch_size=batch_size, ir16=ir16,
+                      memory_budget=budget and budget.bytes)  # fmt: skip
     except ValueError as exc:
         fail(str(exc))
     note(f"weights: {weights_path}" + (f" ({source})" if source else ""))
@@ -80,7 +86,7 @@ def build_fuser(
         "tile_margin": fuser.tile_margin,
         "amp": str(fuser.amp_dtype).removeprefix("torch.") if fuser.amp_dtype else None,
     }
-    return FuserSetup(fuser, weights_path, source, device, settings)
+    return FuserSetup(fuser, weights_path, source, device, settings, budget)
 
 
 def _onnxruntime_fuser(

@@ -10,7 +10,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from occo.cli.console import err, fail, note, out, progress_bar, warn
+from occo.cli.console import (
+    err,
+    fail,
+    listing,
+    note,
+    out,
+    progress_bar,
+    speed,
+    user_errors,
+    warn,
+)  # fmt: skip
 
 masks_app = typer.Typer(
     name="masks",
@@ -44,6 +54,10 @@ def _dataset_pairs(
         names = ", ".join(p.name for p in pairing.unpaired[:5])
         more = f" and {len(pairing.unpaired) - 5} more" if len(pairing.unpaired) > 5 else ""
         warn(f"{len(pairing.unpaired)} file(s) without a partner are left out: {names}{more}")
+    if pairing.hidden:
+        note(
+            f"left out {len(pairing.hidden)} hidden file(s) (name starts with '.'): {listing(pairing.hidden)}"
+        )
     if not pairing.pairs:
         fail(f"no image pairs: no file stem is in both {ir_dir} and {vi_dir}")
     return pairing.pairs, ir_dir.resolve(), vi_dir.resolve()
@@ -189,6 +203,11 @@ def gen(
 
     pairs, ir_found, vi_found = _dataset_pairs(dataset, ir_dir, vi_dir)
     out_path = out_path or dataset / "masks.h5"
+    with user_errors():
+        from occo.data.outputs import check_writable_folder, refuse_inside_inputs
+
+        refuse_inside_inputs(out_path.parent, (ir_found, vi_found), "--out")
+        check_writable_folder(out_path.parent, "--out")
     meta = {"ir_dir": str(ir_found), "vi_dir": str(vi_found)}
     # Gloo carries only barriers here; the timeout covers the slowest rank and the merge.
     dist = DistContext.from_env("gloo", timeout_hours=6.0)
@@ -257,14 +276,14 @@ def gen(
             soft_wrap=True,
         )
         return
-    rate = result.computed / result.seconds if result.seconds > 0 else 0.0
+    rate = speed(result.computed, result.seconds)
     per_rank = " per rank" if dist.world_size > 1 else ""
     new_pairs = result.stored - result.skipped
     parts = [f"{new_pairs} new"] + ([f"{result.skipped} already there"] if result.skipped else [])
     if result.resumed:
         parts.append(f"{result.resumed} taken from the interrupted run")
     out.print(
-        f"wrote {out_path}: {result.stored} pairs ({', '.join(parts)}); {rate:.2f} pairs/s{per_rank}; "
+        f"wrote {out_path}: {result.stored} pairs ({', '.join(parts)}); {rate}{per_rank}; "
         f"empty masks among the new: infrared {result.empty_ir}, visible {result.empty_vi}",
         highlight=False,
         soft_wrap=True,
@@ -366,6 +385,9 @@ def show(
     vi_dir: Annotated[
         Path | None, typer.Option(help="Visible folder (default: as recorded in the store).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace overlays that already exist in --out.")
+    ] = False,
 ) -> None:
     """Draw masks, boxes, scores and the shared/unique/background split as PNGs.
 
@@ -376,6 +398,7 @@ def show(
         occo masks show data/FMB/masks.h5 00012 00034 --out overlays/
     """
     from occo.data.io import read_image, write_image_atomic
+    from occo.data.outputs import check_writable_folder, refuse_existing, refuse_inside_inputs
     from occo.masks.overlay import render_pair
 
     reader = _open(store)
@@ -391,13 +414,19 @@ def show(
         fail(
             f"{len(unknown)} stem(s) not in {store} (first: {unknown[0]}); `occo masks info {store}` lists counts"
         )
+    targets = [out_dir / f"{stem}.png" for stem in chosen]
+    with user_errors():
+        refuse_inside_inputs(out_dir, folders.values(), "--out")
+        check_writable_folder(out_dir, "--out")
+        if not overwrite:
+            refuse_existing(targets, f"--out {out_dir}")
     with progress_bar() as bar:
         task = bar.add_task("overlays", total=len(chosen), status="")
-        for stem in chosen:
+        for stem, target in zip(chosen, targets, strict=True):
             pair = reader.read_pair(stem)
             ir = read_image(folders["ir_dir"] / pair.ir.source)
             vi = read_image(folders["vi_dir"] / pair.vi.source)
-            write_image_atomic(out_dir / f"{stem}.png", render_pair(ir, vi, pair))
+            write_image_atomic(target, render_pair(ir, vi, pair))
             bar.advance(task)
     out.print(f"wrote {len(chosen)} overlay(s) to {out_dir}", highlight=False, soft_wrap=True)
 
@@ -406,16 +435,29 @@ def show(
 def export(
     store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
     out_dir: Annotated[Path, typer.Argument(help="Folder that receives mask_vi/ and mask_ir/.")],
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace mask files that already exist in OUT_DIR.")
+    ] = False,
 ) -> None:
     """Export masks as mask_vi/ and mask_ir/ folders of 0/255 PNGs named mask_<stem>.png (the OCCO release's layout).
 
+    Never inside the dataset's image folders; existing mask files are kept unless --overwrite.
+
     \b
     Example:
-        occo masks export data/FMB/masks.h5 data/FMB
+        occo masks export data/FMB/masks.h5 masks-png/FMB
     """
-    from occo.masks.store import export_masks
+    from occo.data.outputs import check_writable_folder, refuse_existing, refuse_inside_inputs
+    from occo.masks.store import export_masks, export_paths
 
     reader = _open(store)
+    inputs = [Path(reader.settings[k]) for k in ("ir_dir", "vi_dir") if reader.settings.get(k)]
+    with user_errors():
+        refuse_inside_inputs(out_dir, inputs, "OUT_DIR")
+        check_writable_folder(out_dir, "OUT_DIR")
+        if not overwrite:
+            targets = [p for stem in reader.stems() for p in export_paths(out_dir, stem)]
+            refuse_existing(targets, f"OUT_DIR {out_dir}")
     with progress_bar() as bar:
         task = bar.add_task("export", total=len(reader), status="")
         count = export_masks(

@@ -21,6 +21,7 @@ from occo.cli.console import (
     quiet_option,
     set_quiet,
     threads_option,
+    user_errors,
     warn,
 )
 
@@ -75,19 +76,6 @@ def metrics_table(
             cells.append(text)
         table.add_row(summary.method, str(count(summary)), *cells)
     return table
-
-
-def _check_output_path(csv_path: Path, inputs: list[Path]) -> None:
-    """Refuse to write the CSV into a folder that is read as input."""
-    parent = csv_path.resolve().parent
-    for folder in inputs:
-        if folder is not None and folder.resolve() == parent:
-            from occo.data.errors import OccoError
-
-            raise OccoError(
-                f"--csv {csv_path} would be written into the input folder {folder}; "
-                "choose a path outside the input folders"
-            )
 
 
 def metrics_command(
@@ -175,7 +163,11 @@ def metrics_command(
             *(p.sources.ir_dir for p in plans),
             *(p.sources.vi_dir for p in plans),
         ]
-        _check_output_path(csv_path, [p for p in inputs if p is not None])
+        from occo.data.outputs import check_writable_file, refuse_inside_inputs
+
+        with user_errors():
+            refuse_inside_inputs(csv_path, inputs, "--csv")
+            check_writable_file(csv_path, "--csv")
 
     for plan in plans:
         if plan.sources.origin == "manifest":

@@ -17,6 +17,7 @@ from occo.cli.console import (
     quiet_option,
     set_quiet,
     threads_option,
+    user_errors,
     warn,
 )
 
@@ -89,6 +90,7 @@ def train(
         occo train data/fmb --config configs/ablations/model3.yaml --out runs/fmb-model3
         torchrun --nproc-per-node 4 -m occo train data/fmb --out runs/fmb4
     """
+    from occo.data.outputs import check_writable_folder, refuse_inside_inputs
     from occo.data.pairing import pair_images
     from occo.data.training import find_modality_dirs, split_holdout
     from occo.losses.objective import PRESETS
@@ -132,6 +134,9 @@ def train(
 
     # Data: pairs, masks, validation pairs.
     ir_dir, vi_dir = find_modality_dirs(dataset)
+    with user_errors():
+        refuse_inside_inputs(run, (ir_dir, vi_dir), "--out")
+        check_writable_folder(run, "--out")
     pairing = pair_images(ir_dir, vi_dir)
     if pairing.unpaired and is_main:
         warn(

@@ -133,7 +133,7 @@ def test_not_a_store_is_refused(tmp_path):
         open_mask_store(other)
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"not hdf5 at all")
-    with pytest.raises(MaskStoreError, match="not a readable HDF5"):
+    with pytest.raises(MaskStoreError, match="not an HDF5 file"):
         read_store_attrs(garbage)
     with pytest.raises(FileNotFoundError, match="occo masks gen"):
         open_mask_store(tmp_path / "missing.h5")

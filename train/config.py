@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -268,6 +271,73 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    """``value`` as the annotated type ``kind``, or a ConfigError naming the field.
+
+    YAML 1.1 (PyYAML) reads ``1e-4`` as a string (its floats need a dot: ``1.0e-4``), so a
+    string that spells a number is accepted where a number is expected.
+    """
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        return _coerce(value, options[0], name) if len(options) == 1 else value
+    if kind is float or kind is int:
+        number = value
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            number = float(value)
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            what = "a number" if kind is float else "an integer"
+            raise ConfigError(f"{name} must be {what}, got {value!r}")
+        if kind is float:
+            return float(number)
+        if isinstance(number, float) and not number.is_integer():
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return int(number)
+    if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+        return coerce_fields(kind, value, name)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise ConfigError(f"{name} must be a list of {len(items)} values, got {value!r}")
+        return tuple(
+            _coerce(v, k, f"{name}[{i}]") for i, (v, k) in enumerate(zip(value, items, strict=True))
+        )
+    return value
+
+
+def coerce_fields(cls: type, values: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Check and convert a dataclass's plain values (from YAML) to its field types.
+
+    Numbers written as strings (``lr: 1e-4``) become numbers; a value of the wrong type is
+    a :class:`ConfigError` that names the field (``objective.w_con must be a number ...``).
+
+    Args:
+        cls: the dataclass.
+        values: field name -> value (unknown names are left for the caller to refuse).
+        where: prefix of the names in messages (``objective`` for a nested section).
+
+    Returns:
+        The converted values.
+    """
+    hints = typing.get_type_hints(cls)
+    prefix = f"{where}." if where else ""
+    return {
+        key: _coerce(value, hints[key], prefix + key) if key in hints else value
+        for key, value in values.items()
+    }
+
+
 def _dataclass_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
@@ -275,6 +345,7 @@ def _dataclass_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ConfigError(
             f"unknown {where} field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
         )
+    values = coerce_fields(cls, values, "" if where == "config" else where)
     try:
         return cls(**values)
     except ConfigError:

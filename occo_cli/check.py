@@ -1,0 +1,199 @@
+"""``occo check``: find infrared/visible pairs that are not registered to each other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from occo.cli.console import err, fail, listing, note, out, progress_bar, warn
+
+
+def check(
+    ir_dir: Path = typer.Argument(..., help="Folder of infrared images."),
+    vi_dir: Path = typer.Argument(
+        ..., help="Folder of visible images (paired with IR_DIR by file stem)."
+    ),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        min=0.0,
+        help="Flag pairs where some pixel is displaced more than this many px \\[default: 10].",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print every pair's estimate as JSON."),
+    resize_vi: bool = typer.Option(
+        False, "--resize-vi", help="Resize visible images to the infrared size when they differ."
+    ),
+    workers: int = typer.Option(2, "--workers", min=1, help="Threads estimating pairs."),
+) -> None:
+    """Estimate how far each infrared image is displaced against its visible image.
+
+    Misregistered pairs fuse into ghosted images (double edges). The estimate compares the two images' edge orientations (not intensities, which differ between modalities), over the whole image and in blocks, and fits a shift, rotation and scale; the displacement is the largest distance a pixel moves under it. A pair is flagged when the estimate is reliable (it aligns the images clearly better than no displacement) and the displacement exceeds --threshold. `occo fuse` runs the same check on every pair it fuses.
+
+    --json prints {"threshold_px", "pairs": [{"stem", "misaligned", "displacement_px", "shift_px", "rotation_deg", "scale", "confidence", "reliable", "blocks"}], "misaligned", "failed"}.
+
+    \b
+    Example:
+        occo check data/roadscene/ir data/roadscene/vi
+        occo check ir/ vi/ --threshold 5 --json > registration.json
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
+
+    from occo.data.io import read_image
+    from occo.data.pairing import pair_images
+    from occo.data.registration import DEFAULT_THRESHOLD_PX, estimate_registration
+
+    threshold = DEFAULT_THRESHOLD_PX if threshold is None else threshold
+
+    for label, folder in (("IR_DIR", ir_dir), ("VI_DIR", vi_dir)):
+        if not folder.is_dir():
+            fail(f"{label} {folder} is not a folder")
+    pairing = pair_images(ir_dir, vi_dir)
+    if pairing.hidden:
+        note(
+            f"left out {len(pairing.hidden)} hidden file(s) (name starts with '.'): {listing(pairing.hidden)}"
+        )
+    if pairing.unpaired:
+        warn(
+            f"{len(pairing.unpaired)} file(s) without a partner are left out: {listing(pairing.unpaired)}"
+        )
+    if not pairing.pairs:
+        fail(f"no pairs: no file stem is in both {ir_dir} and {vi_dir}")
+
+    def estimate(pair: tuple[str, Path, Path]):
+        stem, ir_path, vi_path = pair
+        try:
+            ir, vi = read_image(ir_path), read_image(vi_path)
+        except (OSError, ValueError) as exc:
+            return stem, None, str(exc)
+        if ir.shape[:2] != vi.shape[:2]:
+            if not resize_vi:
+                return (
+                    stem,
+                    None,
+                    (
+                        f"infrared {ir_path} is {ir.shape[1]}x{ir.shape[0]} but visible {vi_path} is "
+                        f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to compare them at the infrared size"
+                    ),
+                )
+            vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA)
+        return stem, estimate_registration(ir, vi), None
+
+    results, failed = [], {}
+    with progress_bar(disable=as_json and not err.is_terminal) as progress:
+        task = progress.add_task("checking", total=len(pairing.pairs), status="")
+        with ThreadPoolExecutor(workers) as pool:
+            for stem, registration, error in pool.map(estimate, pairing.pairs):
+                if error:
+                    failed[stem] = error
+                else:
+                    results.append((stem, registration))
+                flagged = sum(r.misaligned(threshold) for _, r in results)
+                progress.update(task, advance=1, status=f"{flagged} misaligned" if flagged else "")
+
+    flagged = [(stem, r) for stem, r in results if r.misaligned(threshold)]
+    if as_json:
+        record = {
+            "threshold_px": threshold,
+            "pairs": [{"stem": stem, **r.to_dict(threshold)} for stem, r in results],
+            "misaligned": len(flagged),
+            "uncertain": sum(not r.reliable for _, r in results),
+            "failed": failed,
+        }
+        typer.echo(json.dumps(record, indent=2))
+    else:
+        if flagged:
+            table = Table(title=f"pairs displaced more than {threshold:g} px", title_justify="left")
+            for column in (
+                "stem",
+                "displacement px",
+                "shift x, y px",
+                "rotation °",
+                "scale",
+                "confidence",
+            ):
+                table.add_column(column, justify="left" if column == "stem" else "right")
+            for stem, r in flagged:
+                table.add_row(stem, f"{r.displacement_px:.1f}", f"{r.shift_px[0]:+.1f}, {r.shift_px[1]:+.1f}",
+                              f"{r.rotation_deg:+.2f}", f"{r.scale:.3f}", f"{r.confidence:.2f}")  # fmt: skip
+            out.print(table)
+        uncertain = sum(not r.reliable for _, r in results)
+        out.print(
+            f"{len(flagged)} of {len(results)} pair(s) misaligned by more than {threshold:g} px"
+            + (
+                f"; {uncertain} too uncertain to tell (little shared structure)"
+                if uncertain
+                else ""
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+    for stem, reason in sorted(failed.items()):
+        err.print(f"[yellow]failed:[/] {stem}: {reason}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+class FuseRegistrationCheck:
+    """``occo fuse``'s registration check: an estimate per pair, a warning each, a summary.
+
+    Called as the FileFuser's ``inspect`` hook in its reader threads (beside the network),
+    so it costs no fusing time on machines with a core to spare.
+
+    Args:
+        threshold: displacement in px above which a pair is reported.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.results: dict = {}
+
+    def __call__(self, pair):  # noqa: ANN001, ANN204 - a models.fuser.PreparedPair
+        from occo.data.registration import estimate_registration
+
+        try:
+            vi = pair.vi.permute(1, 2, 0).numpy()
+            return estimate_registration(pair.ir[0].numpy(), vi[..., 0] if vi.shape[2] == 1 else vi)
+        except (ValueError, RuntimeError):  # the check must never cost a fused pair
+            return None
+
+    def report(self, stem: str, registration, console) -> None:  # noqa: ANN001
+        """Keep a pair's estimate; print a warning line when it is misaligned."""
+        if registration is None:
+            return
+        self.results[stem] = registration
+        if registration.misaligned(self.threshold):
+            r = registration
+            console.print(
+                f"[yellow]warning:[/] {stem}: the infrared image is displaced about "
+                f"{r.displacement_px:.0f} px against the visible one (shift {r.shift_px[0]:+.1f}, "
+                f"{r.shift_px[1]:+.1f} px, rotation {r.rotation_deg:+.2f}°, scale {r.scale:.3f}); "
+                "its fused image will show double edges",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    @property
+    def misaligned(self) -> list[str]:
+        """Stems of the pairs displaced more than the threshold, sorted."""
+        return sorted(s for s, r in self.results.items() if r.misaligned(self.threshold))
+
+    def summary(self) -> str | None:
+        """One line about the misaligned pairs, or None when there are none."""
+        stems = self.misaligned
+        if not stems:
+            return None
+        return (f"{len(stems)} of {len(self.results)} fused pair(s) look misaligned (more than "
+                f"{self.threshold:g} px): {listing(stems)}; `occo check IR_DIR VI_DIR` measures them")  # fmt: skip
+
+    def record(self) -> dict:
+        """For the manifest: the threshold, the misaligned stems, every pair's estimate."""
+        return {
+            "threshold_px": self.threshold,
+            "misaligned": self.misaligned,
+            "pairs": {s: r.to_dict(self.threshold) for s, r in sorted(self.results.items())},
+        }
