@@ -70,8 +70,8 @@ def build_fuser(
         keep_freed_memory()
     from occo.models.memory import memory_budget
 
-    budget = None if tile is not None else memory_budget(device)  # else tiles as needed
     try:
+        budget = None if tile is not None else memory_budget(device)  # else tiles as needed
         fuser = Fuser(model, device=torch_device, amp="auto" if amp is None else amp, tile=tile,
                       batch_size=batch_size, ir16=ir16,
                       memory_budget=budget and budget.bytes)  # fmt: skip
