@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,10 @@ for _name, _entry in COMMANDS:
         app.command(_name)(_entry)
 
 
+#: Typer's ``{NAME}`` (or ``{NAME}...``) for a required argument in usage lines.
+_BRACED = re.compile(r"^\{(.+)\}(?=(\.\.\.)?$)")
+
+
 def _polish(command: click.Command) -> None:
     """Help and usage as occo writes them: flags without a ``<bool>`` type, arguments by name.
 
@@ -99,7 +104,7 @@ def _polish(command: click.Command) -> None:
         command.get_help_option = get_help_option  # type: ignore[method-assign]
 
         def usage_pieces(ctx: click.Context, collect=collect) -> list[str]:
-            return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in collect(ctx)]
+            return [_BRACED.sub(r"\1", piece) for piece in collect(ctx)]
 
         command.collect_usage_pieces = usage_pieces  # type: ignore[method-assign]
         command._occo_usage = True  # type: ignore[attr-defined]

@@ -8,13 +8,24 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from occo.cli.console import err, fail, listing, note, out, progress_bar, warn
+from occo.cli.console import (
+    err,
+    fail,
+    listing,
+    note,
+    out,
+    progress_bar,
+    quiet_option,
+    set_quiet,
+    threads_option,
+    warn,
+)
 
 
 def check(
-    ir_dir: Path = typer.Argument(..., help="Folder of infrared images."),
+    ir_dir: Path = typer.Argument(..., metavar="IR_DIR", help="Folder of infrared images."),
     vi_dir: Path = typer.Argument(
-        ..., help="Folder of visible images (paired with IR_DIR by file stem)."
+        ..., metavar="VI_DIR", help="Folder of visible images (paired with IR_DIR by file stem)."
     ),
     threshold: float | None = typer.Option(
         None,
@@ -27,6 +38,8 @@ def check(
         False, "--resize-vi", help="Resize visible images to the infrared size when they differ."
     ),
     workers: int = typer.Option(2, "--workers", min=1, help="Threads estimating pairs."),
+    threads: int | None = threads_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Estimate how far each infrared image is displaced against its visible image.
 
@@ -39,6 +52,11 @@ def check(
         occo check data/roadscene/ir data/roadscene/vi
         occo check ir/ vi/ --threshold 5 --json > registration.json
     """
+    set_quiet(quiet)
+    from occo.runtime import set_threads
+
+    set_threads(threads, torch_too=False)
+
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2

@@ -6,18 +6,27 @@ from pathlib import Path
 
 import typer
 
-from occo.cli.console import fail, note, out
+from occo.cli.console import (
+    fail,
+    note,
+    out,
+    quiet_option,
+    set_quiet,
+)
 
 
 def convert(
     src: Path = typer.Argument(
-        ..., help="The authors' checkpoint (occo.pth: torch pickle of a state dict)."
+        ..., metavar="SRC", help="The authors' checkpoint (occo.pth: torch pickle of a state dict)."
     ),
-    dst: Path = typer.Argument(..., help="occo weight file to write (.safetensors)."),
+    dst: Path = typer.Argument(
+        ..., metavar="DST", help="occo weight file to write (.safetensors)."
+    ),
     heads: str | None = typer.Option(
         None, "--heads", help="Attention heads per level, e.g. 4,4,4,1 \\[default: the release's]."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Convert the authors' released FIFN weights (occo.pth) to occo's safetensors format.
 
@@ -28,6 +37,8 @@ def convert(
         occo convert occo.pth weights/occo_release.safetensors
         occo fuse ir/ vi/ fused/ --weights weights/occo_release.safetensors
     """
+    set_quiet(quiet)
+
     from occo.models.checkpoint import convert_release_checkpoint
 
     if dst.suffix != ".safetensors":

@@ -11,7 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from occo.cli.console import fail, note, out, progress_bar, warn
+from occo.cli.console import (
+    fail,
+    note,
+    out,
+    progress_bar,
+    quiet_option,
+    set_quiet,
+    threads_option,
+    warn,
+)
 
 eval_app = typer.Typer(
     name="eval",
@@ -115,7 +124,7 @@ def detect(
     rows: Annotated[
         list[Path],
         typer.Argument(
-            metavar="ROW...",
+            metavar="ROW",
             help="Table rows: folders of images (occo runs the detector), or a detector's "
             "predictions made elsewhere (folder of YOLO txt 'class cx cy w h conf', or a COCO "
             "results .json).",
@@ -190,7 +199,8 @@ def detect(
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing --csv and --show files.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: int | None = threads_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Score object detection on each row with the COCO protocol (AP@.5, AP@[.5:.95] per class).
 
@@ -203,6 +213,11 @@ def detect(
         occo eval detect runs/yolo-occo/labels --images fused/occo --labels M3FD/Annotations --classes People,Car
         occo eval detect fused/occo --labels LLVIP/Annotations --detector ./detr-resnet-50 --json > det.json
     """
+    set_quiet(quiet)
+    from occo.runtime import set_threads
+
+    set_threads(threads)
+
     from occo.data.annotations import read_boxes
     from occo.data.classes import (
         ClassTableError,
@@ -382,7 +397,7 @@ def segment(
     rows: Annotated[
         list[Path],
         typer.Argument(
-            metavar="ROW...",
+            metavar="ROW",
             help="Table rows: folders of predicted class-index maps (one-channel PNG per image), "
             "or with --segmenter folders of images that occo segments zero-shot.",
         ),
@@ -448,7 +463,8 @@ def segment(
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing --csv and --show files.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: int | None = threads_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Score semantic segmentation on each row: per-class IoU and mIoU from one confusion matrix.
 
@@ -460,6 +476,11 @@ def segment(
         occo eval segment fused/occo --labels MSRS/Segmentation_labels --class-names msrs_classes.txt --classes person,car --segmenter facebook/sam-vit-huge
         occo eval segment preds/occo --labels FMB/Label --classes 1,2,3 --csv iou.csv
     """
+    set_quiet(quiet)
+    from occo.runtime import set_threads
+
+    set_threads(threads)
+
     from occo.data.classes import parse_classes, read_class_names
     from occo.eval.rows import plan_rows
     from occo.eval.segmentation import label_maps, score_maps

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from occo.cli.console import fail, note, out
+from occo.cli.console import (
+    fail,
+    note,
+    out,
+    quiet_option,
+    set_quiet,
+    threads_option,
+)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -20,7 +27,9 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def export(
-    weights: Path = typer.Argument(..., help="occo FIFN weights (.safetensors)."),
+    weights: Path = typer.Argument(
+        ..., metavar="WEIGHTS", help="occo FIFN weights (.safetensors)."
+    ),
     out_path: Path = typer.Argument(..., metavar="OUT.onnx", help="The ONNX model to write."),
     opset: int = typer.Option(17, "--opset", min=17, help="ONNX opset (17 or later)."),
     dynamic: bool = typer.Option(
@@ -53,6 +62,8 @@ def export(
         " range \\[default: 1e-4; 4e-3 with --fp16].",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT.onnx if it exists."),
+    threads: int | None = threads_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Export FIFN weights to ONNX for deployment (onnxruntime, TensorRT, edge runtimes).
 
@@ -65,6 +76,11 @@ def export(
         occo export fifn.safetensors fifn_640.onnx --static-size 480x640
         occo fuse ir/ vi/ fused/ --backend onnxruntime --weights fifn.onnx
     """
+    set_quiet(quiet)
+    from occo.runtime import set_threads
+
+    set_threads(threads)
+
     from occo.models.export import ExportError, export_onnx
 
     if dynamic and static_size:

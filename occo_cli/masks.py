@@ -17,7 +17,10 @@ from occo.cli.console import (
     note,
     out,
     progress_bar,
+    quiet_option,
+    set_quiet,
     speed,
+    threads_option,
     user_errors,
     warn,
 )  # fmt: skip
@@ -102,7 +105,11 @@ def _quiet_transformers() -> None:
 @masks_app.command("gen")
 def gen(
     dataset: Annotated[
-        Path, typer.Argument(help="Dataset folder with ir/ and vi/ (or Infrared/, Visible/...).")
+        Path,
+        typer.Argument(
+            metavar="DATASET",
+            help="Dataset folder with ir/ and vi/ (or Infrared/, Visible/...).",
+        ),
     ],
     out_path: Annotated[
         Path | None,
@@ -176,7 +183,8 @@ def gen(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a store made with other settings.")
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    threads: int | None = threads_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Make object masks for every pair: Grounding DINO boxes prompting SAM, or from label maps or box annotations.
 
@@ -192,6 +200,11 @@ def gen(
         occo masks gen data/M3FD --boxes data/M3FD/Annotations --classes People,Car --segmenter facebook/sam-vit-huge
         torchrun --nproc-per-node 4 -m occo masks gen data/FMB
     """
+    set_quiet(quiet)
+    from occo.runtime import set_threads
+
+    set_threads(threads)
+
     from occo.masks.generate import (
         DEFAULT_SEGMENTER,
         ModelMaskConfig,
@@ -374,8 +387,10 @@ def _open(store: Path):
 
 @masks_app.command("show")
 def show(
-    store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
-    stems: Annotated[list[str] | None, typer.Argument(help="Pairs to draw (default: all).")] = None,
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Mask store (masks.h5).")],
+    stems: Annotated[
+        list[str] | None, typer.Argument(metavar="STEM", help="Pairs to draw (default: all).")
+    ] = None,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the PNG overlays.")
     ] = Path("mask-overlays"),
@@ -388,6 +403,7 @@ def show(
     overwrite: Annotated[
         bool, typer.Option(help="Replace overlays that already exist in --out.")
     ] = False,
+    quiet: bool = quiet_option(),
 ) -> None:
     """Draw masks, boxes, scores and the shared/unique/background split as PNGs.
 
@@ -397,6 +413,8 @@ def show(
     Example:
         occo masks show data/FMB/masks.h5 00012 00034 --out overlays/
     """
+    set_quiet(quiet)
+
     from occo.data.io import read_image, write_image_atomic
     from occo.data.outputs import check_writable_folder, refuse_existing, refuse_inside_inputs
     from occo.masks.overlay import render_pair
@@ -433,11 +451,14 @@ def show(
 
 @masks_app.command("export")
 def export(
-    store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
-    out_dir: Annotated[Path, typer.Argument(help="Folder that receives mask_vi/ and mask_ir/.")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Mask store (masks.h5).")],
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="OUT_DIR", help="Folder that receives mask_vi/ and mask_ir/.")
+    ],
     overwrite: Annotated[
         bool, typer.Option(help="Replace mask files that already exist in OUT_DIR.")
     ] = False,
+    quiet: bool = quiet_option(),
 ) -> None:
     """Export masks as mask_vi/ and mask_ir/ folders of 0/255 PNGs named mask_<stem>.png (the OCCO release's layout).
 
@@ -447,6 +468,8 @@ def export(
     Example:
         occo masks export data/FMB/masks.h5 masks-png/FMB
     """
+    set_quiet(quiet)
+
     from occo.data.outputs import check_writable_folder, refuse_existing, refuse_inside_inputs
     from occo.masks.store import export_masks, export_paths
 
@@ -472,8 +495,9 @@ def export(
 
 @masks_app.command("info")
 def info(
-    store: Annotated[Path, typer.Argument(help="Mask store (masks.h5).")],
+    store: Annotated[Path, typer.Argument(metavar="STORE", help="Mask store (masks.h5).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    quiet: bool = quiet_option(),
 ) -> None:
     """Settings, counts, empty masks and coverage of a mask store.
 
@@ -481,6 +505,8 @@ def info(
     Example:
         occo masks info data/FMB/masks.h5
     """
+    set_quiet(quiet)
+
     from occo.masks.store import PartsJournal, summarize_store
 
     reader = _open(store)

@@ -80,7 +80,9 @@ def metrics_table(
 
 def metrics_command(
     fused_dirs: list[Path] = typer.Argument(
-        ..., help="Folders of fused images; each folder is one method (one table row)."
+        ...,
+        metavar="FUSED_DIR",
+        help="Folders of fused images; each folder is one method (one table row).",
     ),
     ir: Path | None = typer.Option(None, "--ir", help="Infrared source folder (with --vi)."),
     vi: Path | None = typer.Option(None, "--vi", help="Visible source folder (with --ir)."),

@@ -24,7 +24,7 @@ from occo.cli.console import (
 
 def train(
     dataset: Path = typer.Argument(
-        ..., help="Dataset folder with ir/ and vi/ (paired by file stem)."
+        ..., metavar="DATASET", help="Dataset folder with ir/ and vi/ (paired by file stem)."
     ),
     masks: Path | None = typer.Option(
         None, "--masks", help="Mask store from `occo masks gen` (default: DATASET/masks.h5)."
