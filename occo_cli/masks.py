@@ -302,8 +302,8 @@ def gen(
         soft_wrap=True,
     )
     clipped = getattr(source, "clipped", None)
-    if clipped and any(clipped.values()):
-        note(
+    if clipped and any(clipped.values()):  # the annotations disagree with the images: say so
+        warn(
             f"boxes clipped to the image: infrared {clipped['ir']}, visible {clipped['vi']} "
             "(in this process's pairs)"
         )

@@ -95,7 +95,7 @@ def test_two_ranks_under_torchrun_match_one(setup):
     out = folder / "ranks.h5"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "occo", *args(out),
+        "-m", "occo", *[a for a in args(out) if a != "-q"],  # -q would hide the ranks note
     ]  # fmt: skip
     run = subprocess.run(command, env=env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
