@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import cv2
 import numpy as np
 
 from occo.data.annotations import ImageBoxes
 from occo.masks.detector import to_rgb8
-from occo.masks.overlay import TEXT_COLOUR, draw_label, font_scale, with_header
+from occo.masks.overlay import TEXT_COLOUR, draw_label, font_scale, side_by_side, with_header
 
 TRUTH_COLOUR = (0, 220, 90)
 DETECTION_COLOUR = (255, 210, 0)
-_GAP = 8
-_DARK = 24
 
 
 def draw_boxes(
@@ -39,18 +37,6 @@ def draw_boxes(
         draw_label(canvas, text, (x0 + 2, y0 - 4), colour, scale)
         drawn += 1
     return canvas, drawn
-
-
-def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
-    """Panels left to right on a dark sheet, top-aligned."""
-    height = max(p.shape[0] for p in panels)
-    width = sum(p.shape[1] for p in panels) + _GAP * (len(panels) - 1)
-    sheet = np.full((height, width, 3), _DARK, np.uint8)
-    x = 0
-    for panel in panels:
-        sheet[: panel.shape[0], x : x + panel.shape[1]] = panel
-        x += panel.shape[1] + _GAP
-    return sheet
 
 
 def detection_sheet(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -127,6 +129,11 @@ def render_pair(ir_image: np.ndarray, vi_image: np.ndarray, pair: PairMasks) -> 
         panels.append(
             with_header(draw_regions(vi_image, pair), [(legend, REGION_COLOURS["shared"])])
         )
+    return side_by_side(panels)
+
+
+def side_by_side(panels: Sequence[np.ndarray]) -> np.ndarray:
+    """Panels left to right on a dark sheet, top-aligned."""
     height = max(p.shape[0] for p in panels)
     width = sum(p.shape[1] for p in panels) + _GAP * (len(panels) - 1)
     sheet = np.full((height, width, 3), _DARK, np.uint8)
