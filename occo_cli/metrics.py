@@ -96,6 +96,7 @@ def metrics_command(
         None, "--csv", help="Write per-image values to this CSV: method,image,<metric>..."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --csv file."),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes to use; 0 = all cores."),
     masks: Path | None = typer.Option(
         None,
@@ -165,10 +166,12 @@ def metrics_command(
             *(p.sources.ir_dir for p in plans),
             *(p.sources.vi_dir for p in plans),
         ]
-        from occo.data.outputs import check_writable_file, refuse_inside_inputs
+        from occo.data.outputs import check_writable_file, refuse_existing, refuse_inside_inputs
 
         with user_errors():
             refuse_inside_inputs(csv_path, inputs, "--csv")
+            if not overwrite:
+                refuse_existing([csv_path], f"--csv {csv_path}")
             check_writable_file(csv_path, "--csv")
 
     for plan in plans:

@@ -124,3 +124,15 @@ def test_a_stray_image_in_an_occo_folder_is_not_scored(tno):
     (row,) = json.loads(result.stdout)["methods"]
     assert row["images"] == 2
     assert "did not write are not scored" in result.stderr and stems[2] in result.stderr
+
+
+def test_an_existing_csv_is_replaced_only_with_overwrite(tmp_path, tno):
+    out_csv = tmp_path / "scores.csv"
+    out_csv.write_text("the user's own table\n")
+    folder = tno / "fused" / "DenseFuse"
+    args = (folder, "--ir", tno / "ir", "--vi", tno / "vi", "--metrics", "EN", "--workers", 1)
+    refused = _run(*args, "--csv", out_csv)
+    assert refused.exit_code == 1 and "--overwrite" in refused.output
+    assert out_csv.read_text() == "the user's own table\n"
+    replaced = _run(*args, "--csv", out_csv, "--overwrite")
+    assert replaced.exit_code == 0 and out_csv.read_text().startswith("method,image,EN")
