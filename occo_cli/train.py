@@ -240,6 +240,7 @@ def train(
     try:
         with stop_on_signals(trainer):
             result = trainer.fit()
+        trainer.close()
     finally:
         bar.stop()
     if not is_main:

@@ -351,6 +351,16 @@ class Trainer:
         self.on_event("done", {"step": state.step, "interrupted": interrupted})
         return result
 
+    def close(self) -> None:
+        """Leave torchrun's process group, after every rank got here.
+
+        Ranks that exit with the group still open can abort in gloo's threads at
+        interpreter shutdown (SIGABRT, "terminate called without an active exception").
+        """
+        if self.info.distributed and dist.is_initialized():
+            dist.barrier()
+        self.info.close()
+
     def _done(self) -> bool:
         return self.config.max_steps is not None and self.state.step >= self.config.max_steps
 
