@@ -29,6 +29,14 @@ class FIFNConfig:
     paper's ablation "w/o cross attention": each modality's own queries take the place of
     the attended tokens, so nothing passes between the modalities there, and the block has
     no key/value projections."""
+    range_margin: int = 0
+    """Pixels next to the image border that the per-image min-max of the output leaves
+    out (in training and inference; those pixels are clamped to [0, 1] when written).
+    0 is the release: every pixel counts. Zero padding lets the network single out the
+    ring of pixels next to the border; trained with 0 it learns to push that ring to an
+    extreme and so shift, through the min-max, the whole image's brightness, which lifts
+    dark night scenes to grey. Outside the range, the ring is no such lever and the
+    losses pull it back to the scene. Changes no weight."""
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON or YAML) but store tuples, so the config stays hashable.
@@ -52,6 +60,10 @@ class FIFNConfig:
                 raise ValueError(
                     f"FIFNConfig.{name} must be true or false, got {getattr(self, name)!r}"
                 )
+        if not isinstance(self.range_margin, int) or self.range_margin < 0:
+            raise ValueError(
+                f"FIFNConfig.range_margin must be a whole number >= 0, got {self.range_margin!r}"
+            )
         if self.in_channels <= 0:
             raise ValueError(f"FIFNConfig.in_channels must be positive, got {self.in_channels}")
 

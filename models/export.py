@@ -135,7 +135,10 @@ class _ExportedNetwork(nn.Module):
         if self.fp16:
             vi_y, ir = vi_y.half(), ir.half()
         out = self.network(vi_y, ir).float()
-        return minmax_normalize(out) if self.minmax else out
+        if not self.minmax:
+            return out
+        margin = self.network.config.range_margin
+        return minmax_normalize(out, margin=margin).clamp(0, 1) if margin else minmax_normalize(out)
 
 
 def weights_sha256(source: str | Path | FIFN) -> str:

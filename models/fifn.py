@@ -13,17 +13,23 @@ from occo.models.blocks import FIFB, ConvBlock, MergeBlock, UpBlock
 from occo.models.config import FIFNConfig
 
 
-def minmax_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+def minmax_normalize(x: Tensor, eps: float = 1e-12, margin: int = 0) -> Tensor:
     """Min-max normalise each image of a batch to [0, 1] (as the released test does).
 
     Args:
         x: (B, C, H, W); each batch element is normalised over all its C*H*W values.
         eps: guards constant images, which map to 0.
+        margin: pixels next to the border left out of the min and max (see
+            :attr:`FIFNConfig.range_margin`); they may fall outside [0, 1]. Ignored for
+            images too small to keep an interior.
 
     Returns:
-        (B, C, H, W) in [0, 1].
+        (B, C, H, W), in [0, 1] where ``margin`` is 0.
     """
-    flat = x.flatten(1)
+    inner = x
+    if margin > 0 and min(x.shape[-2:]) > 2 * margin:
+        inner = x[..., margin:-margin, margin:-margin]
+    flat = inner.flatten(1)
     lo = flat.amin(dim=1).view(-1, *([1] * (x.dim() - 1)))
     hi = flat.amax(dim=1).view(-1, *([1] * (x.dim() - 1)))
     return (x - lo) / (hi - lo).clamp_min(eps)

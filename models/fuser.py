@@ -114,6 +114,8 @@ class Fuser:
         self.on_memory_plan: Callable[[int, int, MemoryPlan], None] | None = None
         self._plans: dict[tuple[int, int, int], MemoryPlan] = {}
         self.amp_dtype = resolve_amp(amp, self.device)
+        #: The network's config (an engine carries the one it was exported from).
+        self.config: FIFNConfig = model.config
         if not isinstance(model, FIFN):  # an engine: it runs the whole network its own way
             if tile is not None or self.amp_dtype is not None:
                 raise ValueError("tiles and autocast need the PyTorch network, not an engine")
@@ -194,7 +196,8 @@ class Fuser:
             the luminance is min-max normalised per image.
         """
         vi, ir = vi.to(self.device, torch.float32), ir.to(self.device, torch.float32)
-        fused_y = minmax_normalize(self.raw(luminance(vi), ir))
+        margin = self.config.range_margin
+        fused_y = minmax_normalize(self.raw(luminance(vi), ir), margin=margin).clamp_(0, 1)
         return compose_color(fused_y, vi)
 
     def fuse_batch(self, pairs: Sequence[PreparedPair]) -> list[np.ndarray]:

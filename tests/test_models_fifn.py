@@ -89,7 +89,26 @@ def test_minmax_normalize_per_image():
     assert torch.all(y[1] == 0)  # a constant image does not divide by zero
 
 
+def test_minmax_margin_leaves_the_border_out_of_the_range():
+    x = torch.rand(2, 1, 12, 10) * 0.5 + 0.25  # interior values in [0.25, 0.75]
+    x[0, 0, 1, :] = -4.0  # a ring pixel row next to the border, far below the scene
+    x[1, 0, :, -1] = 9.0
+    plain, kept = minmax_normalize(x), minmax_normalize(x, margin=2)
+    inner = kept[..., 2:-2, 2:-2]
+    for image in inner:  # the interior alone spans [0, 1] ...
+        assert image.min().item() == pytest.approx(0.0, abs=1e-6)
+        assert image.max().item() == pytest.approx(1.0, abs=1e-6)
+    assert kept[0, 0, 1].max() < 0 and kept[1, 0, :, -1].min() > 1  # ... the ring falls outside
+    assert plain[0, 0, 5:7].min() > 0.75  # while the plain min-max lifts the scene to grey
+    assert torch.equal(minmax_normalize(x, margin=6), plain)  # no interior left: plain
+    assert torch.equal(minmax_normalize(x, margin=0), plain)
+
+
 def test_config_validation_and_json_round_trip():
+    with pytest.raises(ValueError, match="range_margin"):
+        FIFNConfig(range_margin=-1)
+    assert FIFNConfig.from_json(FIFNConfig(range_margin=4).to_json()).range_margin == 4
+    assert FIFNConfig.from_dict({}).range_margin == 0  # weight files from before: the release
     with pytest.raises(ValueError, match="divide"):
         FIFNConfig(widths=(6, 8), heads=(4, 1))
     with pytest.raises(ValueError, match="one entry per level"):

@@ -17,7 +17,7 @@ from occo.data.normalize import (
     to_uint8,
     vi_to_unit,
 )
-from occo.models.fifn import FIFN
+from occo.models.fifn import FIFN, minmax_normalize
 from occo.models.fuser import Fuser
 from tests.helpers import TINY_FIFN
 
@@ -56,6 +56,24 @@ def test_output_is_minmax_normalised_per_image():
     for image in fused:
         assert image.min().item() == pytest.approx(0.0, abs=1e-6)
         assert image.max().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_range_margin_of_the_weights_sets_the_output_range():
+    import dataclasses
+
+    model = _tiny_fifn()
+    margined = FIFN(dataclasses.replace(TINY_FIFN, range_margin=3))
+    margined.load_state_dict(model.state_dict())
+    vi, ir = _smooth_images(2, 1, 24, 30), _smooth_images(2, 1, 24, 30, seed=2)
+    fused = Fuser(margined.eval()).fuse(vi, ir)
+    raw = Fuser(model).raw(vi, ir)
+    expected = minmax_normalize(raw, margin=3).clamp(0, 1)
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(fused, Fuser(model).fuse(vi, ir), atol=1e-3)  # margin changes it
+    for image in fused:  # interior spans [0, 1]; the border is clamped into it
+        assert image[..., 3:-3, 3:-3].min().item() == pytest.approx(0.0, abs=1e-6)
+        assert image[..., 3:-3, 3:-3].max().item() == pytest.approx(1.0, abs=1e-6)
+        assert image.min() >= 0 and image.max() <= 1
 
 
 def test_color_round_trip_within_one_grey_level():

@@ -391,8 +391,9 @@ class Trainer:
         )
         with autocast:
             raw = self.net(vi, ir)
-            # The network's output is min-max normalised per image, as at inference.
-            fused = minmax_normalize(raw.float())
+            # The network's output is min-max normalised per image, as at inference (not
+            # clamped: the losses see, and correct, pixels outside the range's margin).
+            fused = minmax_normalize(raw.float(), margin=self.model.config.range_margin)
             total, parts = self.objective(fused, vi, ir, regions)
         finite = self._agree(bool(torch.isfinite(total).item()), any_rank=False)
         self.optimizer.zero_grad(set_to_none=True)
