@@ -281,3 +281,24 @@ def test_resume_accepts_a_moved_copy_of_the_vgg_file_and_refuses_other_weights(
     assert resumed.fit().state.step == 2
     with pytest.raises(TrainingError, match="differ from those the run"):
         make_trainer(dataset, run, config(other, 3), objective=None, resume=True)
+
+
+def test_range_margin_of_the_model_is_the_training_normalisation(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import occo.train.trainer as trainer_module
+
+    margins: list[int] = []
+    original = trainer_module.minmax_normalize
+
+    def recording(x, *args, margin=0, **kwargs):
+        margins.append(margin)
+        return original(x, *args, margin=margin, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "minmax_normalize", recording)
+    model = {**TINY_MODEL, "range_margin": 3}
+    trainer = make_trainer(dataset, tmp_path / "run", tiny_config("pixel", model=model))
+    trainer.train_step(next(iter(trainer.loader)))
+    assert margins == [3]  # training normalises as inference will, for these weights
+    trainer.fit()
+    assert load_weights(tmp_path / "run" / "last.safetensors").config.range_margin == 3
