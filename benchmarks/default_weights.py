@@ -24,32 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 from pathlib import Path
 
 import cv2
 import numpy as np
+from bench_cli import machine  # this folder is on sys.path when run as a script
 
 from occo.data.io import read_image, write_image_atomic
 from occo.data.pairing import list_images
 from occo.models.checkpoint import load_weights, read_weights_metadata, save_weights
-
-
-def machine() -> str:
-    """CPU model, core count and the vector extensions that matter for torch on CPU."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    marks = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(marks) or 'none of avx2/avx512'}"
 
 
 def read_log(run: Path) -> tuple[list[dict], list[dict]]:
