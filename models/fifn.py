@@ -11,6 +11,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from occo.models.blocks import FIFB, ConvBlock, MergeBlock, UpBlock
 from occo.models.config import FIFNConfig
+from occo.models.registry import MethodInfo, NetworkSpec, register_network
 
 
 def minmax_normalize(x: Tensor, eps: float = 1e-12, margin: int = 0) -> Tensor:
@@ -47,6 +48,9 @@ class FIFN(nn.Module):
         config: widths and heads per level and the FIFB switches of the paper's network
             ablations; defaults are the release's.
     """
+
+    #: Registry name (occo.models.registry).
+    network_name = "fifn"
 
     def __init__(self, config: FIFNConfig | None = None) -> None:
         super().__init__()
@@ -161,3 +165,61 @@ def fold_batchnorm(model: FIFN) -> FIFN:
             block.pointwise = fuse_conv_bn_eval(block.pointwise, block.bn_main)
             block.bn_main = nn.Identity()
     return folded
+
+
+def _finish(raw: Tensor, config: FIFNConfig) -> Tensor:
+    # The release min-max normalises each output image; range_margin leaves the border out.
+    return minmax_normalize(raw, margin=config.range_margin).clamp_(0, 1)
+
+
+def _memory_scale(config: FIFNConfig, element_size: int) -> float:
+    # occo.models.memory measured the default FIFN in float32; activations scale with the
+    # feature planes of every level.
+    def planes(c: FIFNConfig) -> float:
+        return sum(width / 4**level for level, width in enumerate(c.widths))
+
+    return planes(config) / planes(FIFNConfig()) * element_size / 4
+
+
+def _receptive_margin(config: FIFNConfig) -> int:
+    from occo.models.tiling import receptive_margin  # tiling imports this module
+
+    return receptive_margin(config.levels)[1]
+
+
+def _tiled_forward(model: FIFN, vi_y: Tensor, ir: Tensor, tile: int) -> Tensor:
+    from occo.models.tiling import tiled_forward
+
+    return tiled_forward(model, vi_y, ir, tile)
+
+
+def _read_release(path):
+    from occo.models.checkpoint import read_release_checkpoint
+
+    return read_release_checkpoint(path)
+
+
+register_network(
+    NetworkSpec(
+        name="fifn",
+        config_class=FIFNConfig,
+        build=FIFN,
+        finish=_finish,
+        receptive_margin=_receptive_margin,
+        tiled_forward=_tiled_forward,
+        size_multiple=lambda config: 2 ** (config.levels - 1),
+        min_size=lambda config: config.min_size,
+        fold=fold_batchnorm,
+        memory_scale=_memory_scale,
+        onnx=True,
+        read_release=_read_release,
+        info=MethodInfo(
+            title="OCCO: LVM-guided infrared and visible image fusion with object-aware "
+            "and contextual contrastive learning (FIFN)",
+            venue="IJCV 2025",
+            code_url="https://github.com/bociic/OCCO",
+            code_licence="not stated",
+            color="fuses visible Y; the visible image's Cb/Cr are kept",
+        ),
+    )
+)

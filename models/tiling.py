@@ -291,3 +291,38 @@ def tiled_forward(model: FIFN, vi_y: Tensor, ir: Tensor, tile: int) -> Tensor:
         out[..., rows[2] : rows[3], cols[2] : cols[3]] = result[..., r, c]
     assert out is not None
     return out
+
+
+def local_tiled_forward(
+    model, vi_y: Tensor, ir: Tensor, tile: int, margin: int, align: int = 1
+) -> Tensor:
+    """Tiled forward pass of a local network (every output pixel depends on at most
+    ``margin`` px around it, nothing global): each window is the core plus ``margin`` px
+    of context per side, clipped to the image, and only its core is kept. Windows clip at
+    the image's edge where the network's own padding applies, so the result equals the
+    whole image's up to float summation order.
+
+    Args:
+        model: ``model(vi_y, ir) -> (B, 1, h, w)`` for windows of any size.
+        vi_y: (B, 1, H, W) visible luminance.
+        ir: (B, 1, H, W) infrared.
+        tile: core size in px (rounded down to a multiple of ``align``).
+        margin: the network's receptive reach per side (rounded up to ``align``).
+        align: windows start at multiples of this (pooling strides).
+
+    Returns:
+        (B, 1, H, W) raw output.
+    """
+    height, width = ir.shape[-2:]
+    core = max(align, tile // align * align)
+    margin = -(-margin // align) * align
+    out = None
+    for rows, cols in _windows(height, width, core, margin, align):
+        window = model(_crop(vi_y, rows, cols), _crop(ir, rows, cols))
+        if out is None:
+            out = window.new_empty((*window.shape[:2], height, width))
+        r0, c0 = rows[2] - rows[0], cols[2] - cols[0]
+        out[..., rows[2] : rows[3], cols[2] : cols[3]] = window[
+            ..., r0 : r0 + rows[3] - rows[2], c0 : c0 + cols[3] - cols[2]
+        ]
+    return out

@@ -1,0 +1,202 @@
+"""The network registry: every fusion network occo can train, fuse with, tile and export.
+
+In the style of timm's and segment-anything's model registries: a name maps to a
+:class:`NetworkSpec` that says how to build the network from its config dataclass and
+what the rest of occo needs to know about it (the Fuser's input and output conventions,
+the receptive margin that makes tiling exact, whether BatchNorms fold, the memory model,
+ONNX support, colour handling) and how its authors' released weights are read.
+
+Entries are registered by the modules that define the networks. The table of where each
+registered network lives (:data:`_MODULES`) is imported lazily, so that ``occo --help``
+never imports torch. A network module is an ``nn.Module`` subclass with a class attribute
+``network_name`` (its registry name) and an instance attribute ``config`` (its config
+dataclass); its ``forward(vi_y, ir)`` takes (B, 1, H, W) tensors in [0, 1] and returns a
+(B, 1, H, W) map that :attr:`NetworkSpec.finish` turns into the fused luminance.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from occo.data.errors import OccoError
+
+#: Name of the network of occo's own method, the default everywhere.
+DEFAULT_NETWORK = "fifn"
+
+#: Registry name -> module whose import registers it. Add a line to add a network.
+_MODULES: dict[str, str] = {
+    "fifn": "occo.models.fifn",
+}
+
+_REGISTRY: dict[str, NetworkSpec] = {}
+
+
+class UnknownNetworkError(OccoError, ValueError):
+    """A network name that is not registered; the message lists the registered ones."""
+
+
+@dataclass(frozen=True)
+class ReleasedWeights:
+    """The authors' released weight file, pinned, as torchvision pins its weights."""
+
+    url: str
+    """Download URL at a fixed commit or release (never a branch)."""
+    sha256: str
+    """SHA-256 of the file, checked after every download and before every load."""
+    filename: str
+    """Name of the file in the torch hub cache (``$TORCH_HOME/hub/checkpoints``)."""
+    licence: str = ""
+    """Licence of the weights as their authors state it."""
+    trained_on: str = ""
+    """The data the weights were trained on."""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What ``occo methods`` says about a network's method."""
+
+    title: str = ""
+    """The method's paper, short form (e.g. "SeAFusion: semantic-aware real-time fusion")."""
+    venue: str = ""
+    """Where and when it was published (e.g. "Information Fusion 2022")."""
+    code_url: str = ""
+    """The authors' code repository."""
+    code_licence: str = ""
+    """Licence of the authors' code."""
+    color: str = ""
+    """How colour is handled (e.g. "fuses visible Y; Cb/Cr of the visible image kept")."""
+    authors_output: str = ""
+    """What the authors' own test script writes, where occo's default differs from it."""
+
+
+def _identity(model: Any) -> Any:
+    return model
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One registered network: how to build it and what occo needs to know to run it."""
+
+    name: str
+    """Registry name (``--method`` / ``--network``), lower case."""
+    config_class: type
+    """The config dataclass; needs ``to_json()``, ``from_json(text)`` and ``from_dict(d)``."""
+    build: Callable[[Any], Any]
+    """``config -> nn.Module`` (random weights, train mode)."""
+    finish: Callable[[Any, Any], Any]
+    """``(raw, config) -> fused Y in [0, 1]``: the output convention (min-max, clamp...)."""
+    receptive_margin: Callable[[Any], int | None]
+    """``config -> px`` of context per side that fixes an output pixel exactly; None when
+    the network sees the whole image (global pooling, attention over all pixels): tiles
+    are then refused, never silently approximated."""
+    tiled_forward: Callable[[Any, Any, Any, int], Any] | None = None
+    """``(model, vi_y, ir, tile) -> raw``: the exact tiled forward pass; None with a finite
+    margin: occo.models.tiling.local_tiled_forward (windows plus the margin, cores kept)."""
+    size_multiple: Callable[[Any], int] = lambda config: 1
+    """``config -> n``: tile windows start at multiples of n (pooling strides), so that
+    tiled output equals whole-image output."""
+    min_size: Callable[[Any], int] = lambda config: 1
+    """``config -> px``: the smallest height or width the network takes."""
+    fold: Callable[[Any], Any] = _identity
+    """``model -> inference copy`` with BatchNorms folded into convolutions (or the model)."""
+    memory_scale: Callable[[Any, int], float] | None = None
+    """``(config, element_size) -> x``: activation memory relative to the default FIFN in
+    float32, for occo.models.memory's estimate; None: no estimate (no automatic tiles)."""
+    onnx: bool = True
+    """Whether ``occo export`` and ``--backend onnxruntime`` support the network."""
+    read_release: Callable[[Path], tuple[Any, Mapping[str, Any]]] | None = None
+    """``path -> (config, state_dict in occo's names)`` for the authors' released file,
+    read safely (safetensors or ``torch.load(weights_only=True)``); None: none released."""
+    release: ReleasedWeights | None = None
+    """The authors' pinned weight file, fetched when no ``--weights`` is given."""
+    info: MethodInfo = field(default_factory=MethodInfo)
+    """What ``occo methods`` shows."""
+
+    def make(self, config: Any = None) -> Any:
+        """Build the network (``config`` default: the config class's defaults)."""
+        return self.build(config if config is not None else self.config_class())
+
+
+def register_network(spec: NetworkSpec) -> NetworkSpec:
+    """Add ``spec`` to the registry (called by the module that defines the network)."""
+    existing = _REGISTRY.get(spec.name)
+    if existing is not None and existing.config_class is not spec.config_class:
+        raise ValueError(f"network {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def network_names() -> list[str]:
+    """Every registered network name, occo's default first."""
+    return [DEFAULT_NETWORK] + sorted(name for name in _MODULES if name != DEFAULT_NETWORK)
+
+
+def get_network(name: str) -> NetworkSpec:
+    """The spec of a registered network.
+
+    Raises:
+        UnknownNetworkError: no such network (the message lists the registered ones).
+    """
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        module = _MODULES.get(key)
+        if module is None:
+            raise UnknownNetworkError(
+                f"unknown network {name!r}; registered: {', '.join(network_names())} "
+                "(`occo methods` describes them)"
+            )
+        importlib.import_module(module)
+        if key not in _REGISTRY:  # the module's own bug, not the user's
+            raise RuntimeError(f"{module} did not register network {key!r}")
+    return _REGISTRY[key]
+
+
+def spec_of(model: Any) -> NetworkSpec:
+    """The spec of a network instance (or of an engine carrying ``network_name``).
+
+    Raises:
+        TypeError: ``model`` is not a registered network.
+    """
+    name = getattr(model, "network_name", None)
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{type(model).__name__} is not a registered occo network (no network_name); "
+            "register it with occo.models.registry.register_network"
+        )
+    return get_network(name)
+
+
+def is_engine(model: Any) -> bool:
+    """True for an engine that runs a registered network outside PyTorch (e.g. ONNX)."""
+    import torch
+
+    return not isinstance(model, torch.nn.Module)
+
+
+def fold_conv_batchnorm(model: Any) -> Any:
+    """An inference copy of ``model`` with every BatchNorm2d that directly follows a
+    Conv2d inside an ``nn.Sequential`` folded into that convolution (exact in eval mode).
+
+    The generic :attr:`NetworkSpec.fold` for networks built from Sequential conv-BN
+    blocks; networks with other layouts write their own.
+    """
+    import copy
+
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:], strict=False):
+            conv, bn = module._modules[first], module._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                module._modules[first] = fuse_conv_bn_eval(conv, bn)
+                module._modules[second] = nn.Identity()
+    return folded
