@@ -101,6 +101,15 @@ class NetworkSpec:
     tiled output equals whole-image output."""
     min_size: Callable[[Any], int] = lambda config: 1
     """``config -> px``: the smallest height or width the network takes."""
+    luminance: Callable[[Any], Any] | None = None
+    """``rgb (B, 3, H, W) in [0, 1] -> (B, 1, H, W)``: the visible luminance the network is
+    fed, with its authors' coefficients; None: occo's (the OCCO release's YCbCr Y)."""
+    compose: Callable[[Any, Any], Any] | None = None
+    """``(fused_y, vi_rgb) -> rgb``: how colour is put back; None: occo's (fused Y with the
+    visible image's Cb/Cr, occo.data.normalize.compose_color)."""
+    authors_color: bool = True
+    """Whether the authors' own test script writes colour for a colour visible image.
+    False: it writes the gray fused luminance; ``--authors-output`` then does the same."""
     fold: Callable[[Any], Any] = _identity
     """``model -> inference copy`` with BatchNorms folded into convolutions (or the model)."""
     memory_scale: Callable[[Any, int], float] | None = None
