@@ -30,9 +30,48 @@ DEFAULT_NETWORK = "fifn"
 #: Registry name -> module whose import registers it. Add a line to add a network.
 _MODULES: dict[str, str] = {
     "fifn": "occo.models.fifn",
+    # The published peers, one module each in occo.models.peers.
+    **{
+        name: f"occo.models.peers.{name}"
+        for name in (
+            "seafusion", "densefuse", "ifcnn", "refusion", "mmdrfuse", "datfuse",
+            "sage", "lrrnet", "gifnet", "mufusion", "didfuse", "tardal",
+        )
+    },
 }
 
 _REGISTRY: dict[str, NetworkSpec] = {}
+
+
+class JsonConfig:
+    """Mixin for a network's frozen config dataclass: JSON in and out, unknown keys refused.
+
+    Tuples survive as lists in JSON; subclasses convert them back in ``__post_init__``.
+    """
+
+    def to_json(self) -> str:
+        import json
+        from dataclasses import asdict
+
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        from dataclasses import fields
+
+        if not isinstance(values, dict):
+            raise ValueError(f"{cls.__name__} must be a mapping, got {type(values).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str):
+        import json
+
+        return cls.from_dict(json.loads(text))
 
 
 class UnknownNetworkError(OccoError, ValueError):

@@ -1,0 +1,3 @@
+"""The field's published fusion networks, each in occo's own code, loading its authors'
+released weights unchanged (see ``occo methods``). Each module registers its network with
+occo.models.registry when imported."""
