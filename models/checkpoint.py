@@ -1,7 +1,11 @@
-"""FIFN weight files: occo's safetensors format, and import of the authors' released checkpoint.
+"""Weight files: occo's safetensors format for every registered network, the authors'
+released files of each network, and import of OCCO's released checkpoint.
 
-occo format: a safetensors file whose tensors are ``FIFN.state_dict()`` and whose metadata
-holds ``format = "occo-fifn"``, ``version`` (occo's) and ``config`` (FIFNConfig as JSON).
+occo format: a safetensors file whose tensors are the network's ``state_dict()`` and whose
+metadata holds ``format``, ``version`` (occo's), ``network`` (its registry name) and
+``config`` (its config as JSON). FIFN's files keep ``format = "occo-fifn"``; files of other
+networks say ``"occo-weights"``. Files without ``network`` (occo before the registry) are
+FIFN's.
 
 The authors distribute ``occo.pth``: a torch pickle, a dict whose ``state_dict`` entry holds
 the weights under the release's module names (``v1.Conv_BN_ReLU_2.0.weight``,
@@ -31,6 +35,9 @@ from occo.models.config import FIFNConfig
 from occo.models.fifn import FIFN, count_parameters
 
 WEIGHTS_FORMAT = "occo-fifn"
+#: ``format`` of occo weight files of networks other than FIFN.
+NETWORK_WEIGHTS_FORMAT = "occo-weights"
+_FORMATS = (WEIGHTS_FORMAT, NETWORK_WEIGHTS_FORMAT)
 #: ``format`` of the resumable training checkpoint ``occo train`` writes (``checkpoint.pt``).
 TRAIN_CHECKPOINT_FORMAT = "occo-train-checkpoint"
 #: The weight files of a training run folder, best first.
@@ -46,18 +53,23 @@ class WeightsError(OccoError, ValueError):
 # --- occo's own format ------------------------------------------------------------------
 
 
-def save_weights(path: str | Path, model: FIFN, metadata: dict | None = None) -> None:
-    """Save a FIFN's weights as safetensors with its config in the metadata (atomically).
+def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict | None = None) -> None:
+    """Save a registered network's weights as safetensors with its name and config in the
+    metadata (atomically).
 
     Args:
         path: destination ``.safetensors`` file.
-        model: the network; its ``config`` is stored.
+        model: the network; its registry name and ``config`` are stored.
         metadata: extra entries (e.g. training run, epoch); non-string values are stored
-            as JSON. Cannot override ``format``, ``version`` or ``config``.
+            as JSON. Cannot override ``format``, ``version``, ``network`` or ``config``.
     """
+    from occo.models.registry import DEFAULT_NETWORK, spec_of
+
+    name = spec_of(model).name
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    meta.update(format=WEIGHTS_FORMAT, version=OCCO_VERSION, config=model.config.to_json())
+    fmt = WEIGHTS_FORMAT if name == DEFAULT_NETWORK else NETWORK_WEIGHTS_FORMAT
+    meta.update(format=fmt, version=OCCO_VERSION, network=name, config=model.config.to_json())
     write_bytes_atomic(path, safetensors_bytes(tensors, metadata=meta))
 
 
@@ -89,59 +101,90 @@ def read_weights_metadata(path: str | Path) -> dict[str, str]:
         raise WeightsError(
             f"cannot read weights {path}: not a safetensors file ({exc}){hint}"
         ) from None
-    if metadata.get("format") != WEIGHTS_FORMAT:
+    if metadata.get("format") not in _FORMATS:
         raise WeightsError(
-            f"{path} is not an occo FIFN weight file (metadata format is "
+            f"{path} is not an occo weight file (metadata format is "
             f"{metadata.get('format')!r}, expected {WEIGHTS_FORMAT!r}); release checkpoints are "
-            "imported with `occo convert`"
+            "imported with `occo convert`, or passed with --method NAME --weights FILE"
         )
+    metadata.setdefault("network", "fifn")
     return metadata
 
 
+def weights_network(path: str | Path) -> str:
+    """The registry name of the network an occo weight file holds (FIFN for old files)."""
+    return read_weights_metadata(path)["network"]
+
+
 def load_weights(
-    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> FIFN:
-    """Build a FIFN from an occo weight file, in eval mode.
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    network: str | None = None,
+) -> torch.nn.Module:
+    """Build a registered network from an occo weight file, in eval mode.
+
+    The config is checked against the file's tensor shapes on the meta device before any
+    memory is allocated, so a file whose metadata describes a huge network is refused.
 
     Args:
         path: occo ``.safetensors`` weights (see :func:`save_weights`).
         device: where to put the network.
         dtype: floating dtype of parameters and buffers.
+        network: the network the file must hold (registry name); None: whichever it holds.
 
     Returns:
         The network, eval mode.
 
     Raises:
-        WeightsError: wrong format, or tensors missing / unexpected / of the wrong shape
-            (named in the message).
+        WeightsError: wrong format, another network than ``network``, or tensors missing /
+            unexpected / of the wrong shape (named in the message).
     """
+    from occo.models.registry import UnknownNetworkError, get_network
+
     metadata = read_weights_metadata(path)
+    name = metadata["network"]
+    if network is not None and name != network.strip().lower():
+        raise WeightsError(
+            f"{path} holds {name} weights, not {network}: pass --method {name}, or weights of {network}"
+        )
     try:
-        config = FIFNConfig.from_json(metadata["config"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise WeightsError(f"{path}: invalid FIFN config in metadata: {exc}") from None
-    model = FIFN(config)
-    state = load_file(str(path), device="cpu")
-    check_state_dict(model, state, source=str(path))
-    model.load_state_dict(state, strict=True)
+        spec = get_network(name)
+    except UnknownNetworkError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+    try:
+        config = spec.config_class.from_json(metadata["config"])
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise WeightsError(f"{path}: invalid {name} config in metadata: {exc}") from None
+    with safe_open(str(path), framework="pt") as handle:
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    with torch.device("meta"):  # shapes only: nothing allocated for a hostile config
+        skeleton = spec.build(config)
+    check_state_dict(skeleton, shapes, source=str(path))
+    model = spec.build(config)
+    model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     return model.to(device=device, dtype=dtype).eval()
 
 
-def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def check_state_dict(model: torch.nn.Module, state: dict, source: str) -> None:
     """Raise a :class:`WeightsError` naming every missing, unexpected or mis-shaped tensor.
 
     Args:
-        model: the network the tensors must fit.
-        state: name -> tensor.
+        model: the network the tensors must fit (may live on the meta device).
+        state: name -> tensor, or name -> shape tuple.
         source: file name for the message.
     """
+
+    def shape(value) -> tuple:
+        return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
+
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        f"{k} {shape(state[k])} (expected {tuple(v.shape)})"
         for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+        if k in state and shape(state[k]) != tuple(v.shape)
     ]
     problems = []
     for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
@@ -151,9 +194,11 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
             )
             problems.append(f"{label}: {shown}")
     if problems:
-        raise WeightsError(
-            f"{source} does not fit FIFN {model.config.widths}: " + "; ".join(problems)
-        )
+        name = getattr(model, "network_name", type(model).__name__)
+        shape_of = getattr(getattr(model, "config", None), "widths", None)
+        name = {"fifn": "FIFN"}.get(name, name)
+        what = f"{name} {shape_of}" if shape_of is not None else name
+        raise WeightsError(f"{source} does not fit {what}: " + "; ".join(problems))
 
 
 def resolve_weights(path: str | Path | None = None) -> Path:
@@ -181,6 +226,146 @@ def resolve_weights(path: str | Path | None = None) -> Path:
         f"({DEFAULT_WEIGHTS.name}); pass --weights FILE: import the authors' released occo.pth "
         "with `occo convert occo.pth fifn.safetensors`, or train with `occo train DATASET`"
     )
+
+
+# --- weights of any registered method ----------------------------------------------------
+
+
+def release_cache_path(spec) -> Path:
+    """Where a method's released weights live in the torch hub cache (as torchvision's)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / spec.release.filename
+
+
+def _offline() -> bool:
+    import os
+
+    return any(os.environ.get(k, "") not in ("", "0") for k in ("OCCO_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _check_sha256(path: Path, expected: str, source: str) -> None:
+    from occo.data.io import file_sha256
+
+    actual = file_sha256(path)
+    if actual != expected:
+        raise WeightsError(
+            f"{path} has SHA-256 {actual[:16]}..., not the {source} file's {expected[:16]}...: "
+            "the file is damaged or another one; delete it and fetch it again"
+        )
+
+
+def fetch_release(spec, timeout: float = 30.0) -> Path:
+    """A method's released weight file: from the torch hub cache, else downloaded from its
+    pinned URL (SHA-256 checked before it is kept).
+
+    Raises:
+        WeightsError: no released weights, offline or unreachable (one line naming the URL
+            and where to put the file), or a SHA-256 mismatch.
+    """
+    release = spec.release
+    if release is None:
+        raise WeightsError(
+            f"{spec.name} has no released weights occo knows of: pass --weights FILE"
+        )
+    path = release_cache_path(spec)
+    if path.is_file():
+        _check_sha256(path, release.sha256, f"{spec.name} release")
+        return path
+    where = f"download {release.url} and put it at {path} (or pass --weights FILE)"
+    if _offline():
+        raise WeightsError(f"{spec.name} weights are not in the cache and occo is offline: {where}")
+    import urllib.error
+    import urllib.request
+
+    from occo.data.io import write_bytes_atomic
+
+    try:
+        with urllib.request.urlopen(release.url, timeout=timeout) as response:  # noqa: S310
+            payload = response.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise WeightsError(f"cannot download {spec.name} weights ({exc}): {where}") from None
+    import hashlib
+
+    if hashlib.sha256(payload).hexdigest() != release.sha256:
+        raise WeightsError(
+            f"the file downloaded from {release.url} does not have the pinned SHA-256; "
+            f"nothing was kept: {where}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, payload)
+    return path
+
+
+@dataclass
+class MethodWeights:
+    """A loaded network and where its weights came from."""
+
+    model: torch.nn.Module
+    """The network, eval mode."""
+    path: Path
+    """The file read."""
+    source: str
+    """In words: occo's default weights, the authors' release, a training run..."""
+
+
+def load_method(
+    method: str,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> MethodWeights:
+    """Load a registered method's network with its weights.
+
+    ``weights`` may be an occo weight file (of this network), the authors' released file
+    (read by the network's registry entry, safely), or a folder holding the released file
+    under its published name; None: occo's default weights for FIFN, the authors' pinned
+    release (torch hub cache, downloaded when missing) for every other method.
+
+    Raises:
+        UnknownNetworkError, WeightsError, FileNotFoundError: one line each.
+    """
+    from occo.models.registry import DEFAULT_NETWORK, get_network
+
+    spec = get_network(method)
+    if weights is None and spec.name == DEFAULT_NETWORK:
+        path = resolve_weights(None)
+    elif weights is None:
+        path = fetch_release(spec)
+    else:
+        path = Path(weights)
+        if path.is_dir():
+            if spec.release is not None and (path / spec.release.filename).is_file():
+                path = path / spec.release.filename
+            elif spec.release is None or spec.read_release is None:
+                raise WeightsError(f"{path} is a folder: pass the {spec.name} weight file")
+        elif not path.exists():
+            raise FileNotFoundError(f"weights not found: {path}")
+    if path.is_file() and _looks_like_safetensors(path) and _is_occo_weights(path):
+        model = load_weights(path, device=device, network=spec.name)
+        source = read_weights_metadata(path).get("source", "")
+        return MethodWeights(model, path, source)
+    if spec.read_release is None:
+        raise WeightsError(
+            f"{path} is not an occo weight file and {spec.name} has no reader for other files"
+        )
+    if spec.release is not None and path.is_file() and weights is not None:
+        from occo.data.io import file_sha256
+
+        published = file_sha256(path) == spec.release.sha256
+    else:
+        published = weights is None
+    config, state = spec.read_release(path)
+    model = spec.build(config)
+    check_state_dict(model, state, source=str(path))
+    model.load_state_dict(state, strict=True)
+    source = f"{spec.name} authors' release" + ("" if published else " format (file not the pinned one)")
+    return MethodWeights(model.to(device).eval(), path, source)
+
+
+def _is_occo_weights(path: Path) -> bool:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") in _FORMATS
+    except (SafetensorError, OSError, ValueError):
+        return False
 
 
 def _is_training_checkpoint(path: Path) -> bool:

@@ -45,7 +45,7 @@ from occo.data.errors import OccoError
 from occo.data.io import write_bytes_atomic
 from occo.data.version import OCCO_VERSION
 from occo.models.checkpoint import load_weights, read_weights_metadata
-from occo.models.fifn import FIFN, fold_batchnorm, minmax_normalize
+from occo.models.registry import spec_of
 from occo.models.onnx_engine import (
     INPUT_NAMES,
     INSTALL_HINT,
@@ -62,7 +62,7 @@ DEFAULT_OPSET = 17
 #: min-max normalised units; x 255 = grey levels): float32 graphs agree to ~1e-6.
 TOLERANCE = {"float32": 1e-4, "float16": 4e-3}
 # Weight-file metadata that describes the file itself rather than where the weights came from.
-_NOT_PROVENANCE = ("format", "version", "config")
+_NOT_PROVENANCE = ("format", "version", "network", "config")
 
 
 class ExportError(OccoError, ValueError):
@@ -125,11 +125,13 @@ class ExportReport:
 class _ExportedNetwork(nn.Module):
     """The graph that is exported: the folded network, optionally float16 and min-max."""
 
-    def __init__(self, network: FIFN, fp16: bool, minmax: bool) -> None:
+    def __init__(self, network: nn.Module, fp16: bool, minmax: bool, spec, config) -> None:
         super().__init__()
         self.network = network.half() if fp16 else network
         self.fp16 = fp16
         self.minmax = minmax
+        self.finish = spec.finish
+        self.config = config
 
     def forward(self, vi_y: Tensor, ir: Tensor) -> Tensor:
         if self.fp16:
@@ -137,13 +139,13 @@ class _ExportedNetwork(nn.Module):
         out = self.network(vi_y, ir).float()
         if not self.minmax:
             return out
-        margin = self.network.config.range_margin
-        return minmax_normalize(out, margin=margin).clamp(0, 1) if margin else minmax_normalize(out)
+        # The network's own output convention (FIFN: per-image min-max), clamped to [0, 1].
+        return self.finish(out, self.config).clamp(0, 1)
 
 
-def weights_sha256(source: str | Path | FIFN) -> str:
+def weights_sha256(source: str | Path | nn.Module) -> str:
     """SHA-256 of a weight file's bytes, or of a model's state dict as plain safetensors."""
-    if isinstance(source, FIFN):
+    if isinstance(source, nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in source.state_dict().items()}
         return hashlib.sha256(safetensors_bytes(state)).hexdigest()
     digest = hashlib.sha256()
@@ -237,7 +239,7 @@ def _verify(
 
 
 def build_onnx(
-    model: FIFN,
+    model: nn.Module,
     *,
     opset: int = DEFAULT_OPSET,
     static_size: tuple[int, int] | None = None,
@@ -271,22 +273,31 @@ def build_onnx(
         MissingDependencyError: onnx or onnxruntime is missing.
         ExportError: the export or its check failed (the message gives the error).
     """
+    spec = spec_of(model)
+    label = {"fifn": "FIFN"}.get(spec.name, spec.name)
+    if not spec.onnx:
+        raise ExportError(f"{spec.name} does not export to ONNX (see `occo methods`)")
     onnx = _import_onnx()
     ort = require_onnxruntime()
     if opset < DEFAULT_OPSET:
-        raise ExportError(f"opset {opset} is too old: FIFN needs {DEFAULT_OPSET} or later")
-    min_size = model.config.min_size
+        raise ExportError(f"opset {opset} is too old: {label} needs {DEFAULT_OPSET} or later")
+    min_size = spec.min_size(model.config)
     if static_size is not None and min(static_size) < min_size:
         raise ExportError(
-            f"static size {static_size[1]}x{static_size[0]} is below FIFN's minimum of "
+            f"static size {static_size[1]}x{static_size[0]} is below {label}'s minimum of "
             f"{min_size} px per side"
         )
     started = time.perf_counter()
     precision = "float16" if fp16 else "float32"
     tolerance = TOLERANCE[precision] if tolerance is None else tolerance
-    folded = fold_batchnorm(model).to("cpu", torch.float32)  # a copy: model is untouched
-    reference = _ExportedNetwork(folded, fp16=False, minmax=minmax)
-    graph = _ExportedNetwork(copy.deepcopy(folded), fp16=fp16, minmax=minmax).eval()
+    folded = spec.fold(model).to("cpu", torch.float32)  # a copy: model is untouched
+    if folded is model:
+        folded = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    cfg = model.config
+    reference = _ExportedNetwork(folded, fp16=False, minmax=minmax, spec=spec, config=cfg)
+    graph = _ExportedNetwork(
+        copy.deepcopy(folded), fp16=fp16, minmax=minmax, spec=spec, config=cfg
+    ).eval()
     try:
         raw = _trace_to_onnx(
             graph, _trace_shape(min_size, static_size), opset, dynamic=static_size is None
@@ -339,21 +350,24 @@ def build_onnx(
 
 
 def _describe(
-    proto, model: FIFN, report: ExportReport, provenance: dict, weights_file: str
+    proto, model: nn.Module, report: ExportReport, provenance: dict, weights_file: str
 ) -> None:
     """Metadata and doc strings of the exported model (see the module docstring)."""
     proto.producer_name = "occo"
     proto.producer_version = OCCO_VERSION
-    size = f"any H, W >= {model.config.min_size}"
+    spec = spec_of(model)
+    size = f"any H, W >= {spec.min_size(model.config)}"
     if report.static_size:
         size = f"H={report.static_size[0]}, W={report.static_size[1]}"
     proto.doc_string = (
-        f"FIFN (OCCO infrared-visible fusion), BatchNorm folded. Inputs vi_y, ir: float32 "
+        f"{'FIFN (OCCO infrared-visible fusion)' if spec.name == 'fifn' else spec.name}, "
+        "BatchNorm folded. Inputs vi_y, ir: float32 "
         f"(B, 1, H, W) in [0, 1], {size}. Output fused_y: float32 (B, 1, H, W), "
         + (
-            "min-max normalised per image to [0, 1]."
+            "the network's output convention applied (min-max for FIFN), in [0, 1]."
             if report.output == "minmax"
-            else "raw: normalise each image by its min and max to get the fused luminance."
+            else "raw: apply the network's output convention (`occo methods`; FIFN: "
+            "normalise each image by its min and max) to get the fused luminance."
         )
     )
     docs = {
@@ -368,6 +382,7 @@ def _describe(
         {
             "occo_format": ONNX_FORMAT,
             "occo_version": OCCO_VERSION,
+            "network": spec.name,
             "config": model.config.to_json(),
             "weights_sha256": report.weights_sha256,
             "weights_file": weights_file,
@@ -386,7 +401,7 @@ def _set_metadata(proto, values: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
-def onnx_from_weights(weights: str | Path | FIFN, **options) -> tuple[bytes, ExportReport]:
+def onnx_from_weights(weights: str | Path | nn.Module, **options) -> tuple[bytes, ExportReport]:
     """:func:`build_onnx` of a weight file (hash and provenance recorded) or of a model.
 
     Args:
@@ -396,7 +411,7 @@ def onnx_from_weights(weights: str | Path | FIFN, **options) -> tuple[bytes, Exp
     Returns:
         (the serialised model, the report).
     """
-    if isinstance(weights, FIFN):
+    if isinstance(weights, nn.Module):
         return build_onnx(weights, **options)
     metadata = read_weights_metadata(weights)
     provenance = {k: v for k, v in metadata.items() if k not in _NOT_PROVENANCE}
@@ -411,13 +426,13 @@ def onnx_from_weights(weights: str | Path | FIFN, **options) -> tuple[bytes, Exp
 
 
 def export_onnx(
-    weights: str | Path | FIFN,
+    weights: str | Path | nn.Module,
     path: str | Path,
     *,
     overwrite: bool = False,
     **options,
 ) -> ExportReport:
-    """Export a FIFN to an ONNX file, written atomically only after its check passed.
+    """Export a registered network to an ONNX file, written atomically only after its check passed.
 
     Args:
         weights: an occo weight file (``.safetensors``) or a model in memory.
@@ -435,11 +450,11 @@ def export_onnx(
         WeightsError: unreadable weights.
     """
     path = Path(path)
-    if not isinstance(weights, FIFN) and path.resolve() == Path(weights).resolve():
+    if not isinstance(weights, nn.Module) and path.resolve() == Path(weights).resolve():
         raise ExportError(f"{path} is the weight file itself; choose another output path")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     payload, report = onnx_from_weights(weights, **options)
-    write_bytes_atomic(path, payload)
+    write_bytes_atomic(path, payload, overwrite)  # final re-check: never over a newcomer
     report.path = path
     return report

@@ -194,9 +194,11 @@ def _tiled_forward(model: FIFN, vi_y: Tensor, ir: Tensor, tile: int) -> Tensor:
 
 
 def _read_release(path):
-    from occo.models.checkpoint import read_release_checkpoint
+    # The authors' occo.pth: their names renamed to occo's (see occo.models.checkpoint).
+    from occo.models.checkpoint import read_release_checkpoint, release_state_dict_to_occo
 
-    return read_release_checkpoint(path)
+    model, _ = release_state_dict_to_occo(read_release_checkpoint(path), source=str(path))
+    return model.config, model.state_dict()
 
 
 register_network(

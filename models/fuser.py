@@ -1,6 +1,8 @@
-"""The Fuser: FIFN inference on image pairs (normalisation, colour, batching, tiling, AMP).
+"""The Fuser: inference of any registered network on image pairs (normalisation, colour,
+batching, tiling, AMP).
 
-Pipeline for one pair, as the authors' released test script runs it:
+Pipeline for one pair, as OCCO's released test script runs it (other networks change
+steps 2-4 through their registry entry, occo.models.registry):
 
 1. Infrared to one channel in [0, 1]: 8-bit / 255; 16-bit by a robust per-image stretch
    (see :func:`occo.data.normalize.ir_to_unit`). Visible to [0, 1] (8-bit / 255, 16-bit /
@@ -36,37 +38,40 @@ from occo.data.normalize import (
     prepare_pair,
     to_uint8,
 )
-from occo.models.config import FIFNConfig
-from occo.models.fifn import FIFN, fold_batchnorm, minmax_normalize
 from occo.models.memory import MemoryPlan, choose_tile
-from occo.models.tiling import receptive_margin, tiled_forward
+from occo.models.registry import NetworkSpec, is_engine, spec_of
+from occo.models.tiling import local_tiled_forward
 from occo.runtime import resolve_amp
 
 # --- the Fuser ----------------------------------------------------------------------------
 
 
 class FusionEngine(Protocol):
-    """Runs FIFN's forward pass outside PyTorch (e.g. models.onnx_engine.OnnxEngine)."""
+    """Runs a registered network's forward pass outside PyTorch (e.g. OnnxEngine)."""
 
-    config: FIFNConfig
-    """The network's shape."""
+    network_name: str
+    """The network's registry name (occo.models.registry)."""
+    config: object
+    """The network's config."""
 
     def __call__(self, vi_y: Tensor, ir: Tensor) -> Tensor:
-        """(B, 1, H, W) inputs in [0, 1] -> (B, 1, H, W) raw output, as ``FIFN.forward``."""
+        """(B, 1, H, W) inputs in [0, 1] -> (B, 1, H, W) raw output, as the network's forward."""
         ...
 
 
 class Fuser:
-    """Fuse infrared/visible pairs with a FIFN: eval mode, inference_mode, AMP, tiles.
+    """Fuse infrared/visible pairs with a registered network: eval mode, inference_mode,
+    AMP, tiles. What differs between networks (input luminance, output convention, colour,
+    receptive margin, BatchNorm folding, memory model) comes from its registry entry.
 
     Args:
-        model: the network (moved to ``device``, set to eval mode), or an engine that runs
-            it elsewhere (:class:`FusionEngine`: no tiles, no autocast; engines take and
-            return CPU tensors, so ``device`` stays the CPU).
+        model: a registered network (moved to ``device``, set to eval mode), or an engine
+            that runs one elsewhere (:class:`FusionEngine`: no tiles, no autocast; engines
+            take and return CPU tensors, so ``device`` stays the CPU).
         device: where to run.
         amp: autocast dtype: True = bf16 (fp16 where the GPU lacks bf16), False = float32,
             ``"auto"`` = on for CUDA, off on CPU, or an explicit ``torch.dtype``.
-        tile: for images too large for memory: run FIFN in windows of this many px (plus
+        tile: for images too large for memory: run the network in windows of this many px (plus
             the network's receptive margin each side) with the same result as whole images
             (see models.tiling); None = whole images, or the tiles ``memory_budget`` needs.
         batch_size: pairs per network call, for :meth:`fuse_pairs` and :class:`FileFuser`
@@ -75,7 +80,11 @@ class Fuser:
         ir16: how 16-bit infrared is stretched (see :func:`ir_to_unit`).
         memory_budget: bytes the network may use (``models.memory.memory_budget``); with
             no ``tile``, a size whose estimate exceeds it is fused one pair per call or in
-            the largest tiles that fit (recorded in ``memory_plans``). None: no check.
+            the largest tiles that fit (recorded in ``memory_plans``). None: no check
+            (nor for a network without a memory model).
+        authors_output: write what the network's authors' test script writes: gray fused
+            luminance for a colour visible image where their script does so
+            (``NetworkSpec.authors_color``); otherwise colour is kept.
 
     The Fuser runs an inference copy of ``model`` (BatchNorms folded, channels_last) made
     here: later changes to ``model``'s weights need a new Fuser.
@@ -83,25 +92,41 @@ class Fuser:
 
     def __init__(
         self,
-        model: FIFN | FusionEngine,
+        model: torch.nn.Module | FusionEngine,
         device: str | torch.device = "cpu",
         amp: bool | str | torch.dtype = "auto",
         tile: int | None = None,
         batch_size: int = 1,
         ir16: IR16Mode = "percentile",
         memory_budget: int | None = None,
+        authors_output: bool = False,
     ) -> None:
         self.device = torch.device(device)
+        #: The network's registry entry (TypeError for an unregistered module).
+        self.spec: NetworkSpec = spec_of(model)
+        #: The network's config (an engine carries the one it was exported from).
+        self.config = model.config
+        self.authors_output = authors_output
+        # An ONNX model exported with its output convention inside returns finished maps.
+        self._finished = getattr(model, "output", "raw") == "minmax"
+        min_size = self.spec.min_size(self.config)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if tile is not None and tile < 2 * model.config.min_size:
-            raise ValueError(f"tile must be at least {2 * model.config.min_size} px, got {tile}")
+        margin = self.spec.receptive_margin(self.config)
+        if tile is not None and margin is None:
+            raise ValueError(
+                f"{self.spec.name} sees the whole image (its receptive field is not finite): "
+                "tiles would change its output; fuse without --tile"
+            )
+        if tile is not None and tile < 2 * min_size:
+            raise ValueError(f"tile must be at least {2 * min_size} px, got {tile}")
         if ir16 not in ("percentile", "minmax", "full"):
             raise ValueError(f"ir16 must be percentile, minmax or full, got {ir16!r}")
         self.batch_size = batch_size
         self.tile = tile
-        #: Context each window adds per side: FIFN's receptive reach (models.tiling).
-        self.tile_margin = receptive_margin(model.config.levels)[1]
+        #: Context each window adds per side: the network's receptive reach; None when it
+        #: has none (no tiles, exact or automatic).
+        self.tile_margin = margin
         self.ir16 = ir16
         #: Bytes the network may take beyond what is resident. Without a tile, sizes that
         #: would not fit run one pair per call or in tiles (models.memory.choose_tile).
@@ -114,9 +139,7 @@ class Fuser:
         self.on_memory_plan: Callable[[int, int, MemoryPlan], None] | None = None
         self._plans: dict[tuple[int, int, int], MemoryPlan] = {}
         self.amp_dtype = resolve_amp(amp, self.device)
-        #: The network's config (an engine carries the one it was exported from).
-        self.config: FIFNConfig = model.config
-        if not isinstance(model, FIFN):  # an engine: it runs the whole network its own way
+        if is_engine(model):  # it runs the whole network its own way
             if tile is not None or self.amp_dtype is not None:
                 raise ValueError("tiles and autocast need the PyTorch network, not an engine")
             self.model, self.network = None, model
@@ -124,18 +147,24 @@ class Fuser:
         self.model = model.to(self.device).eval()
         # The network actually run: BatchNorms folded into the convs, channels_last so that
         # FIFB's tokens (B, HW, C) are views of the feature maps (and oneDNN / cuDNN like it).
-        self.network = fold_batchnorm(self.model).to(memory_format=torch.channels_last)
+        self.network = self.spec.fold(self.model).to(memory_format=torch.channels_last)
 
     def _plan(self, shape: torch.Size) -> tuple[int, int | None]:
         """(pairs per call, tile) for a batch of this shape: as asked, or what fits."""
-        if self.tile is not None or self.memory_budget is None or self.model is None:
+        if (
+            self.tile is not None
+            or self.memory_budget is None
+            or self.model is None
+            or self.spec.memory_scale is None
+        ):
             return self.batch_size, self.tile
         batch, height, width = min(shape[0], self.batch_size), shape[-2], shape[-1]
         key = (batch, height, width)
         if key not in self._plans:
             # float32 constants even under autocast: measured so, and on the safe side.
             plan = choose_tile(height, width, self.memory_budget, self.model.config,
-                               batch=batch, queued=self.queued_pairs)  # fmt: skip
+                               batch=batch, queued=self.queued_pairs,
+                               network=self.spec)  # fmt: skip
             self._plans[key] = plan
             if (plan.tile is not None or plan.batch < batch) and (
                 height,
@@ -148,7 +177,7 @@ class Fuser:
         return plan.batch, plan.tile
 
     def _network(self, vi_y: Tensor, ir: Tensor, tile: int | None = None) -> Tensor:
-        """Raw FIFN output for inputs (B, 1, h, w), float32; in windows when too large."""
+        """Raw network output for inputs (B, 1, h, w), float32; in windows when too large."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype
@@ -158,8 +187,14 @@ class Fuser:
             vi_y = vi_y.contiguous(memory_format=torch.channels_last)
             ir = ir.contiguous(memory_format=torch.channels_last)
             if tile is not None and max(ir.shape[-2:]) > tile + 2 * self.tile_margin:
-                return tiled_forward(self.network, vi_y, ir, tile).float()
+                return self._tiled(vi_y, ir, tile).float()
             return self.network(vi_y, ir).float()
+
+    def _tiled(self, vi_y: Tensor, ir: Tensor, tile: int) -> Tensor:
+        if self.spec.tiled_forward is not None:  # the network's own (e.g. FIFN's global parts)
+            return self.spec.tiled_forward(self.network, vi_y, ir, tile)
+        align = self.spec.size_multiple(self.config)
+        return local_tiled_forward(self.network, vi_y, ir, tile, self.tile_margin, align)
 
     @torch.inference_mode()
     def raw(self, vi_y: Tensor, ir: Tensor) -> Tensor:
@@ -196,9 +231,13 @@ class Fuser:
             the luminance is min-max normalised per image.
         """
         vi, ir = vi.to(self.device, torch.float32), ir.to(self.device, torch.float32)
-        margin = self.config.range_margin
-        fused_y = minmax_normalize(self.raw(luminance(vi), ir), margin=margin).clamp_(0, 1)
-        return compose_color(fused_y, vi)
+        spec = self.spec
+        vi_y = luminance(vi) if vi.shape[1] == 1 or spec.luminance is None else spec.luminance(vi)
+        raw = self.raw(vi_y, ir)
+        fused_y = (raw if self._finished else spec.finish(raw, self.config)).clamp_(0, 1)
+        if vi.shape[1] == 1 or (self.authors_output and not spec.authors_color):
+            return fused_y
+        return (spec.compose or compose_color)(fused_y, vi)
 
     def fuse_batch(self, pairs: Sequence[PreparedPair]) -> list[np.ndarray]:
         """Fuse pairs of one size and colour in one network call.

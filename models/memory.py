@@ -49,10 +49,18 @@ def _feature_planes(config: FIFNConfig) -> float:
     return sum(width / 4**level for level, width in enumerate(config.widths))
 
 
-def _activation_scale(config: FIFNConfig, dtype: torch.dtype) -> float:
+def _activation_scale(config, dtype: torch.dtype, network=None) -> float:
     """This network and dtype relative to the measured one (default FIFN, float32)."""
     element = torch.empty((), dtype=dtype).element_size()
+    if network is not None and network.memory_scale is not None:
+        return network.memory_scale(config, element)
     return _feature_planes(config) / _feature_planes(FIFNConfig()) * element / 4
+
+
+def _margin(config, network=None) -> int:
+    if network is not None:
+        return network.receptive_margin(config) or 0
+    return receptive_margin(config.levels)[1]
 
 
 def estimate_bytes(
@@ -63,6 +71,7 @@ def estimate_bytes(
     batch: int = 1,
     tile: int | None = None,
     queued: int = 0,
+    network=None,
 ) -> int:
     """Peak memory one network call on ``batch`` pairs of ``height`` x ``width`` adds.
 
@@ -74,15 +83,17 @@ def estimate_bytes(
         batch: pairs per call.
         tile: tile core size (``--tile``), None for whole images.
         queued: pairs of this size decoded and waiting for the network.
+        network: the network's registry entry (occo.models.registry.NetworkSpec) for its
+            memory model and margin; None: FIFN.
 
     Returns:
         Bytes beyond what the process holds before fusing (model, libraries).
     """
     config = config or FIFNConfig()
-    scale = _activation_scale(config, dtype)
+    scale = _activation_scale(config, dtype, network)
     pixels = height * width
     waiting = queued * pixels * QUEUED_BYTES_PER_PX
-    margin = receptive_margin(config.levels)[1]
+    margin = _margin(config, network)
     if tile is None or max(height, width) <= tile + 2 * margin:  # the Fuser runs it whole
         return int(batch * pixels * UNTILED_BYTES_PER_PX * scale) + waiting
     window = min(height, tile + 2 * margin) * min(width, tile + 2 * margin)
@@ -128,6 +139,7 @@ def choose_tile(
     dtype: torch.dtype = torch.float32,
     batch: int = 1,
     queued: int = 0,
+    network=None,
 ) -> MemoryPlan:
     """The fastest way to fuse pairs of this size within ``budget`` bytes.
 
@@ -142,6 +154,8 @@ def choose_tile(
         dtype: compute dtype of the activations.
         batch: pairs per call wanted.
         queued: pairs of this size decoded and waiting.
+        network: the network's registry entry; None: FIFN. A network without a finite
+            receptive margin is never tiled (only its batches are split).
 
     Returns:
         A :class:`MemoryPlan`.
@@ -149,13 +163,15 @@ def choose_tile(
     config = config or FIFNConfig()
 
     def need(b: int, t: int | None) -> int:
-        return estimate_bytes(height, width, config, dtype, b, t, queued)
+        return estimate_bytes(height, width, config, dtype, b, t, queued, network)
 
     whole = need(batch, None)
     for b in dict.fromkeys((batch, 1)):
         if need(b, None) <= budget:
             return MemoryPlan(None, b, need(b, None), whole, True)
-    margin = receptive_margin(config.levels)[1]
+    if network is not None and network.receptive_margin(config) is None:
+        return MemoryPlan(None, 1, need(1, None), whole, False)
+    margin = _margin(config, network)
     tiles = [t for t in TILE_CANDIDATES if max(height, width) > t + 2 * margin]
     for tile in tiles:
         if need(1, tile) <= budget:

@@ -18,7 +18,6 @@ import torch
 from torch import Tensor
 
 from occo.data.errors import OccoError
-from occo.models.config import FIFNConfig
 
 #: ``occo_format`` metadata value of the ONNX models ``occo export`` writes.
 ONNX_FORMAT = "occo-fifn-onnx"
@@ -135,10 +134,18 @@ class OnnxEngine:
                 f"{self.source} is not a FIFN exported by occo (no occo_format={ONNX_FORMAT} "
                 "metadata); export one with `occo export WEIGHTS OUT.onnx`"
             )
+        from occo.models.registry import UnknownNetworkError, get_network
+
+        #: The registry name of the exported network (exports before the registry: FIFN).
+        self.network_name = self.metadata.get("network", "fifn")
         try:
-            self.config = FIFNConfig.from_json(self.metadata["config"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise OnnxModelError(f"{self.source}: invalid FIFN config in metadata: {exc}") from None
+            spec = get_network(self.network_name)
+            self.config = spec.config_class.from_json(self.metadata["config"])
+        except (KeyError, ValueError, TypeError, UnknownNetworkError) as exc:
+            raise OnnxModelError(
+                f"{self.source}: invalid {self.network_name} config in metadata: {exc}"
+            ) from None
+        self._min_size = spec.min_size(self.config)
         #: ``raw`` (FIFN's output) or ``minmax`` (normalised per image inside the graph).
         self.output = self.metadata.get("output", "raw")
         size = self.metadata.get("static_size", "")
@@ -165,10 +172,11 @@ class OnnxEngine:
         if vi_y.shape != ir.shape:
             raise ValueError(f"vi_y {tuple(vi_y.shape)} and ir {tuple(ir.shape)} differ in shape")
         size = tuple(vi_y.shape[-2:])
-        if min(size) < self.config.min_size:
+        if min(size) < self._min_size:
+            label = {"fifn": "FIFN"}.get(self.network_name, self.network_name)
             raise ValueError(
-                f"image {size} is too small: FIFN needs at least "
-                f"{self.config.min_size} pixels per side"
+                f"image {size} is too small: {label} needs at least "
+                f"{self._min_size} pixels per side"
             )
         if self.static_size is not None and size != self.static_size:
             raise ValueError(

@@ -69,7 +69,7 @@ def test_load_names_missing_and_mis_shaped_tensors(tmp_path):
 
 def test_load_refuses_other_formats(tmp_path):
     save_file({"x": torch.zeros(1)}, tmp_path / "other.safetensors", metadata={"format": "pt"})
-    with pytest.raises(WeightsError, match="not an occo FIFN weight file"):
+    with pytest.raises(WeightsError, match="not an occo weight file"):
         load_weights(tmp_path / "other.safetensors")
     pth = _pickle(tmp_path / "occo.pth", {"a": torch.zeros(1)})
     with pytest.raises(WeightsError, match="occo convert"):
