@@ -235,7 +235,9 @@ class Fuser:
         vi_y = luminance(vi) if vi.shape[1] == 1 or spec.luminance is None else spec.luminance(vi)
         raw = self.raw(vi_y, ir)
         fused_y = (raw if self._finished else spec.finish(raw, self.config)).clamp_(0, 1)
-        if vi.shape[1] == 1 or (self.authors_output and not spec.authors_color):
+        # A network's own compose also runs for gray (e.g. SeAFusion min-maxes after it).
+        gray = vi.shape[1] == 1 and spec.compose is None
+        if gray or (self.authors_output and not spec.authors_color):
             return fused_y
         return (spec.compose or compose_color)(fused_y, vi)
 
