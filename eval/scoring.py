@@ -22,7 +22,7 @@ import numpy as np
 from occo.data.errors import OccoError, OccoWarning
 from occo.data.io import read_image
 from occo.data.pairing import list_images
-from occo.eval.manifest import MANIFEST_NAME, read_fuse_manifest
+from occo.data.fused import MANIFEST_NAME, read_fuse_manifest
 from occo.eval.metrics import (
     METRIC_NAMES,
     SOURCE_FREE,
@@ -31,6 +31,7 @@ from occo.eval.metrics import (
     compute_on_gray,
     to_gray_uint8,
 )
+from occo.eval.metrics.table import POOLED, SOURCE_ROW_METRICS
 from occo.eval.region_scoring import RegionSpec, score_in_regions
 
 
@@ -297,7 +298,7 @@ def score_image(job: ImageJob) -> ImageScore:
     if job.regions is None:
         return ImageScore(job.method, job.fused.name, compute_on_gray(inputs, job.metrics))
     # SSIM's and Qabf's maps serve the whole image and the regions in one pass.
-    shared = [m for m in ("SSIM", "Qabf") if m in job.metrics and m in job.regions.metrics]
+    shared = [m for m in POOLED if m in job.metrics and m in job.regions.metrics]
     values = compute_on_gray(inputs, [m for m in job.metrics if m not in shared])
     inside, empty, whole = score_in_regions(
         job.regions, job.fused.stem, job.fused, inputs, whole=shared
@@ -335,7 +336,7 @@ def plan_source_rows(
         if (plan.sources.ir_dir, plan.sources.vi_dir) == (base.sources.ir_dir, base.sources.vi_dir):
             for job in plan.jobs:
                 pairs.setdefault(job.fused.stem, job)
-    wanted = tuple(m for m in (metrics or METRIC_NAMES) if m in SOURCE_FREE)
+    wanted = tuple(m for m in (metrics or METRIC_NAMES) if m in SOURCE_ROW_METRICS)
     taken = {p.method for p in plans}
     rows = []
     for role, folder in (("infrared", base.sources.ir_dir), ("visible", base.sources.vi_dir)):

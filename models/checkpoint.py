@@ -338,10 +338,12 @@ def load_method(
                 raise WeightsError(f"{path} is a folder: pass the {spec.name} weight file")
         elif not path.exists():
             raise FileNotFoundError(f"weights not found: {path}")
-    if path.is_file() and _looks_like_safetensors(path) and _is_occo_weights(path):
+    if path.is_file() and _looks_like_safetensors(path) and is_occo_weights(path):
         model = load_weights(path, device=device, network=spec.name)
         source = read_weights_metadata(path).get("source", "")
         return MethodWeights(model, path, source)
+    if _looks_like_torch_pickle(path) and _is_training_checkpoint(path):
+        raise WeightsError(_training_checkpoint_hint(path))
     if spec.read_release is None:
         raise WeightsError(
             f"{path} is not an occo weight file and {spec.name} has no reader for other files"
@@ -360,7 +362,7 @@ def load_method(
     return MethodWeights(model.to(device).eval(), path, source)
 
 
-def _is_occo_weights(path: Path) -> bool:
+def is_occo_weights(path: Path) -> bool:
     try:
         with safe_open(str(path), framework="pt") as handle:
             return (handle.metadata() or {}).get("format") in _FORMATS

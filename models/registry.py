@@ -179,8 +179,20 @@ def register_network(spec: NetworkSpec) -> NetworkSpec:
 
 
 def network_names() -> list[str]:
-    """Every registered network name, occo's default first."""
-    return [DEFAULT_NETWORK] + sorted(name for name in _MODULES if name != DEFAULT_NETWORK)
+    """Every registered network name, occo's default first (also networks registered at
+    run time, e.g. by a test or a plug-in)."""
+    from importlib.util import find_spec
+
+    names = {n for n, module in _MODULES.items() if _module_exists(module, find_spec)}
+    names |= set(_REGISTRY)
+    return [DEFAULT_NETWORK] + sorted(names - {DEFAULT_NETWORK})
+
+
+def _module_exists(module: str, find_spec) -> bool:
+    try:
+        return find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def get_network(name: str) -> NetworkSpec:
@@ -192,7 +204,7 @@ def get_network(name: str) -> NetworkSpec:
     key = name.strip().lower()
     if key not in _REGISTRY:
         module = _MODULES.get(key)
-        if module is None:
+        if module is None or key not in network_names():
             raise UnknownNetworkError(
                 f"unknown network {name!r}; registered: {', '.join(network_names())} "
                 "(`occo methods` describes them)"

@@ -1,4 +1,4 @@
-"""``occo fuse``: fuse folders of infrared/visible pairs (or two videos) with a FIFN."""
+"""``occo fuse``: options -> FuseSettings -> occo.models.fusing.fuse_folder -> render."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import typer
 from occo.cli.console import (
     err,
     fail,
-    listing,
-    note,
+    is_quiet,
     out,
+    plain,
     progress_bar,
     quiet_option,
     set_quiet,
@@ -20,62 +20,6 @@ from occo.cli.console import (
     user_errors,
     warn,
 )
-from occo.data.version import OCCO_VERSION
-
-_IR16 = ("percentile", "minmax", "full")
-
-
-def _check_folders(ir_dir: Path, vi_dir: Path, out_dir: Path) -> None:
-    """Inputs are folders; OUT_DIR is outside them and writable (checked before any work)."""
-    from occo.data.outputs import check_writable_folder, refuse_inside_inputs
-
-    for label, folder in (("IR_DIR", ir_dir), ("VI_DIR", vi_dir)):
-        if not folder.is_dir():
-            fail(f"{label} {folder} is not a folder")
-    with user_errors():
-        refuse_inside_inputs(out_dir, (ir_dir, vi_dir), "OUT_DIR")
-        check_writable_folder(out_dir, "OUT_DIR")
-
-
-def _pairs(ir_in: Path, vi_in: Path, out_dir: Path) -> tuple[list, dict[str, str], Path, Path]:
-    """The pairs to fuse: two folders paired by stem, or two files as one pair.
-
-    Returns:
-        ``(pairs, failures, ir_dir, vi_dir)``: ``(stem, ir_path, vi_path)`` per pair, the
-        files without a partner, and the source folders (for the manifest).
-    """
-    from occo.data.pairing import IMAGE_EXTENSIONS, pair_images
-
-    if ir_in.is_file() or vi_in.is_file():
-        if not (ir_in.is_file() and vi_in.is_file()):
-            fail(f"give two folders or two image files, got {ir_in} and {vi_in}")
-        for path in (ir_in, vi_in):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                fail(f"{path} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
-        _check_folders(ir_in.parent, vi_in.parent, out_dir)
-        return [(ir_in.stem, ir_in, vi_in)], {}, ir_in.parent, vi_in.parent
-    _check_folders(ir_in, vi_in, out_dir)
-    pairing = pair_images(ir_in, vi_in)
-    failures: dict[str, str] = {}
-    for path in pairing.only_first:
-        failures[path.stem] = f"{path} has no visible partner in {vi_in}"
-    for path in pairing.only_second:
-        failures[path.stem] = f"{path} has no infrared partner in {ir_in}"
-    if pairing.hidden:
-        note(
-            f"left out {len(pairing.hidden)} hidden file(s) (name starts with '.'): "
-            f"{listing(pairing.hidden)}"
-        )
-    nested = [p for folder in (ir_in, vi_in) for p in folder.iterdir() if p.is_dir()]
-    if nested:
-        listed = ", ".join(str(p) for p in nested[:3]) + (" ..." if len(nested) > 3 else "")
-        warn(
-            f"{len(nested)} subfolder(s) not searched ({listed}): occo fuse pairs the images "
-            "directly inside IR_DIR and VI_DIR; run it once per subfolder"
-        )
-    if not pairing.pairs:
-        fail(f"no pairs: no file stem is in both {ir_in} and {vi_in}")
-    return pairing.pairs, failures, ir_in, vi_in
 
 
 def fuse(
@@ -97,11 +41,25 @@ def fuse(
         help="Folder for the fused PNGs (created; outside the inputs), or a video file"
         " (.mp4, .avi, .mkv, .mov).",
     ),
+    method: str = typer.Option(
+        "fifn",
+        "--method",
+        "-m",
+        help="Registered network (`occo methods`): fifn (OCCO), seafusion, sage, ...",
+    ),
     weights: Path | None = typer.Option(
         None,
         "--weights",
         "-w",
-        help="occo FIFN weights (.safetensors) \\[default: occo's bundled weights].",
+        help="Weights: an occo .safetensors, the method's released file (or a folder"
+        " holding it) \\[default: occo's bundled FIFN weights; for other methods their"
+        " authors' pinned release, from the torch hub cache].",
+    ),
+    authors_output: bool = typer.Option(
+        False,
+        "--authors-output",
+        help="Write what the method's authors' test script writes (gray where it saves"
+        " gray for a colour visible image); default: colour kept.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     backend: str = typer.Option(
@@ -155,7 +113,7 @@ def fuse(
     threads: int | None = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
-    """Fuse every infrared/visible pair of two folders into OUT_DIR (PNG, named by stem).
+    """Fuse every infrared/visible pair of two folders into OUT_DIR (PNG, named by stem), with FIFN or any registered method.
 
     Outputs keep the input size, and colour when the visible image is colour (the fused luminance replaces the visible Y; its Cb/Cr are kept). Each PNG records what made it (weights SHA-256, the settings that change pixels, occo version, source files): a rerun with the same settings skips finished outputs, so an interrupted run resumes; other settings, or files occo did not write, are refused unless --overwrite. Bad pairs are reported and skipped; the exit code is 1 if any pair failed. OUT_DIR/occo-fuse.json records sources, weights, settings and timings, so `occo metrics OUT_DIR` finds the sources by itself.
 
@@ -168,159 +126,95 @@ def fuse(
         occo fuse ir/0001.png vi/0001.png fused/              # one pair
         occo fuse ir/ vi/ fused/ --device cuda --batch-size 16 --tile 1024
         occo fuse ir/ vi/ fused/ --weights runs/fmb/best.safetensors
+        occo fuse ir/ vi/ fused-sea/ --method seafusion --weights SeAFusion.pth
+        torchrun --nproc-per-node 2 -m occo fuse ir/ vi/ fused/   # pairs shared by 2 processes
         occo fuse ir/ vi/ fused/ --backend onnxruntime --weights fifn.onnx
         occo fuse ir.mp4 vi.mp4 fused.mp4 --start 10 --frames 300
         occo fuse ir_frames/ vi_frames/ fused.mp4 --fps 30
         occo metrics fused/tno
     """
-    from occo.cli.fuse_setup import build_fuser
-    from occo.data.errors import OccoError
-    from occo.data.io import file_sha256, folder_lock, remove_stale_temporaries
     from occo.data.video import is_video_path
-    from occo.eval.manifest import (
-        MANIFEST_NAME,
-        OUTPUT_KEY,
-        output_record,
-        plan_resume,
-        write_fuse_manifest,
-    )
-    from occo.models.fuser import FileFuser, FuseJob
+    from occo.models.fusing import FuseSettings
     from occo.runtime import set_threads
 
     set_quiet(quiet)
-    if ir16 not in _IR16:
-        fail(f"--ir16 must be one of {', '.join(_IR16)}, got {ir16!r}")
+    settings = FuseSettings(
+        method=method, weights=weights, backend=backend, device=device, amp=amp, tile=tile,
+        batch_size=batch_size, ir16=ir16, authors_output=authors_output, resize_vi=resize_vi,
+        workers=workers, misaligned_px=misaligned_px, overwrite=overwrite, threads=threads,
+    )  # fmt: skip
+    with user_errors():
+        settings.validate()
     set_threads(threads)
-    options = dict(backend=backend, device=device, amp=amp, tile=tile,
-                   batch_size=batch_size, ir16=ir16)  # fmt: skip
     if any(is_video_path(p) for p in (ir_dir, vi_dir, out_dir)):
         from occo.cli.fuse_video import fuse_video
 
-        fuse_video(ir_dir, vi_dir, out_dir, weights=weights, overwrite=overwrite,
-                   resize_vi=resize_vi, fps=fps, start=start, frames=frames, **options)  # fmt: skip
+        fuse_video(ir_dir, vi_dir, out_dir, settings, fps=fps, start=start, frames=frames)
         return
     if fps is not None or start or frames is not None:
         fail("--fps, --start and --frames are for video: give videos, or a video OUT (.mp4, ...)")
-    pairs, failures, ir_root, vi_root = _pairs(ir_dir, vi_dir, out_dir)
+    result = _run(ir_dir, vi_dir, out_dir, settings)
+    _render(result)
 
-    setup = build_fuser(weights, **options)
-    fuser, device = setup.fuser, setup.device
 
-    provenance = {
-        "occo_version": OCCO_VERSION, "weights_sha256": file_sha256(setup.weights),
-        "backend": setup.settings["backend"], "ir16": ir16, "tile": tile,
-        "amp": setup.settings.get("amp"),
-    }  # fmt: skip
-    jobs = [FuseJob(stem, ir, vi, out_dir / f"{stem}.png") for stem, ir, vi in pairs]
-    records = {job.stem: output_record(provenance, job.ir_path, job.vi_path) for job in jobs}
-    for job in jobs:
-        job.text = {OUTPUT_KEY: records[job.stem]}
-    with folder_lock(out_dir, "occo fuse"):
-        if stale := remove_stale_temporaries(out_dir):
-            note(f"removed {stale} temporary file(s) an interrupted run left in {out_dir}")
-        plan = plan_resume(
-            [(j.out_path, j.ir_path, j.vi_path) for j in jobs], provenance, overwrite
-        )
-        todo = [jobs[i] for i in plan.todo]
-        if plan.done:
-            note(
-                f"skipping {len(plan.done)} pair(s) already fused in {out_dir} with the same settings"
-            )
-        for reason in failures.values():
-            warn(reason)
-        from occo.cli.check import FuseRegistrationCheck
-        from occo.data.registration import DEFAULT_THRESHOLD_PX
+def _run(ir_dir: Path, vi_dir: Path, out_dir: Path, settings):
+    """fuse_folder under a progress bar; notes and warnings printed above it as they come."""
+    from occo.models.fusing import FuseEvents, fuse_folder
 
-        threshold = DEFAULT_THRESHOLD_PX if misaligned_px is None else misaligned_px
-        registration = FuseRegistrationCheck(threshold)
-        check = registration if registration.threshold > 0 else None
-        runner = FileFuser(fuser, workers=workers, resize_vi=resize_vi, inspect=check)
-        stats, run_failures, interrupted = _run(runner, todo, registration, setup.budget)
-        failures.update(run_failures)
-        done = [job for job in jobs if job.stem not in failures and job.out_path.exists()]
-        settings = {
-            "batch_size": batch_size, **setup.settings, "ir16": ir16, "resize_vi": resize_vi,
-            "overwrite": overwrite, "workers": workers, "threads": threads,
-            "memory_plans": {f"{w}x{h}": {"tile": p.tile, "batch": p.batch}
-                             for (h, w), p in getattr(fuser, "memory_plans", {}).items()},
-        }  # fmt: skip
-        per_image = stats.wall_s / stats.fused if stats.fused else None
-        timings = {
-            "total": round(stats.wall_s, 3),
-            "per_image": round(per_image, 4) if per_image else None,
-            "model": round(stats.model_s, 3),
-            "decode": round(stats.decode_s, 3),
-            "encode": round(stats.encode_s, 3),
-            "fused_this_run": stats.fused,
-        }
+    with progress_bar() as progress:
+        task = progress.add_task("fusing", total=None, status="", visible=False)
+        failed = {"n": 0}
+
+        def line(kind: str):
+            def show(text: str) -> None:
+                if kind == "warn":
+                    progress.console.print(f"[yellow]warning:[/] {plain(text)}", highlight=False, soft_wrap=True)
+                elif not is_quiet():
+                    progress.console.print(plain(text), highlight=False, soft_wrap=True)
+
+            return show
+
+        def start(total: int) -> None:
+            progress.update(task, total=total, visible=total > 0)
+
+        def pair(outcome) -> None:
+            if outcome.error:
+                failed["n"] += 1
+                progress.console.print(f"[yellow]failed:[/] {plain(outcome.stem)}: {plain(outcome.error)}", highlight=False, soft_wrap=True)
+            progress.advance(task)
+            progress.update(task, status=f"{failed['n']} failed" if failed["n"] else "")
+
+        events = FuseEvents(note=line("note"), warn=line("warn"), start=start, pair=pair)
         try:
-            # A rerun that had nothing to do keeps the record of the run that made the images.
-            if todo or not (out_dir / MANIFEST_NAME).is_file():
-                write_fuse_manifest(
-                    out_dir, ir_root, vi_root,
-                    weights=str(setup.weights.resolve()), weights_source=setup.source,
-                    settings=settings, device=device, timings=timings, provenance=provenance,
-                    pairs=len(done), stems=[job.stem for job in done],
-                    outputs={job.stem: job.out_path.name for job in done}, failures=failures,
-                    registration=registration.record() if check else None,
-                )  # fmt: skip
-        except (OccoError, OSError) as exc:
-            warn(f"could not write the manifest in {out_dir}: {exc}")
+            with user_errors():
+                return fuse_folder(ir_dir, vi_dir, out_dir, settings, events)
+        except (FileNotFoundError, PermissionError) as exc:
+            fail(str(exc))
 
-    if summary := registration.summary():
-        warn(summary)
-    if interrupted:
+
+def _render(result) -> None:
+    """The closing lines and the exit code of a folder run."""
+    if result.manifest_warning:
+        warn(result.manifest_warning)
+    if result.misaligned_summary:
+        warn(result.misaligned_summary)
+    if result.interrupted:
         err.print(
-            f"[yellow]interrupted:[/] {len(done) - len(plan.done)} pair(s) fused into {out_dir} this run, "
-            f"{len(done)} of {len(jobs)} done in all; run the same command again to fuse the rest",
+            f"[yellow]interrupted:[/] {result.fused} pair(s) fused into {plain(result.out_dir)} this run, "
+            f"{result.done} of {result.total} done in all; run the same command again to fuse the rest",
             highlight=False,
             soft_wrap=True,
         )
         raise typer.Exit(130)
+    ranks = f" by {result.world_size} processes" if result.world_size > 1 else ""
     out.print(
-        f"fused {stats.fused} pair(s) into {out_dir} in {stats.wall_s:.1f} s, "
-        f"{speed(stats.fused, stats.wall_s)} on {device}"
-        + (f"; {len(plan.done)} already there" if plan.done else "")
-        + (f"; [bold red]{len(failures)} failed[/]" if failures else ""),
+        f"fused {result.fused} pair(s) into {plain(result.out_dir)} in {result.seconds:.1f} s, "
+        f"{speed(result.fused, result.seconds)} on {result.device}{ranks}"
+        + (f"; {result.skipped} already there" if result.skipped else "")
+        + (f"; [bold red]{len(result.failures)} failed[/]" if result.failures else ""),
         highlight=False,
         soft_wrap=True,
     )
-    if failures:
-        err.print("[bold red]failed pairs:[/]", highlight=False)
-        for stem, reason in sorted(failures.items()):
-            err.print(f"  {stem}: {reason}", highlight=False, soft_wrap=True)
+    if result.failures:
+        # Each failure was printed once as it happened (or as a warning before the run).
         raise typer.Exit(1)
-
-
-def _run(runner, todo: list, registration, budget) -> tuple[object, dict[str, str], bool]:
-    """Fuse ``todo`` under a progress bar; Ctrl-C stops cleanly after the pairs in flight.
-
-    Registration warnings and memory plans (sizes that run in tiles or one pair at a time)
-    are printed above the bar as they come.
-
-    Returns:
-        ``(stats, failures, interrupted)``.
-    """
-    failures: dict[str, str] = {}
-    interrupted = False
-    with progress_bar(disable=not todo) as progress:
-        task = progress.add_task("fusing", total=len(todo), status="")
-        if budget is not None:
-            runner.fuser.on_memory_plan = lambda h, w, plan: progress.console.print(
-                ("" if plan.fits else "[yellow]warning:[/] ") + plan.describe(h, w, budget),
-                highlight=False,
-                soft_wrap=True,
-            )
-        try:
-            for outcome in runner.run(todo):
-                if outcome.error:
-                    failures[outcome.stem] = outcome.error
-                    progress.console.print(f"[yellow]failed:[/] {outcome.error}", highlight=False)
-                registration.report(outcome.stem, outcome.inspection, progress.console)
-                progress.advance(task)
-                progress.update(task, status=f"{len(failures)} failed" if failures else "")
-        except KeyboardInterrupt:
-            interrupted = True
-            # Outputs are written atomically: what is on disk is complete, the rest absent.
-            progress.update(task, completed=runner.stats.fused, status="interrupted")
-    return runner.stats, failures, interrupted

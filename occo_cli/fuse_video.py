@@ -56,29 +56,24 @@ def fuse_video(
     ir: Path,
     vi: Path,
     out_path: Path,
+    settings,
     *,
-    weights: Path | None,
-    backend: str,
-    device: str,
-    amp: bool | None,
-    tile: int | None,
-    batch_size: int,
-    ir16: str,
-    overwrite: bool,
-    resize_vi: bool,
     fps: float | None,
     start: float,
     frames: int | None,
 ) -> None:
-    """Fuse two streams into ``out_path``; see ``occo fuse --help``."""
+    """Fuse two streams into ``out_path`` with ``settings`` (occo.models.fusing.FuseSettings,
+    the same as folders take); see ``occo fuse --help``."""
     from dataclasses import asdict
 
-    from occo.cli.fuse_setup import build_fuser
+    from occo.cli.console import user_errors
+    from occo.models.fusing import FuseEvents, build_fuser
     from occo.data.errors import OccoError
     from occo.data.video import FramePairer, VideoError, VideoSink, open_frames
-    from occo.eval.manifest import write_fuse_manifest
+    from occo.data.fused import write_fuse_manifest
     from occo.models.video_fuser import VideoFuser
 
+    overwrite, resize_vi = settings.overwrite, settings.resize_vi
     _check_paths(ir, vi, out_path, overwrite)
     try:
         ir_source, vi_source = open_frames(ir, fps), open_frames(vi, fps)
@@ -91,8 +86,8 @@ def fuse_video(
         fail(f"no frames to fuse: a stream ends before --start {start:g} s")
     note(_stream_line("infrared", ir_source))
     note(_stream_line("visible", vi_source))
-    setup = build_fuser(weights, backend=backend, device=device, amp=amp, tile=tile,
-                        batch_size=batch_size, ir16=ir16)  # fmt: skip
+    with user_errors():
+        setup = build_fuser(settings, FuseEvents(note=note, warn=warn))
     sink = VideoSink(out_path, out_fps)
     runner = VideoFuser(setup.fuser, resize_vi=resize_vi)
     started = time.perf_counter()
@@ -130,9 +125,10 @@ def fuse_video(
     if sink.size != sink.input_size:
         warn(f"frames are {sink.input_size[0]}x{sink.input_size[1]}; {sink.codec} stores even "
              f"sizes only, so the video is {width}x{height} (last column/row dropped)")  # fmt: skip
-    settings = {
-        "batch_size": batch_size, **setup.settings, "ir16": ir16, "resize_vi": resize_vi,
-        "overwrite": overwrite, "fps": fps, "start": start, "frames": frames,
+    run = {
+        "batch_size": settings.batch_size, **setup.settings, "ir16": settings.ir16,
+        "resize_vi": resize_vi, "overwrite": overwrite, "fps": fps, "start": start,
+        "frames": frames,
     }  # fmt: skip
     timings = {
         "total": round(wall, 3),
@@ -151,7 +147,7 @@ def fuse_video(
         write_fuse_manifest(
             out_path.parent, ir, vi, name=out_path.name + MANIFEST_SUFFIX, kind="video",
             output=out_path, weights=str(setup.weights.resolve()), weights_source=setup.source,
-            settings=settings, device=setup.device, timings=timings, pairs=stats.frames,
+            settings=run, device=setup.device, timings=timings, pairs=stats.frames,
             video=video, pairing={"ir": asdict(use.ir), "vi": asdict(use.vi)},
         )  # fmt: skip
     except (OccoError, OSError) as exc:

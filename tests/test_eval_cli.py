@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from occo.cli.app import app
 from occo.data.errors import OccoError
-from occo.eval.manifest import write_fuse_manifest
+from occo.data.fused import write_fuse_manifest
 
 
 @pytest.fixture

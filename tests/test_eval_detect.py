@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from occo.data.annotations import ImageBoxes
 from occo.eval.detection import score_detections
-from occo.eval.manifest import write_fuse_manifest
+from occo.data.fused import write_fuse_manifest
 from tests import eval_tiny as tiny
 
 runner = CliRunner()

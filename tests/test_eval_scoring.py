@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from occo.data import write_image_atomic
-from occo.eval.manifest import write_fuse_manifest
+from occo.data.fused import write_fuse_manifest
 from occo.eval.metrics import METRIC_NAMES, SOURCE_FREE, compute_metrics
 from occo.eval.report import best_methods, report_dict, scores_csv, summarize, write_scores_csv
 from occo.eval.scoring import ScoringError, plan_folder, score_jobs, unique_method_names

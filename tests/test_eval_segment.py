@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from occo.data.io import write_image_atomic
-from occo.eval.manifest import write_fuse_manifest
+from occo.data.fused import write_fuse_manifest
 from occo.eval.segmentation import ConfusionMatrix, paint_class_map
 from tests import eval_tiny as tiny
 

@@ -1,4 +1,6 @@
-"""The ``occo-fuse.json`` manifest that ``occo fuse`` writes next to its fused images.
+"""The fused-output record: the ``occo-fuse.json`` manifest that ``occo fuse`` writes next
+to its fused images, each PNG's own record, and the resume plan built from them. Written by
+fuse (occo.models.fusing), read by metrics and eval.
 
 It records where the sources are, so that ``occo metrics OUT_DIR`` scores the fused
 images against them without ``--ir``/``--vi``, and how the images were made. Each fused
@@ -8,7 +10,7 @@ occo did not write for one of its own.
 
 Schema (format "occo-fuse", version 2), a JSON object:
 
-- ``format``: "occo-fuse"; ``version``: 1 (this schema); ``occo_version``: occo's version.
+- ``format``: "occo-fuse"; ``version``: 2 (this schema); ``occo_version``: occo's version.
 - ``ir_dir``, ``vi_dir``: absolute paths of the infrared and visible source folders
   (for a fused video: the source videos or frame folders).
 - ``weights``: the weights file used (absolute path) or null.
@@ -16,7 +18,8 @@ Schema (format "occo-fuse", version 2), a JSON object:
 - ``device``: e.g. "cuda:0" or "cpu".
 - ``timings``: seconds, e.g. ``{"total": 12.3, "per_image": 0.29}``.
 - ``pairs``: number of pairs fused.
-- ``provenance``: what decides the pixels (:data:`PIXEL_SETTINGS`), one value each.
+- ``provenance``: what decides the pixels (occo.models.fusing.FuseSettings' pixel
+  settings, the weights' SHA-256 and occo's version), one value each.
 - ``outputs``: ``{stem: file name}`` of every fused image in the folder that this
   provenance made (version 2; version 1 manifests have ``stems`` only).
 - ``created``: UTC time of writing, ISO 8601.
@@ -49,9 +52,6 @@ MANIFEST_FORMAT = "occo-fuse"
 MANIFEST_VERSION = 2
 #: The PNG text key under which each fused image records what made it.
 OUTPUT_KEY = "occo-fuse"
-#: What decides a fused image's pixels; an output is reused only when all of them match.
-#: (--resize-vi is not among them: a pair it would resize has no output without it.)
-PIXEL_SETTINGS = ("occo_version", "weights_sha256", "backend", "ir16", "tile", "amp")
 
 
 class ManifestError(OccoError, ValueError):
@@ -163,7 +163,7 @@ def output_record(provenance: Mapping[str, Any], ir_path: Path, vi_path: Path) -
     """The text a fused PNG stores about what made it (ASCII JSON).
 
     Args:
-        provenance: the run's :data:`PIXEL_SETTINGS` values.
+        provenance: the run's values of the settings that change pixels.
         ir_path: the infrared source file.
         vi_path: the visible source file.
     """
@@ -196,6 +196,7 @@ def plan_resume(
     outputs: Sequence[tuple[Path, Path, Path]],
     provenance: Mapping[str, Any],
     overwrite: bool = False,
+    defaults: Mapping[str, Any] | None = None,
 ) -> ResumePlan:
     """Decide, per output, whether a run redoes it, keeps it or must stop.
 
@@ -205,8 +206,11 @@ def plan_resume(
 
     Args:
         outputs: ``(out_path, ir_path, vi_path)`` per pair.
-        provenance: this run's :data:`PIXEL_SETTINGS` values.
+        provenance: this run's values of every setting that changes pixels (each is
+            compared; see occo.models.fusing.FuseSettings).
         overwrite: redo every output, replacing whatever is there.
+        defaults: the value a record made before a setting existed stands for (so that a
+            new setting at its default keeps older outputs valid).
 
     Returns:
         The plan.
@@ -227,10 +231,11 @@ def plan_resume(
             foreign.append(out_path)
             continue
         wanted = json.loads(output_record(provenance, ir_path, vi_path))
+        defaults = defaults or {}
         diffs = [
-            f"{key}: {_short(record.get(key))} -> {_short(wanted[key])}"
-            for key in (*PIXEL_SETTINGS, "ir", "vi")
-            if record.get(key) != wanted[key]
+            f"{key}: {_short(record.get(key, defaults.get(key)))} -> {_short(wanted[key])}"
+            for key in (*provenance, "ir", "vi")
+            if record.get(key, defaults.get(key)) != wanted[key]
         ]
         if diffs:
             differing.append((out_path, diffs))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from occo.data.version import OCCO_VERSION
-from occo.eval.manifest import (
+from occo.data.fused import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     ManifestError,
