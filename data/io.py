@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from occo.data.errors import OccoError, OccoWarning
+from occo.data.outputs import OutputError, write_error
 
 
 class ImageReadError(OccoError, ValueError):
@@ -227,46 +229,95 @@ def read_png_text(path: str | Path) -> dict[str, str]:
     return entries
 
 
+class OutputAppearedError(OutputError, FileExistsError):
+    """The destination appeared while occo was writing it (another program made it)."""
+
+
+#: Errors of the destination (not of the data): turned into one line naming the file.
+_WRITE_ERRNOS = frozenset(
+    c for c in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EFBIG) if c
+)
+
+
+def publish_file(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``path``; without ``overwrite`` never replace a file made meanwhile."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and fails if path exists
+    except FileExistsError:
+        raise OutputAppearedError(
+            f"{path} appeared while occo was writing it (another program made it) and was left "
+            "as it is; pass --overwrite to replace it, or choose another name"
+        ) from None
+    except OSError:  # no hard links here (FAT, some network file systems): check, then rename
+        if os.path.lexists(path):
+            raise OutputAppearedError(
+                f"{path} appeared while occo was writing it and was left as it is; pass "
+                "--overwrite to replace it, or choose another name"
+            ) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink(missing_ok=True)
+
+
 @contextmanager
-def atomic_path(path: str | Path, tmp_dir: str | Path | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, tmp_dir: str | Path | None = None, overwrite: bool = True
+) -> Iterator[Path]:
     """A temporary file that becomes ``path`` only when the ``with`` block succeeds.
 
     The one way occo writes a file: the content goes to a hidden temporary file
     (``.NAME.*.tmp``) in the same folder, is flushed to disk and renamed over ``path``;
     ``path`` is always either its old self or complete, never half-written. On any error
-    the temporary file is removed.
+    the temporary file is removed; a full or read-only disk (met here or by the block's
+    writes) becomes a :class:`~occo.data.outputs.WriteError` that names ``path``.
 
     Args:
         path: destination.
         tmp_dir: folder for the temporary file (same file system as ``path``; default its
             folder).
+        overwrite: replace a file at ``path``; False: the final re-check: a file that
+            appeared at ``path`` meanwhile is kept and :class:`OutputAppearedError` raised.
 
     Yields:
         The temporary file's path (created empty) to write to.
     """
     path = Path(path)
     folder = Path(tmp_dir) if tmp_dir is not None else path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise write_error(exc, path) from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:  # durable before it becomes visible
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
+        try:
+            with open(tmp, "rb+") as handle:  # durable before it becomes visible
+                os.fsync(handle.fileno())
+            # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask).
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            publish_file(tmp, path, overwrite)
+        except OutputError:
+            raise
+        except OSError as exc:  # our own steps: every system error is about the destination
+            raise write_error(exc, path) from None
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OccoError):
+            if exc.errno in _WRITE_ERRNOS:  # the block's writes met a full or read-only disk
+                raise write_error(exc, path) from None
         raise
 
 
-def write_bytes_atomic(path: str | Path, payload: bytes) -> None:
-    """Write bytes to ``path`` atomically (see :func:`atomic_path`)."""
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: str | Path, payload: bytes, overwrite: bool = True) -> None:
+    """Write bytes to ``path`` atomically (see :func:`atomic_path`, also for ``overwrite``)."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(payload)
 
 
@@ -318,6 +369,75 @@ def folder_lock(folder: str | Path, what: str = "occo") -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+#: The lock file :func:`output_lock` keeps beside an output while it is written.
+LOCK_SUFFIX = ".occo-lock"
+
+
+def lock_file_for(path: str | Path) -> Path:
+    """The lock file of the output ``path``: ``.NAME.occo-lock`` beside it (hidden)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{LOCK_SUFFIX}")
+
+
+@contextmanager
+def output_lock(path: str | Path, what: str = "occo") -> Iterator[None]:
+    """Hold an exclusive lock on the output file ``path`` for the ``with`` block.
+
+    Two runs writing one file (a video, a CSV, an ONNX model) would race: both check that
+    it is free at the start and rename at the end, so the last writer wins. The lock (a
+    ``flock`` on the hidden file ``.NAME.occo-lock`` beside ``path``, removed when the block
+    ends) refuses the second at once; take it before checking whether ``path`` exists.
+    The lock ends with the process, so a killed run leaves at most an unlocked, empty file.
+    Where the platform has no ``flock``, nothing is locked.
+
+    Args:
+        path: the output file (its folder is created if missing).
+        what: the command, for the message (e.g. ``"occo metrics"``).
+
+    Raises:
+        FolderBusyError: another process holds the lock.
+        WriteError: the lock file cannot be made (read-only or full disk).
+    """
+    path = Path(path)
+    lock = lock_file_for(path)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    busy = FolderBusyError(
+        f"{path} is busy: another {what} is writing it; wait for it to finish or choose "
+        "another name"
+    )
+    for _ in range(20):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(exc, path) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise busy from None
+        try:  # the last holder removes the file: a lock on a removed file locks nothing
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:
+        raise busy
+    try:
+        yield
+    finally:
+        try:
+            lock.unlink()  # while still held: an opener of the old file retries
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def remove_stale_temporaries(folder: str | Path) -> int:

@@ -6,6 +6,7 @@ bad destination costs one line and no wasted work, and an input is never overwri
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,54 @@ from occo.data.errors import OccoError
 
 class OutputError(OccoError, ValueError):
     """A destination that cannot or must not be written."""
+
+
+class WriteError(OccoError, OSError):
+    """Writing a file failed for a reason outside occo (a full or read-only disk, no
+    permission): the message names the file; ``errno`` is the system's error number."""
+
+
+#: System errors that say the destination cannot take the data (not a bug, not an input).
+DISK_ERRNOS = frozenset(
+    code
+    for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EFBIG,
+                 errno.EACCES, errno.EPERM, errno.EIO)  # fmt: skip
+    if code is not None
+)
+
+_ADVICE = {
+    errno.ENOSPC: "the disk is full; free some space or choose another place",
+    getattr(errno, "EDQUOT", -1): "the disk quota is used up; free some space or choose another place",
+    errno.EROFS: "the file system is read-only; choose a writable place",
+    errno.EFBIG: "the file is larger than this file system or process allows",
+    errno.EACCES: "permission denied; choose a writable place",
+    errno.EPERM: "not permitted; choose a writable place",
+    errno.EIO: "input/output error on the disk",
+}
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a system error about the destination (full, read-only, denied)."""
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
+
+def write_error(exc: OSError, path: str | Path, doing: str = "write") -> WriteError:
+    """``exc`` (an OSError met while writing ``path``) as a one-line :class:`WriteError`.
+
+    Args:
+        exc: the system error.
+        path: the file the user asked for (not a temporary's name).
+        doing: the verb for the message (``write``, ``create``...).
+
+    Returns:
+        The error to raise (``raise write_error(exc, path) from None``).
+    """
+    if isinstance(exc, WriteError):
+        return exc
+    advice = _ADVICE.get(exc.errno) or (exc.strerror or str(exc) or type(exc).__name__)
+    error = WriteError(f"cannot {doing} {path}: {advice}")
+    error.errno = exc.errno
+    return error
 
 
 def _is_within(path: Path, folder: Path) -> bool:

@@ -7,9 +7,12 @@ Reading and writing go through OpenCV's FFmpeg backend.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import re
+import shutil
+from contextlib import ExitStack
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,8 @@ import cv2
 import numpy as np
 
 from occo.data.errors import OccoError
-from occo.data.io import read_image
+from occo.data.io import output_lock, publish_file, read_image
+from occo.data.outputs import check_writable_folder, write_error
 from occo.data.pairing import IMAGE_EXTENSIONS
 
 #: Containers read as videos (anything FFmpeg decodes; these are recognised by name).
@@ -334,17 +338,25 @@ class VideoSink:
     """Writes frames into a temporary video beside ``path``; :meth:`commit` moves it in place.
 
     Most codecs store only even sizes: an odd frame width or height loses its last column
-    or row (:attr:`size` is what is stored). The writer opens on the first frame.
+    or row (:attr:`size` is what is stored). The writer opens on the first frame. From
+    construction to :meth:`commit` or :meth:`abort` the sink holds ``path``'s output lock
+    (:func:`~occo.data.io.output_lock`): a second run writing the same video is refused at
+    once, and the temporaries of killed runs are removed.
 
     Args:
         path: the video to make; its extension picks the codec (:data:`WRITE_CODECS`).
         fps: frame rate.
+        overwrite: replace an existing ``path``; False: refuse one (checked holding the
+            lock, and again before the rename); None: replace only a file that was there
+            when the sink was made (the caller checked ``--overwrite`` before).
 
     Raises:
-        VideoError: an extension occo cannot write.
+        VideoError: an extension occo cannot write, or ``path`` exists (``overwrite`` False).
+        OutputError: the folder is not writable.
+        FolderBusyError: another occo is writing ``path``.
     """
 
-    def __init__(self, path: str | Path, fps: float) -> None:
+    def __init__(self, path: str | Path, fps: float, overwrite: bool | None = None) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in WRITE_CODECS:
@@ -360,6 +372,39 @@ class VideoSink:
         self.input_size: tuple[int, int] | None = None  # (W, H) given
         self.written = 0
         self._writer: cv2.VideoWriter | None = None
+        check_writable_folder(self.path.parent, "OUT")  # before the work, not after it
+        self._lock = ExitStack()
+        self._lock.enter_context(output_lock(self.path, "occo fuse"))
+        try:
+            if overwrite is False and os.path.lexists(self.path):
+                raise VideoError(f"{self.path} exists; pass --overwrite to replace it")
+            self._replace = bool(overwrite) or os.path.lexists(self.path)
+            self.stale_removed = self._remove_stale()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _remove_stale(self) -> int:
+        """Delete the hidden temporaries of killed runs for this path (lock held)."""
+        pattern = re.compile(
+            re.escape(f".{self.path.stem}.occo-") + r"\d+" + re.escape(self.path.suffix)
+        )
+        removed = 0
+        for candidate in self.path.parent.glob(f".{glob.escape(self.path.stem)}.occo-*"):
+            if pattern.fullmatch(candidate.name) and candidate.is_file():
+                candidate.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def _cannot_open(self) -> VideoError:
+        """Why the encoder did not open: the disk (full, read-only) or else the codec."""
+        reason = _disk_problem(self.path.parent)
+        if reason:
+            return VideoError(f"cannot write {self.path}: {reason}")
+        return VideoError(
+            f"cannot write {self.path}: OpenCV's FFmpeg cannot encode {self.codec} here; "
+            "try another container (.avi uses MJPG, .mkv lossless FFV1)"
+        )
 
     def _open(self, width: int, height: int) -> None:
         self.input_size = (width, height)
@@ -370,11 +415,9 @@ class VideoSink:
         fourcc = cv2.VideoWriter_fourcc(*self.codec)
         self._writer = cv2.VideoWriter(str(self.temporary), fourcc, self.fps, self.size)
         if not self._writer.isOpened():
+            self._writer = None
             self.temporary.unlink(missing_ok=True)
-            raise VideoError(
-                f"cannot write {self.path}: OpenCV's FFmpeg cannot encode {self.codec} here; "
-                "try another container (.avi uses MJPG, .mkv lossless FFV1)"
-            )
+            raise self._cannot_open()
 
     def write(self, frame: np.ndarray) -> None:
         """Append a frame: (H, W) gray or (H, W, 3) RGB, uint8, the size of the first."""
@@ -398,12 +441,40 @@ class VideoSink:
         self._writer = None
         return self.temporary.is_file()
 
+    def _check_written(self) -> None:
+        """The encoder reports no write error: read the finished file's header back."""
+        capture = cv2.VideoCapture(str(self.temporary), cv2.CAP_FFMPEG)
+        try:
+            readable = capture.isOpened() and capture.grab()
+        finally:
+            capture.release()
+        if not readable:
+            reason = _disk_problem(self.path.parent) or "the encoder wrote an unreadable video"
+            raise VideoError(f"cannot write {self.path}: {reason}; {self.path} was not changed")
+
     def commit(self) -> Path:
-        """Finish the video and move it to ``path`` (replacing it); drops a stale partial."""
-        if self.written == 0 or not self._release():
-            raise VideoError(f"no frames to write to {self.path}")
-        os.replace(self.temporary, self.path)
-        self.partial.unlink(missing_ok=True)
+        """Finish the video and move it to ``path``; drops a stale partial.
+
+        Raises:
+            VideoError: no frames, or the video could not be written (a full disk is named).
+            OutputAppearedError: ``path`` appeared meanwhile and may not be replaced.
+        """
+        try:
+            if self.written == 0 or not self._release():
+                raise VideoError(f"no frames to write to {self.path}")
+            self._check_written()
+            try:
+                publish_file(self.temporary, self.path, self._replace)
+            except OSError as exc:
+                if isinstance(exc, OccoError):
+                    raise
+                raise write_error(exc, self.path) from None
+            self.partial.unlink(missing_ok=True)
+        except BaseException:
+            self.temporary.unlink(missing_ok=True)
+            raise
+        finally:
+            self._lock.close()
         return self.path
 
     def abort(self, keep_partial: bool = False) -> Path | None:
@@ -415,9 +486,30 @@ class VideoSink:
         Returns:
             The partial video, or None when nothing was kept.
         """
-        finished = self._release()
-        if finished and keep_partial and self.written:
-            os.replace(self.temporary, self.partial)
-            return self.partial
-        self.temporary.unlink(missing_ok=True)
-        return None
+        try:
+            finished = self._release()
+            if finished and keep_partial and self.written:
+                os.replace(self.temporary, self.partial)
+                return self.partial
+            self.temporary.unlink(missing_ok=True)
+            return None
+        finally:
+            self._lock.close()
+
+
+def _disk_problem(folder: Path) -> str | None:
+    """Why nothing can be written in ``folder`` (full, read-only, denied), or None."""
+    try:
+        if shutil.disk_usage(folder).free < _MIN_FREE:
+            return "the disk is full; free some space or choose another place"
+    except OSError:
+        pass
+    try:
+        check_writable_folder(folder, "OUT")
+    except OccoError as exc:
+        return str(exc).removeprefix(f"OUT {folder} ")
+    return None
+
+
+#: Free bytes below which a failed video write is put down to a full disk.
+_MIN_FREE = 1 << 20

@@ -3,7 +3,29 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
+
+
+#: Bounds checked before a network is built: a weight file's metadata or a YAML file with
+#: huge numbers is refused in one line instead of asking for hundreds of GB.
+MAX_LEVELS = 8
+MAX_WIDTH = 4096
+MAX_IN_CHANNELS = 64
+
+
+def _whole_numbers(values: object, name: str) -> tuple[int, ...]:
+    """``values`` as a tuple of ints (from a list of numbers), or a ValueError naming it."""
+    try:
+        items = tuple(values)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(f"FIFNConfig.{name} must be a list of whole numbers, got {values!r}") from None
+    numbers = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or int(v) != v:
+            raise ValueError(f"FIFNConfig.{name} must be a list of whole numbers, got {values!r}")
+        numbers.append(int(v))
+    return tuple(numbers)
 
 
 @dataclass(frozen=True)
@@ -40,10 +62,19 @@ class FIFNConfig:
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON or YAML) but store tuples, so the config stays hashable.
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+        object.__setattr__(self, "widths", _whole_numbers(self.widths, "widths"))
+        object.__setattr__(self, "heads", _whole_numbers(self.heads, "heads"))
         if len(self.widths) < 2:
             raise ValueError(f"FIFNConfig.widths needs at least 2 levels, got {self.widths}")
+        if len(self.widths) > MAX_LEVELS:  # checked before anything is built or allocated
+            raise ValueError(
+                f"FIFNConfig.widths has {len(self.widths)} levels; at most {MAX_LEVELS} are supported"
+            )
+        if max(self.widths) > MAX_WIDTH:
+            raise ValueError(
+                f"FIFNConfig.widths {self.widths}: a level of more than {MAX_WIDTH} channels is "
+                "not a FIFN occo builds (the network would not fit in memory)"
+            )
         if len(self.heads) != len(self.widths):
             raise ValueError(
                 f"FIFNConfig.heads {self.heads} must have one entry per level of widths {self.widths}"
@@ -64,8 +95,19 @@ class FIFNConfig:
             raise ValueError(
                 f"FIFNConfig.range_margin must be a whole number >= 0, got {self.range_margin!r}"
             )
-        if self.in_channels <= 0:
-            raise ValueError(f"FIFNConfig.in_channels must be positive, got {self.in_channels}")
+        if (
+            not isinstance(self.in_channels, int)
+            or isinstance(self.in_channels, bool)
+            or not 0 < self.in_channels <= MAX_IN_CHANNELS
+        ):
+            raise ValueError(
+                f"FIFNConfig.in_channels must be a whole number from 1 to {MAX_IN_CHANNELS}, "
+                f"got {self.in_channels!r}"
+            )
+        if self.range_margin > MAX_WIDTH:
+            raise ValueError(
+                f"FIFNConfig.range_margin must be at most {MAX_WIDTH}, got {self.range_margin}"
+            )
 
     @property
     def levels(self) -> int:
@@ -108,5 +150,18 @@ class FIFNConfig:
 
     @classmethod
     def from_json(cls, text: str) -> FIFNConfig:
-        """Inverse of :meth:`to_json`."""
-        return cls.from_dict(json.loads(text))
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ValueError: not JSON (nested too deep included), not a mapping, or not a valid
+                config.
+        """
+        try:
+            values = json.loads(text)
+        except RecursionError:
+            raise ValueError("the config JSON is nested too deeply to be a FIFN config") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the config is not JSON ({exc})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"the config must be a JSON object, got {type(values).__name__}")
+        return cls.from_dict(values)

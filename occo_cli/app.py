@@ -13,8 +13,9 @@ from typer.core import TyperGroup
 
 from occo.cli import check, convert, export, fuse, masks, metrics, train
 from occo.cli import eval as eval_cli
-from occo.cli.console import err, route_warnings
+from occo.cli.console import err, error_line, route_warnings
 from occo.data.errors import OccoError
+from occo.data.outputs import is_disk_error, write_error
 from occo.data.version import OCCO_VERSION
 
 try:  # Typer >= 0.22 runs on its own copy of click
@@ -127,9 +128,7 @@ def main() -> None:
     except click.exceptions.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "occo"
         message = exc.format_message().rstrip(".")
-        err.print(
-            f"[bold red]error:[/] {message}; see `{where} --help`", highlight=False, soft_wrap=True
-        )
+        error_line(f"{message}; see `{where} --help`")
         sys.exit(2)
     except (
         OccoError,
@@ -138,8 +137,12 @@ def main() -> None:
         FileExistsError,
         PermissionError,
     ) as exc:
-        message = str(exc) or exc.__class__.__name__
-        err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        error_line(str(exc) or exc.__class__.__name__)
+        sys.exit(1)
+    except OSError as exc:  # a full or read-only disk met where no message names it yet
+        if not is_disk_error(exc):
+            raise
+        error_line(write_error(exc, exc.filename or "a file"))
         sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err.print("[yellow]interrupted[/]")

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,9 +26,28 @@ out = Console()
 err = Console(stderr=True)
 
 
+def plain(text: object) -> str:
+    """``text`` made safe to print through rich: its brackets are shown, never parsed.
+
+    Messages carry user content (paths such as ``lab[red]``, ``bbox must be [x, y, ...]``)
+    that rich would otherwise read as markup: dropped, or a crash on ``[/]``.
+    """
+    return escape(str(text))
+
+
+def say(text: object, console: Console | None = None) -> None:
+    """Print ``text`` as it is (no markup, no highlighting) on stdout or ``console``."""
+    (console or out).print(plain(text), highlight=False, soft_wrap=True)
+
+
+def error_line(message: object) -> None:
+    """Print ``error: message`` on stderr as one line (the message shown as it is)."""
+    err.print(f"[bold red]error:[/] {plain(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr as one line and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -42,7 +62,7 @@ def user_errors() -> Iterator[None]:
 
 def warn(message: str) -> None:
     """Print ``warning: message`` on stderr."""
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {plain(message)}", highlight=False, soft_wrap=True)
 
 
 _QUIET = {"on": False}
@@ -53,10 +73,15 @@ def set_quiet(quiet: bool) -> None:
     _QUIET["on"] = quiet
 
 
+def is_quiet() -> bool:
+    """Whether -q/--quiet is on (notes are not printed)."""
+    return _QUIET["on"]
+
+
 def note(message: str) -> None:
     """Print an informational line on stderr (not under ``--quiet``)."""
     if not _QUIET["on"]:
-        err.print(message, highlight=False, soft_wrap=True)
+        err.print(plain(message), highlight=False, soft_wrap=True)
 
 
 def listing(paths: Sequence[object], limit: int = 5) -> str:
@@ -84,7 +109,7 @@ def progress_bar(disable: bool = False) -> Progress:
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", markup=False),  # stems and paths, as they are
         console=err,
         disable=disable or _QUIET["on"],
         transient=False,

@@ -15,10 +15,12 @@ from occo.cli.console import (
     fail,
     note,
     out,
+    plain,
     progress_bar,
     quiet_option,
     set_quiet,
     threads_option,
+    user_errors,
     warn,
 )
 
@@ -55,13 +57,21 @@ def _inputs(*groups) -> list[Path]:
 
 
 def _guard_output(path: Path, inputs: list[Path], option: str) -> None:
-    """Refuse to write into (or under) a folder that is read as input."""
+    """Refuse to write into (or under) a folder that is read as input, or where nothing can
+    be written (a read-only or full disk): before the work, not after it."""
+    from occo.data.outputs import check_writable_file, check_writable_folder
+
     target = path.resolve()
     for folder in inputs:
         if target == folder or target.is_relative_to(folder):
             fail(
                 f"{option} {path} is inside the input folder {folder}; choose a path outside the inputs"
             )
+    with user_errors():
+        if option == "--csv":
+            check_writable_file(path, option)
+        else:
+            check_writable_folder(path, option)
 
 
 def _show_targets(
@@ -292,7 +302,8 @@ def detect(
     if show is not None:
         _show_detections(results, show, show_threshold, overwrite, quiet)
     if csv_path is not None:
-        write_bytes_atomic(csv_path, detection_csv(results, chosen).encode())
+        with user_errors():  # a file that appeared meanwhile is kept; a full disk is one line
+            write_bytes_atomic(csv_path, detection_csv(results, chosen).encode(), overwrite)
     if as_json:
         typer.echo(json.dumps(detection_report(results, chosen, max_dets), indent=2))
     else:
@@ -358,7 +369,7 @@ def _detect_table(results, classes: list[str], max_dets: int) -> Table:
             cell(r.scores.all.AP50, "all/AP50", name),
             cell(r.scores.all.AP50_95, "all/AP50_95", name),
         ]
-        table.add_row(name, str(r.scores.images), str(r.scores.all.objects), *cells)
+        table.add_row(plain(name), str(r.scores.images), str(r.scores.all.objects), *cells)
     return table
 
 
@@ -496,6 +507,7 @@ def segment(
         fail(str(exc))
     if chosen is None and table is not None:
         chosen = sorted(table)
+    num_classes = max(table) + 1 if table else None  # label values are checked against it
     ignore = None if ignore_index < 0 else ignore_index
     truth = label_maps(labels)
     inputs = _inputs([r.path for r in plan], labels, images)
@@ -510,10 +522,10 @@ def segment(
         if zero_shot:
             results = _segment_zero_shot(
                 plan, truth, chosen, table, ignore, segmenter, detector, box_threshold,
-                background, batch_size, device, dtype, cache, bar,
+                background, batch_size, device, dtype, cache, bar, num_classes,
             )  # fmt: skip
         else:
-            results = [score_maps(row, truth, row.images, ignore) for row in plan]
+            results = [score_maps(row, truth, row.images, ignore, num_classes) for row in plan]
     finally:
         bar.close()
     if chosen is None:  # every class that has ground-truth pixels
@@ -534,6 +546,11 @@ def segment(
             note(
                 f"{r.row.name}: class maps of {r.cached} image(s) from the cache, {r.computed} computed ({cache})"
             )
+        if r.recomputed:
+            warn(
+                f"{r.row.name}: {len(r.recomputed)} cached class map(s) were damaged and were "
+                f"made again: {_listing(r.recomputed)} ({cache})"
+            )
         if r.images == 0:
             fail(
                 f"row {r.row.name}: no image has both a prediction and a label map in {labels}; check the file names"
@@ -545,7 +562,8 @@ def segment(
     if show is not None:
         _show_segmentations(results, truth, names, ignore, images, show, overwrite, quiet)
     if csv_path is not None:
-        write_bytes_atomic(csv_path, segmentation_csv(results, names).encode())
+        with user_errors():  # a file that appeared meanwhile is kept; a full disk is one line
+            write_bytes_atomic(csv_path, segmentation_csv(results, names).encode(), overwrite)
     if as_json:
         typer.echo(json.dumps(segmentation_report(results, names, ignore), indent=2))
     else:
@@ -556,7 +574,7 @@ def segment(
 
 def _segment_zero_shot(
     plan, truth, chosen, table, ignore, segmenter, detector, box_threshold, background,
-    batch_size, device, dtype, cache, bar,
+    batch_size, device, dtype, cache, bar, num_classes=None,
 ):  # fmt: skip
     from occo.eval.detectors import DetectorConfig, detector_settings, load_detector
     from occo.eval.rowcache import RowCache
@@ -618,6 +636,7 @@ def _segment_zero_shot(
             ignore,
             batch_size,
             bar,
+            num_classes,
         )  # fmt: skip
         for row in plan
     ]
@@ -644,7 +663,7 @@ def _segment_table(results, names: dict[int, str], ignore) -> Table:
             cells.append(f"[bold green]{text}*[/]" if r.row.name in best[name] else text)
         text = _format(r.miou(list(names)))
         cells.append(f"[bold green]{text}*[/]" if r.row.name in best["mIoU"] else text)
-        table.add_row(r.row.name, str(r.images), *cells)
+        table.add_row(plain(r.row.name), str(r.images), *cells)
     return table
 
 

@@ -9,10 +9,11 @@ import typer
 from occo.cli.console import (
     fail,
     note,
-    out,
     quiet_option,
+    say,
     set_quiet,
     threads_option,
+    user_errors,
 )
 
 
@@ -86,18 +87,26 @@ def export(
     if dynamic and static_size:
         fail("--dynamic and --static-size exclude each other")
     size = _parse_size(static_size) if static_size else None
+    from occo.data.io import output_lock
+    from occo.data.outputs import check_writable_file, refuse_existing
+
+    with user_errors():  # before the work: a bad destination costs one line, no export
+        if not overwrite:
+            refuse_existing([out_path], f"OUT.onnx {out_path}")
+        check_writable_file(out_path, "OUT.onnx")
     try:
-        report = export_onnx(
-            weights,
-            out_path,
-            opset=opset,
-            static_size=size,
-            fp16=fp16,
-            minmax=minmax,
-            tolerance=tolerance,
-            overwrite=overwrite,
-        )
-    except ExportError as exc:
+        with user_errors(), output_lock(out_path, "occo export"):  # export_onnx re-checks
+            report = export_onnx(
+                weights,
+                out_path,
+                opset=opset,
+                static_size=size,
+                fp16=fp16,
+                minmax=minmax,
+                tolerance=tolerance,
+                overwrite=overwrite,
+            )
+    except (ExportError, FileExistsError) as exc:
         fail(str(exc))
     checks = ", ".join(f"{c.batch}x{c.height}x{c.width}" for c in report.checks)
     note(
@@ -105,9 +114,7 @@ def export(
         f"{report.max_error:.1e} of the output range, tolerance {report.checks[0].tolerance:.0e}"
     )
     shape = f"H={size[0]}, W={size[1]}, any batch" if size else "any batch, height and width"
-    out.print(
+    say(
         f"wrote {out_path} ({report.size_bytes / 1e6:.1f} MB, opset {report.opset}, "
-        f"{report.precision}, {report.output} output, {shape}) in {report.seconds:.1f} s",
-        highlight=False,
-        soft_wrap=True,
+        f"{report.precision}, {report.output} output, {shape}) in {report.seconds:.1f} s"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from occo.cli.console import (
     fail,
     note,
     out,
+    plain,
     progress_bar,
     quiet_option,
     set_quiet,
@@ -74,7 +76,7 @@ def metrics_table(
             if not math.isnan(summary.std[name]):
                 text += f"\n[dim]± {_format(summary.std[name])}[/]"
             cells.append(text)
-        table.add_row(summary.method, str(count(summary)), *cells)
+        table.add_row(plain(summary.method), str(count(summary)), *cells)
     return table
 
 
@@ -143,14 +145,10 @@ def metrics_command(
         occo metrics fused/ --masks masks.h5 --source-rows
         occo metrics fused/ --masks masks.h5 --regions occo --metrics EN,SD,SSIM,TC
     """
-    from occo.cli.metrics_regions import (
-        RegionOptions,
-        note_skipped_regions,
-        plan_extra_rows,
-        print_region_tables,
-    )
-    from occo.eval.report import metric_columns, report_dict, summarize, write_scores_csv
-    from occo.eval.scoring import default_workers, plan_folders, score_jobs, unique_method_names
+    from occo.cli.metrics_regions import RegionOptions
+    from occo.data.io import output_lock
+    from occo.data.outputs import check_writable_file, refuse_existing, refuse_inside_inputs
+    from occo.eval.scoring import plan_folders, unique_method_names
     from occo.runtime import set_threads
 
     set_quiet(quiet)
@@ -160,19 +158,30 @@ def metrics_command(
     options = RegionOptions.parse(masks, regions, ring, metrics)
     names = options.whole_metrics
     plans = plan_folders(fused_dirs, ir, vi, names, unique_method_names(fused_dirs))
-    if csv_path is not None:
-        inputs = [
-            *fused_dirs,
-            *(p.sources.ir_dir for p in plans),
-            *(p.sources.vi_dir for p in plans),
-        ]
-        from occo.data.outputs import check_writable_file, refuse_existing, refuse_inside_inputs
+    with ExitStack() as held:
+        if csv_path is not None:
+            inputs = [
+                *fused_dirs,
+                *(p.sources.ir_dir for p in plans),
+                *(p.sources.vi_dir for p in plans),
+            ]
+            with user_errors():
+                refuse_inside_inputs(csv_path, inputs, "--csv")
+                for locked in (False, True):  # before the lock, then again holding it
+                    if not overwrite:
+                        refuse_existing([csv_path], f"--csv {csv_path}")
+                    if not locked:
+                        check_writable_file(csv_path, "--csv")
+                        held.enter_context(output_lock(csv_path, "occo metrics"))
+        _score_and_report(plans, options, source_rows, workers, csv_path, as_json, overwrite)
 
-        with user_errors():
-            refuse_inside_inputs(csv_path, inputs, "--csv")
-            if not overwrite:
-                refuse_existing([csv_path], f"--csv {csv_path}")
-            check_writable_file(csv_path, "--csv")
+
+def _score_and_report(plans, options, source_rows, workers, csv_path, as_json, overwrite) -> None:
+    """Score the planned folders, write the CSV and print the tables (under the CSV's lock)."""
+    from occo.cli.metrics_regions import note_skipped_regions, plan_extra_rows, print_region_tables
+    from occo.data.io import write_bytes_atomic
+    from occo.eval.report import metric_columns, report_dict, scores_csv, summarize
+    from occo.eval.scoring import default_workers, score_jobs
 
     for plan in plans:
         if plan.sources.origin == "manifest":
@@ -215,7 +224,9 @@ def metrics_command(
     note_skipped_regions(summaries)
 
     if csv_path is not None:
-        write_scores_csv(csv_path, scores, metric_columns(plans) + options.columns(plans))
+        with user_errors():  # a file that appeared meanwhile is kept; a full disk is one line
+            text = scores_csv(scores, metric_columns(plans) + options.columns(plans))
+            write_bytes_atomic(csv_path, text.encode("utf-8"), overwrite)
     if as_json:
         # Plain text, not rich: no wrapping or colour codes in what scripts parse.
         typer.echo(json.dumps(report_dict(plans, summaries, scores), indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ from occo.cli.console import (
     fail,
     note,
     out,
+    plain,
     progress_bar,
     quiet_option,
+    say,
     set_quiet,
     threads_option,
     user_errors,
@@ -90,6 +93,7 @@ def train(
         occo train data/fmb --config configs/ablations/model3.yaml --out runs/fmb-model3
         torchrun --nproc-per-node 4 -m occo train data/fmb --out runs/fmb4
     """
+    from occo.data.io import folder_lock
     from occo.data.outputs import check_writable_folder, refuse_inside_inputs
     from occo.data.pairing import pair_images
     from occo.data.training import find_modality_dirs, split_holdout
@@ -215,50 +219,53 @@ def train(
         elif kind == "skipped":
             bar.console.print(
                 f"[yellow]warning:[/] step {info['step']}: non-finite loss ({info['loss']}), step skipped "
-                f"({info['in_a_row']} in a row)"
+                f"({info['in_a_row']} in a row)",
+                highlight=False,
             )
         elif kind == "validation":
             scores = " ".join(f"{k} {info[k]:.4g}" for k in cfg.val_metrics if k in info)
             best = " (best)" if info.get("best") else ""
-            bar.console.print(f"validation after epoch {info['epoch']}: {scores}{best}")
+            say(f"validation after epoch {info['epoch']}: {scores}{best}", bar.console)
 
-    trainer = Trainer(
-        cfg,
-        train_pairs,
-        run,
-        mask_source=mask_source,
-        val_pairs=val_pairs,
-        device=device,
-        metadata=metadata,
-        resume=resume,
-        on_event=on_event,
-    )
-    if trainer.device.type == "cpu":
-        from occo.runtime import keep_freed_memory
+    with ExitStack() as held:
+        if is_main:  # one run per folder: a second is refused in one line, not interleaved
+            with user_errors():
+                held.enter_context(folder_lock(run, "occo train"))
+            if not resume and (run / "checkpoint.pt").exists():  # the re-check, holding it
+                fail(f"{run} already holds a run: continue it with --resume, or choose another --out")
+        trainer = Trainer(
+            cfg,
+            train_pairs,
+            run,
+            mask_source=mask_source,
+            val_pairs=val_pairs,
+            device=device,
+            metadata=metadata,
+            resume=resume,
+            on_event=on_event,
+        )
+        if trainer.device.type == "cpu":
+            from occo.runtime import keep_freed_memory
 
-        keep_freed_memory()  # large CPU tensors reuse freed heap instead of faulting pages in
-    try:
-        with stop_on_signals(trainer):
-            result = trainer.fit()
-        trainer.close()
-    finally:
-        bar.stop()
+            keep_freed_memory()  # large CPU tensors reuse freed heap instead of faulting pages in
+        try:
+            with stop_on_signals(trainer):
+                result = trainer.fit()
+            trainer.close()
+        finally:
+            bar.stop()
     if not is_main:
         return
     if result.interrupted:
-        err.print(f"[yellow]stopped at step {result.state.step}[/]; checkpoint saved in {run}")
-        err.print(f"continue with: occo train {dataset} --out {run} --resume", highlight=False)
+        err.print(f"[yellow]stopped at step {result.state.step}[/]; checkpoint saved in {plain(run)}")
+        say(f"continue with: occo train {dataset} --out {run} --resume", err)
         raise typer.Exit(130)
     out.print(f"trained {result.state.step} steps ({result.state.skipped} skipped); weights:")
-    out.print(f"  last: {result.last_weights}", highlight=False)
+    say(f"  last: {result.last_weights}")
     if result.best_weights is not None:
-        out.print(
-            f"  best: {result.best_weights} ({cfg.best_metric} {result.state.best_value:.4f})",
-            highlight=False,
-        )
-    out.print(
-        f"fuse with: occo fuse IR_DIR VI_DIR OUT_DIR --weights {result.best_weights or result.last_weights}",
-        highlight=False,
+        say(f"  best: {result.best_weights} ({cfg.best_metric} {result.state.best_value:.4f})")
+    say(
+        f"fuse with: occo fuse IR_DIR VI_DIR OUT_DIR --weights {result.best_weights or result.last_weights}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,9 +98,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise TrainingError(f"no checkpoint to resume at {path}; start without --resume")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+    except pickle.UnpicklingError:  # torch's message is six lines of advice to unpickle it
         raise TrainingError(
-            f"cannot read checkpoint {path}: {exc}; start a new run with another --out"
+            f"{path} holds Python objects that occo does not load (a pickle, not an occo "
+            "training checkpoint, which holds only tensors and plain values); start a new run "
+            "with another --out"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(
+            f"cannot read checkpoint {path}: {first}; start a new run with another --out"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not an occo training checkpoint")
