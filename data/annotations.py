@@ -24,6 +24,7 @@ The formats, detected from the files:
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -305,7 +306,7 @@ def _read_yolo(
     for file in files:
         boxes, labels, scores = [], [], []
         try:
-            text = file.read_text(encoding="utf-8")
+            text = file.read_text(encoding="utf-8-sig")  # a byte-order mark is not a value
         except (OSError, UnicodeDecodeError) as exc:
             raise AnnotationError(f"cannot read {file}: {exc}") from None
         for number, line in enumerate(text.splitlines(), 1):
@@ -328,7 +329,9 @@ def _read_yolo(
                 cx, cy, w, h = (float(v) for v in parts[1:5])
                 score = float(parts[5]) if len(parts) == 6 else 1.0
             except ValueError:
-                raise AnnotationError(f"{where}: not numbers: '{line.strip()}'") from None
+                raise AnnotationError(f"{where}: not numbers: {line.strip()!r}") from None
+            _finite((cx, cy, w, h), where, "box")
+            _finite((score,), where, "confidence")
             if index not in table:
                 raise AnnotationError(
                     f"{where}: class {index} is not in the class table ({known}); "
@@ -346,9 +349,12 @@ def _read_yolo(
 def _voc_number(node: ElementTree.Element, tag: str, file: Path) -> float:
     child = node.find(tag)
     try:
-        return float(child.text)  # type: ignore[union-attr, arg-type]
+        value = float(child.text)  # type: ignore[union-attr, arg-type]
     except (AttributeError, TypeError, ValueError):
         raise AnnotationError(f"{file}: <{tag}> missing or not a number") from None
+    if not math.isfinite(value):
+        raise AnnotationError(f"{file}: <{tag}> is {value}, not a finite number")
+    return value
 
 
 def _read_voc(folder: Path, files: Sequence[Path], table: dict[int, str] | None) -> BoxSet:
@@ -391,17 +397,69 @@ def _read_voc(folder: Path, files: Sequence[Path], table: dict[int, str] | None)
 
 def _load_json(path: Path) -> object:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AnnotationError(f"cannot read {path} as JSON: {exc}") from None
+    except RecursionError:
+        raise AnnotationError(
+            f"cannot read {path} as JSON: it is nested too deeply to be annotations"
+        ) from None
+
+
+def _finite(values: Sequence[float], where: str, what: str) -> None:
+    """Refuse NaN and infinite values (an infinite box would cover the whole image)."""
+    if not all(math.isfinite(v) for v in values):
+        raise AnnotationError(
+            f"{where}: the {what} holds a non-finite number ({', '.join(map(str, values))}); "
+            "fix or remove that entry"
+        )
 
 
 def _coco_box(bbox: object, where: str) -> tuple[float, float, float, float]:
     try:
+        if isinstance(bbox, (str, bytes, dict)):
+            raise TypeError
         x, y, w, h = (float(v) for v in bbox)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise AnnotationError(f"{where}: bbox must be [x, y, width, height]") from None
+        raise AnnotationError(f"{where}: bbox must be [x, y, width, height], got {bbox!r}") from None
+    _finite((x, y, w, h), where, "bbox")
     return x, y, x + w, y + h
+
+
+def _coco_score(score: object, where: str) -> float:
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise AnnotationError(f"{where}: score must be a number, got {score!r}")
+    _finite((float(score),), where, "score")
+    return float(score)
+
+
+def _coco_list(record: dict, key: str, path: Path) -> list:
+    value = record[key]
+    if not isinstance(value, list):
+        raise AnnotationError(
+            f"{path}: '{key}' must be a list, got {type(value).__name__}; "
+            "an empty list [] if there are none"
+        )
+    return value
+
+
+def _coco_size(image: dict, stem: str, path: Path) -> tuple[int, int] | None:
+    width, height = image.get("width"), image.get("height")
+    if not width or not height:  # not recorded (as before: the image file tells)
+        return None
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value == int(value) and 0 < value <= _LARGEST_SIDE
+        ):
+            raise AnnotationError(
+                f"{path}: image '{stem}' has {name} {value!r}; expected a whole number of "
+                f"pixels from 1 to {_LARGEST_SIDE}"
+            )
+    return int(height), int(width)  # type: ignore[arg-type]
+
+
+#: Largest image side a COCO record may state (sizes are checked before anything is made).
+_LARGEST_SIDE = 1 << 20
 
 
 def _read_coco(path: Path, record: object) -> BoxSet:
@@ -409,10 +467,25 @@ def _read_coco(path: Path, record: object) -> BoxSet:
         raise AnnotationError(
             f"{path} is not a COCO dataset: it needs 'images', 'annotations' and 'categories'"
         )
+    categories: dict[int, str] = {}
+    images: dict[int, dict] = {}
     try:
-        categories = {int(c["id"]): str(c["name"]) for c in record["categories"]}
-        images = {int(i["id"]): i for i in record["images"]}
-    except (KeyError, TypeError, ValueError):
+        for c in _coco_list(record, "categories", path):
+            index = int(c["id"])
+            if index in categories:  # a second name for one id would relabel its boxes
+                raise AnnotationError(
+                    f"{path}: categories '{categories[index]}' and '{c['name']}' share the id "
+                    f"{index}; give each category its own id"
+                )
+            categories[index] = str(c["name"])
+        for i in _coco_list(record, "images", path):
+            index = int(i["id"])
+            if index in images:
+                raise AnnotationError(f"{path}: two images have the id {index}")
+            images[index] = i
+    except AnnotationError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise AnnotationError(f"{path}: categories need id and name, images need id") from None
     result = BoxSet(
         path, "coco", [categories[i] for i in sorted(categories)], category_ids=categories
@@ -423,15 +496,15 @@ def _read_coco(path: Path, record: object) -> BoxSet:
             raise AnnotationError(f"{path}: two images have the stem '{stem}'")
         result.image_ids[image_id] = stem
         result.entries[stem] = ImageBoxes()
-        if image.get("width") and image.get("height"):
-            result.sizes[stem] = (int(image["height"]), int(image["width"]))
+        if (size := _coco_size(image, stem, path)) is not None:
+            result.sizes[stem] = size
     grouped: dict[str, list] = {stem: [] for stem in result.entries}
-    for n, ann in enumerate(record["annotations"]):
+    for n, ann in enumerate(_coco_list(record, "annotations", path)):
         where = f"{path}: annotation {ann.get('id', n) if isinstance(ann, dict) else n}"
         try:
             stem = result.image_ids[int(ann["image_id"])]
             name = categories[int(ann["category_id"])]
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise AnnotationError(f"{where}: unknown image_id or category_id") from None
         grouped[stem].append((_coco_box(ann.get("bbox"), where), name, bool(ann.get("iscrowd"))))
     for stem, items in grouped.items():
@@ -470,7 +543,8 @@ def _read_coco_results(
         name = det.get("category_name")
         if name is None:
             name = _category_name(det.get("category_id"), coco_ref, reference, table, where)
-        grouped.setdefault(stem, []).append((_coco_box(det["bbox"], where), name, det["score"]))
+        score = _coco_score(det["score"], where)
+        grouped.setdefault(stem, []).append((_coco_box(det["bbox"], where), str(name), score))
     result = BoxSet(path, "coco-results", classes, unmatched=sorted(unmatched), predictions=True)
     for stem, items in grouped.items():
         result.entries[stem] = ImageBoxes(

@@ -24,6 +24,7 @@ import numpy as np
 
 from occo.data.annotations import ImageBoxes
 from occo.data.classes import name_key
+from occo.data.errors import OccoError
 
 #: How the numbers are made, for tables and JSON.
 PROTOCOL = (
@@ -142,6 +143,33 @@ def coco_result_list(
     return results
 
 
+class DetectionInputError(OccoError, ValueError):
+    """Boxes or confidences that cannot be scored (NaN, infinite): the message names them."""
+
+
+def check_finite(boxes: Mapping[str, ImageBoxes], what: str) -> None:
+    """Refuse NaN or infinite coordinates and confidences: COCOeval would rank them silently.
+
+    Args:
+        boxes: stem -> boxes (with or without scores).
+        what: how the boxes are named in the message (``prediction``...).
+
+    Raises:
+        DetectionInputError: names the image, the entry and the value.
+    """
+    for stem, entry in boxes.items():
+        bad = ~np.isfinite(entry.boxes).all(axis=1)
+        if entry.scores is not None:
+            bad |= ~np.isfinite(entry.scores)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            score = "" if entry.scores is None else f", confidence {entry.scores[i]}"
+            raise DetectionInputError(
+                f"{what} {i} of image {stem} is not finite (box {entry.boxes[i].tolist()}{score}); "
+                "fix or remove it"
+            )
+
+
 def run_cocoeval(dataset: dict, results: list[dict], max_dets: int = 100):
     """``COCOeval`` (bbox) evaluated and accumulated, all object sizes, quietly.
 
@@ -202,6 +230,8 @@ def score_detections(
         raise ValueError("no classes to score")
     if max_dets < 1:
         raise ValueError("--max-dets must be >= 1")
+    check_finite(ground_truth, "ground-truth box")
+    check_finite(predictions, "prediction")
     dataset, image_ids, category_ids = coco_dataset(sizes, ground_truth, classes)
     results = coco_result_list(predictions, image_ids, category_ids)
     evaluator = run_cocoeval(dataset, results, max_dets)

@@ -27,10 +27,17 @@ from occo.eval.rows import Row
 
 #: Ground-truth value that marks pixels not to score (Cityscapes/MMSeg convention).
 DEFAULT_IGNORE_INDEX = 255
+#: Classes scored without a class table: a 16-bit map's 65535 would otherwise ask for a
+#: 65536 x 65536 matrix (32 GiB); indices are checked against this before allocating.
+MAX_CLASSES = 1024
 
 
 class SegmentationError(OccoError, ValueError):
     """A class map that cannot be scored: the message names the files."""
+
+
+class ClassIndexError(SegmentationError):
+    """A ground-truth value that is not a class of the table (nor the ignore index)."""
 
 
 class ConfusionMatrix:
@@ -38,10 +45,16 @@ class ConfusionMatrix:
 
     Args:
         ignore_index: ground-truth value left out of every count (None: none).
+        num_classes: classes of the class table (indices 0..num_classes-1); None: at most
+            :data:`MAX_CLASSES`. A ground-truth value beyond is an error; a predicted one
+            is a wrong prediction, counted in one column past the classes.
     """
 
-    def __init__(self, ignore_index: int | None = DEFAULT_IGNORE_INDEX) -> None:
+    def __init__(
+        self, ignore_index: int | None = DEFAULT_IGNORE_INDEX, num_classes: int | None = None
+    ) -> None:
         self.ignore_index = ignore_index
+        self.limit = int(num_classes) if num_classes else MAX_CLASSES
         self.matrix = np.zeros((0, 0), np.int64)
         self.ignored = 0
         """Pixels left out for their ignore-index ground truth."""
@@ -63,7 +76,19 @@ class ConfusionMatrix:
             truth, prediction = truth[keep], prediction[keep]
         if truth.size == 0:
             return
-        size = max(int(truth.max()), int(prediction.max())) + 1
+        top = int(truth.max())
+        if top >= self.limit:  # before allocating anything of that size
+            table = (
+                f"the class table has classes 0..{self.limit - 1}"
+                if self.limit != MAX_CLASSES
+                else f"occo scores class indices 0..{MAX_CLASSES - 1} without --class-names"
+            )
+            raise ClassIndexError(
+                f"pixel value {top} is not a class index ({table}); if it marks unlabelled "
+                f"pixels pass --ignore-index {top}"
+            )
+        prediction = np.minimum(prediction, self.limit)  # not a class: a wrong prediction
+        size = max(top, int(prediction.max())) + 1
         self._grow(size)
         n = self.matrix.shape[0]
         counts = np.bincount(truth * n + prediction, minlength=n * n)
@@ -130,6 +155,8 @@ class SegmentRowResult:
     """Images segmented in this run."""
     seconds: float = 0.0
     """Model wall time."""
+    recomputed: list[str] = field(default_factory=list)
+    """Stems whose cached class map was damaged (unreadable) and was made again."""
 
     def iou(self, classes: Sequence[int]) -> dict[int, float]:
         return {c: self.confusion.iou(c) for c in classes}
@@ -144,9 +171,17 @@ def score_maps(
     labels: Mapping[str, Path],
     predictions: Mapping[str, Path],
     ignore_index: int | None,
+    num_classes: int | None = None,
 ) -> SegmentRowResult:
-    """Accumulate the confusion matrix of predicted maps against label maps, by stem."""
-    result = SegmentRowResult(row, ConfusionMatrix(ignore_index))
+    """Accumulate the confusion matrix of predicted maps against label maps, by stem.
+
+    ``num_classes``: the class table's size (see :class:`ConfusionMatrix`).
+
+    Raises:
+        SegmentationError: a map of another size, or a label value that is not a class
+            (named with its file).
+    """
+    result = SegmentRowResult(row, ConfusionMatrix(ignore_index, num_classes))
     result.missing_predictions = [s for s in labels if s not in predictions]
     result.predictions_without_labels = [s for s in predictions if s not in labels]
     for stem in labels:
@@ -160,7 +195,10 @@ def score_maps(
                 f"label map {labels[stem]} is {truth.shape[1]}x{truth.shape[0]}; predictions must "
                 "have the size of the images"
             )
-        result.confusion.update(truth, guess)
+        try:
+            result.confusion.update(truth, guess)
+        except ClassIndexError as exc:
+            raise SegmentationError(f"label map {labels[stem]}: {exc}") from None
         result.stems.append(stem)
     result.images = len(result.stems)
     result.maps = {s: predictions[s] for s in result.stems}
@@ -234,6 +272,7 @@ def segment_row(
     ignore_index: int | None,
     batch_size: int = 2,
     progress: Callable[[str, int, int], None] | None = None,
+    num_classes: int | None = None,
 ) -> SegmentRowResult:
     """Segment a row's labelled images zero-shot (cached class maps), then score them.
 
@@ -252,6 +291,8 @@ def segment_row(
     wanted = {s: p for s, p in row.images.items() if s in labels}
     prints = {stem: fingerprint(path) for stem, path in wanted.items()}
     done = cache.load_maps(prints)
+    damaged = sorted(s for s in done if not _readable_map(cache.map_path(s)))
+    done -= set(damaged)  # a damaged cache entry is made again, never a failure of every rerun
     todo = [s for s in wanted if s not in done]
     start = time.perf_counter()
     if todo:
@@ -266,12 +307,24 @@ def segment_row(
             cache.save_maps(dict(zip(chunk, maps, strict=True)), finished, prints)
             if progress is not None:
                 progress(row.name, len(finished), len(wanted))
-    result = score_maps(row, labels, {s: cache.map_path(s) for s in wanted}, ignore_index)
+    result = score_maps(
+        row, labels, {s: cache.map_path(s) for s in wanted}, ignore_index, num_classes
+    )
+    result.recomputed = damaged
     result.missing_predictions = [s for s in labels if s not in row.images]
     result.predictions_without_labels = [s for s in row.images if s not in labels]
     result.cached, result.computed = len(done), len(todo)
     result.seconds = time.perf_counter() - start if todo else 0.0
     return result
+
+
+def _readable_map(path: Path) -> bool:
+    """Whether a cached class map still reads as one (a damaged file is made again)."""
+    try:
+        read_class_map(path, "cached class map")
+    except (OccoError, OSError):
+        return False
+    return True
 
 
 def label_maps(folder: Path) -> dict[str, Path]:
