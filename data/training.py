@@ -45,9 +45,17 @@ class TrainingDataError(OccoError, ValueError):
 class MaskReader(Protocol):
     """What the dataset needs from a mask store (``masks.store.open_mask_store`` returns one)."""
 
-    def stems(self) -> list[str]: ...
+    def stems(self) -> list[str]:
+        """Stems with both masks, sorted."""
+        ...
 
-    def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]: ...
+    def shapes(self, stem: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(shape_ir, shape_vi)`` of a pair's masks, without reading them."""
+        ...
+
+    def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(mask_ir, mask_vi)``, ``(H, W)`` 0/1."""
+        ...
 
 
 def find_modality_dirs(root: str | Path) -> tuple[Path, Path]:
@@ -197,13 +205,15 @@ class FusionCropDataset(Dataset):
         sample = {"ir": np.asarray(ir, dtype=np.float32), "vi": np.asarray(vi, dtype=np.float32)}
         reader = self._masks()
         if reader is not None:
-            mask_ir, mask_vi = reader.read(stem)
-            for name, mask in (("mask_ir", mask_ir), ("mask_vi", mask_vi)):
-                if mask.shape != ir.shape:
+            # Sizes first, from the store's metadata: a mask is read only once it fits the images.
+            for name, shape in zip(("mask_ir", "mask_vi"), reader.shapes(stem), strict=True):
+                if tuple(shape) != ir.shape:
                     raise TrainingDataError(
-                        f"the {name[5:]} mask of '{stem}' is {mask.shape[1]}x{mask.shape[0]} but the "
+                        f"the {name[5:]} mask of '{stem}' is {shape[1]}x{shape[0]} but the "
                         f"images are {ir.shape[1]}x{ir.shape[0]}; regenerate the masks for this dataset"
                     )
+            mask_ir, mask_vi = reader.read(stem)
+            for name, mask in (("mask_ir", mask_ir), ("mask_vi", mask_vi)):
                 sample[name] = (np.asarray(mask) > 0).astype(np.float32)
         return sample
 

@@ -230,7 +230,9 @@ def generate_masks(
         source: what makes the masks (:class:`ModelMaskSource`, ``masks.labels.LabelMaskSource``).
         batch_size: pairs per batch (2 x images for the models); also the journal's unit.
         overwrite: replace a store or journal made with other settings (and redo all pairs).
-        meta: extra root attributes that describe files (ir_dir, vi_dir, ...).
+        meta: the files the masks come from (ir_dir, vi_dir, annotation folders and their
+            fingerprints: :func:`occo.masks.sources.source_files`), compared on a rerun like
+            the source's settings.
         dist: the process's rank; default: one process.
         progress: called as ``progress(done, total)`` for this rank's share.
 
@@ -246,13 +248,14 @@ def generate_masks(
     dist = dist or DistContext()
     if not pairs:
         raise MaskStoreError("no image pairs to make masks for")
-    settings = dict(source.settings)
+    # The files the masks come from are settings too: a rerun on other ones is refused.
+    settings = {**(meta or {}), **source.settings}
     created = now_utc()
     previous: Path | None = None
     done: set[str] = set()
     if out.exists() and overwrite:
         try:
-            read_store_attrs(out)  # only an occo store, or a damaged one, is replaced
+            read_store_attrs(out, audit=False)  # only an occo store, or a damaged one, is replaced
         except DamagedStoreError:
             pass
         except MaskStoreError as exc:
@@ -261,7 +264,8 @@ def generate_masks(
                 "choose another --out, or move the file away"
             ) from None
     elif out.exists():
-        attrs = read_store_attrs(out)
+        reader = MaskReader(out)  # checked whole: its pairs are copied into the new store
+        attrs = reader.settings
         diff = settings_differences(attrs, settings)
         if diff:
             raise SettingsMismatchError(
@@ -270,7 +274,7 @@ def generate_masks(
             )
         previous = out
         created = str(attrs.get("created_utc", created))
-        done = set(MaskReader(out).stems())
+        done = set(reader.stems())
     chunks = plan(pairs, done, batch_size)
     chunk_stems = [[p[0] for p in chunk] for chunk in chunks]
     journal = PartsJournal(out)
@@ -286,7 +290,7 @@ def generate_masks(
     if setup is not None:
         setup()  # load models once, before the journal changes and outside the timed loop
     if dist.rank == 0:
-        journal.prepare(settings, chunk_stems, overwrite, meta)
+        journal.prepare(settings, chunk_stems, overwrite, settings)
     dist.barrier()
 
     mine = [k for k in range(len(chunks)) if k % dist.world_size == dist.rank]
@@ -320,7 +324,6 @@ def generate_masks(
             "occo_version": OCCO_VERSION,
             "created_utc": created,
             "updated_utc": now_utc(),
-            **(meta or {}),
             **settings,
         }
         result.stored, empty = journal.merge(attrs, chunk_stems, previous)

@@ -4,9 +4,15 @@ Layout::
 
     /            attrs: format="occo-masks", version, occo_version, created_utc, updated_utc,
                  the run's settings (prompt, detector, segmenter, thresholds, ...)
-    /ir/<stem>   uint8 (H, W) 0/1 mask, chunked + gzip; attrs boxes (N, 4) xyxy pixels,
-                 scores (N,), labels (N,) matched phrases, source (image file name)
+    /ir/<stem>   uint8 (H, W) 0/1 mask, chunked + gzip; attr source (image file name)
     /vi/<stem>   the same for the visible image
+    /boxes/<ir|vi>/<stem>    float32 (N, 4) xyxy pixels (only for images with detections)
+    /scores/<ir|vi>/<stem>   float32 (N,)
+    /labels/<ir|vi>/<stem>   (N,) strings: matched phrases or class names
+
+Version 1 stores kept boxes, scores and labels as attributes of the mask dataset; they are
+read as before. Every file is opened through :mod:`occo.masks.h5read`, which refuses data
+from outside the file (external storage, links, virtual datasets) and checks each mask.
 
 Crash safety: the store file is only ever written whole, to a temporary file that
 ``os.replace`` puts in place, so it is always either the old complete store or the new
@@ -31,53 +37,58 @@ from typing import Any
 import h5py
 import numpy as np
 
-from occo.data.errors import OccoError
 from occo.data.io import atomic_path, write_bytes_atomic
+from occo.masks.errors import (
+    BadMaskError,
+    DamagedStoreError,
+    MaskStoreError,
+    SettingsMismatchError,
+    UnsafeStoreError,
+)
+from occo.masks.h5read import (
+    H5_ERRORS,
+    MODALITIES,
+    damaged,
+    mask_dataset,
+    mask_stems,
+    open_h5,
+    read_detections,
+    read_mask,
+)
+
+__all__ = [
+    "BadMaskError",
+    "DamagedStoreError",
+    "MaskReader",
+    "MaskStoreError",
+    "ModalityMasks",
+    "PairMasks",
+    "PartsJournal",
+    "PartsReader",
+    "SettingsMismatchError",
+    "UnsafeStoreError",
+    "export_masks",
+    "open_mask_store",
+    "read_store_attrs",
+    "summarize_store",
+    "write_h5_atomic",
+    "write_pair",
+]
 
 FORMAT = "occo-masks"
 PART_FORMAT = "occo-masks-part"
-#: Version of the layout above; readers refuse newer versions.
-STORE_VERSION = 1
-MODALITIES = ("ir", "vi")
+#: Version of the layout above; readers refuse newer versions. Version 1 kept the
+#: detections as attributes of the masks (at most about 4100 boxes an image); it is read too.
+STORE_VERSION = 2
 #: Root attributes that describe the file, not the masks: never compared between runs.
-META_KEYS = frozenset(
-    {
-        "format",
-        "version",
-        "occo_version",
-        "created_utc",
-        "updated_utc",
-        "ir_dir",
-        "vi_dir",
-        "labels_dir",
-        "boxes_ir_dir",
-        "boxes_vi_dir",
-    }
-)
+#: (The image and annotation folders are settings: a rerun on other files is refused.)
+META_KEYS = frozenset({"format", "version", "occo_version", "created_utc", "updated_utc"})
 #: Masks up to this many pixels are stored as one HDF5 chunk (whole-image reads, one inflate).
 _ONE_CHUNK_PIXELS = 4 * 1024 * 1024
-
-
-class MaskStoreError(OccoError, ValueError):
-    """A mask store or journal that cannot be used as asked."""
-
-
-class DamagedStoreError(MaskStoreError):
-    """An HDF5 file that cannot be read any more (truncated, or corrupted on disk)."""
-
-
 #: Every HDF5 file occo writes starts with this signature (no user block).
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: What h5py raises for a damaged file or chunk (bad checksum, failed inflate, broken B-tree).
-_H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError)
-
-
-def _damaged(path: Path, exc: BaseException, where: str = "") -> DamagedStoreError:
-    """The one-line error for a store (or journal part) that h5py cannot read."""
-    reason = (str(exc).splitlines() or [""])[0].strip() or type(exc).__name__
-    return DamagedStoreError(
-        f"{path} is damaged{where} ({reason}); make it again with `occo masks gen` and --overwrite"
-    )
+_H5_ERRORS = H5_ERRORS
+_damaged = damaged
 
 
 def is_hdf5_file(path: str | Path) -> bool:
@@ -87,10 +98,6 @@ def is_hdf5_file(path: str | Path) -> bool:
             return handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
     except OSError:
         return False
-
-
-class SettingsMismatchError(MaskStoreError):
-    """The store (or an interrupted run's journal) was made with other settings."""
 
 
 @dataclass
@@ -138,7 +145,7 @@ class PairMasks:
 
 
 def write_pair(h5: h5py.File, pair: PairMasks) -> None:
-    """Add one pair to an open store or part file (groups /ir and /vi are created if needed)."""
+    """Add one pair to an open store or part file (groups are created as needed)."""
     for modality in MODALITIES:
         entry: ModalityMasks = getattr(pair, modality)
         group = h5.require_group(modality)
@@ -152,24 +159,40 @@ def write_pair(h5: h5py.File, pair: PairMasks) -> None:
             compression_opts=4,
             track_times=False,
         )
-        dataset.attrs["boxes"] = entry.boxes
-        dataset.attrs["scores"] = entry.scores
-        dataset.attrs["labels"] = np.array(entry.labels, dtype=h5py.string_dtype())
         dataset.attrs["source"] = entry.source
+        _write_detections(h5, modality, pair.stem, entry.boxes, entry.scores, entry.labels)
 
 
-def read_pair(h5: h5py.File, stem: str) -> PairMasks:
-    """Read one pair (masks and detections) from an open store or part file."""
+def _write_detections(
+    h5: h5py.File, modality: str, stem: str, boxes: np.ndarray, scores: np.ndarray, labels: list
+) -> None:
+    """Boxes, scores and labels as datasets (attributes stop at 64 KiB, ~4100 boxes)."""
+    if not len(boxes):
+        return
+    values = {
+        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+        "scores": np.asarray(scores, np.float32).reshape(-1),
+        "labels": np.array([str(x) for x in labels], dtype=h5py.string_dtype()),
+    }
+    for kind, value in values.items():
+        h5.require_group(kind).require_group(modality).create_dataset(
+            stem, data=value, track_times=False
+        )
+
+
+def read_pair(h5: h5py.File, stem: str, path: str | Path = "") -> PairMasks:
+    """Read one pair (masks and detections) from an open store or part file, checked."""
+    path = Path(path or h5.filename)
     entries = {}
     for modality in MODALITIES:
-        dataset = h5[modality][stem]
-        attrs = dataset.attrs
+        boxes, scores, labels = read_detections(h5, modality, stem, path)
+        source = mask_dataset(h5, modality, stem, path).attrs.get("source", "")
         entries[modality] = ModalityMasks(
-            mask=dataset[()],
-            boxes=attrs.get("boxes", np.zeros((0, 4), np.float32)),
-            scores=attrs.get("scores", np.zeros((0,), np.float32)),
-            labels=[str(x) for x in attrs.get("labels", [])],
-            source=str(attrs.get("source", "")),
+            mask=read_mask(h5, modality, stem, path),
+            boxes=boxes,
+            scores=scores,
+            labels=labels,
+            source=source.decode(errors="replace") if isinstance(source, bytes) else str(source),
         )
     return PairMasks(stem=stem, **entries)
 
@@ -237,8 +260,35 @@ def settings_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -
 
 def _h5_stems(h5: h5py.File) -> list[str]:
     """Stems present in both modality groups (complete pairs), sorted."""
-    groups = [set(h5[m].keys()) if m in h5 else set() for m in MODALITIES]
-    return sorted(set.intersection(*groups))
+    return mask_stems(h5, Path(h5.filename))
+
+
+def _copy_pair(
+    source: h5py.File, stem: str, dest: h5py.File, count_empty: bool
+) -> dict[str, bool]:
+    """Copy one pair into ``dest`` in this version's layout; per modality, whether it is empty
+    (only when ``count_empty``: that reads the masks).
+
+    The masks' compressed chunks are copied as they are; detections kept as attributes by
+    a version 1 store become datasets.
+    """
+    path = Path(source.filename)
+    empty = {}
+    for modality in MODALITIES:
+        dataset = mask_dataset(source, modality, stem, path)
+        group = dest.require_group(modality)
+        if stem in group:
+            raise MaskStoreError(f"stem '{stem}' appears twice while merging into {dest.filename}")
+        boxes, scores, labels = read_detections(source, modality, stem, path)
+        source.copy(dataset, group, name=stem)
+        copied = group[stem]
+        for kind in ("boxes", "scores", "labels"):
+            if kind in copied.attrs:
+                del copied.attrs[kind]
+        _write_detections(dest, modality, stem, boxes, scores, labels)
+        if count_empty:
+            empty[modality] = not read_mask(source, modality, stem, path).any()
+    return empty
 
 
 # ----------------------------------------------------------------------------- journal
@@ -355,12 +405,12 @@ class PartsJournal:
     def part_stems(path: Path) -> list[str] | None:
         """The complete stems of a part file, or None if it is missing or unreadable."""
         try:
-            with h5py.File(path, "r", locking=False) as h5:
+            with open_h5(path) as h5:
                 if h5.attrs.get("format") != PART_FORMAT:
                     return None
                 stems = [str(s) for s in h5.attrs.get("stems", [])]
                 return stems if _h5_stems(h5) == sorted(stems) else None
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError):  # MaskStoreError too: an unusable part is redone
             return None
 
     def has(self, index: int, stems: Sequence[str]) -> bool:
@@ -406,25 +456,18 @@ class PartsJournal:
         def copy_all(source: h5py.File, stems: Iterable[str], dest: h5py.File, new: bool) -> None:
             nonlocal count
             for stem in stems:
-                for modality in MODALITIES:
-                    group = dest.require_group(modality)
-                    if stem in group:
-                        raise MaskStoreError(
-                            f"stem '{stem}' appears twice while merging {self.dir}"
-                        )
-                    source.copy(source[modality][stem], group, name=stem)
-                    if new and not source[modality][stem][()].any():
-                        empty[modality] += 1
+                for modality, is_empty in _copy_pair(source, stem, dest, new).items():
+                    empty[modality] += int(is_empty)
                 count += 1
 
         def fill(dest: h5py.File) -> None:
             for modality in MODALITIES:
                 dest.require_group(modality)
             if previous_store is not None:
-                with h5py.File(previous_store, "r", locking=False) as old:
+                with open_h5(previous_store) as old:
                     copy_all(old, _h5_stems(old), dest, new=False)
             for k, stems in enumerate(chunks):
-                with h5py.File(self.part_path(k), "r", locking=False) as part:
+                with open_h5(self.part_path(k)) as part:
                     copy_all(part, stems, dest, new=True)
 
         write_h5_atomic(self.store, attrs, fill, tmp_dir=self.dir)
@@ -463,14 +506,8 @@ class PartsJournal:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_store_attrs(path: str | Path) -> dict[str, Any]:
-    """The root attributes of a mask store as plain Python values.
-
-    Raises:
-        FileNotFoundError: no such file.
-        MaskStoreError: not an occo mask store, or a newer version.
-    """
-    path = Path(path)
+def _store_file(path: Path) -> None:
+    """Refuse a missing file or one that is not HDF5 (before h5py parses it)."""
     if not path.is_file():
         raise FileNotFoundError(
             f"mask store not found: {path}; make one with `occo masks gen DATASET`"
@@ -479,9 +516,12 @@ def read_store_attrs(path: str | Path) -> dict[str, Any]:
         raise MaskStoreError(
             f"{path} is not an HDF5 file, so not an occo mask store; make one with `occo masks gen`"
         )
+
+
+def _store_attrs(h5: h5py.File, path: Path) -> dict[str, Any]:
+    """The root attributes of an open store, checked to be an occo store this occo reads."""
     try:
-        with h5py.File(path, "r", locking=False) as h5:
-            attrs = {key: _python(value) for key, value in h5.attrs.items()}
+        attrs = {key: _python(value) for key, value in h5.attrs.items()}
     except _H5_ERRORS as exc:
         raise _damaged(path, exc) from None
     if attrs.get("format") != FORMAT:
@@ -493,6 +533,26 @@ def read_store_attrs(path: str | Path) -> dict[str, Any]:
             f"{path} is a version {attrs['version']} mask store; upgrade occo to read it"
         )
     return attrs
+
+
+def read_store_attrs(path: str | Path, *, audit: bool = True) -> dict[str, Any]:
+    """The root attributes of a mask store as plain Python values.
+
+    Args:
+        path: the store.
+        audit: check the whole file first (:func:`occo.masks.h5read.open_h5`); without it
+            only the root attributes are read (to decide whether --overwrite may replace it).
+
+    Raises:
+        FileNotFoundError: no such file.
+        MaskStoreError: not an occo mask store, a newer version, or (audited) a file that
+            would read data from outside it (:class:`UnsafeStoreError`) or holds a mask
+            occo does not write (:class:`BadMaskError`).
+    """
+    path = Path(path)
+    _store_file(path)
+    with open_h5(path, audit=audit) as h5:
+        return _store_attrs(h5, path)
 
 
 class _MaskView:
@@ -546,25 +606,40 @@ class MaskReader(_MaskView):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._settings = read_store_attrs(self.path)
-        try:
-            with h5py.File(self.path, "r", locking=False) as h5:
+        _store_file(self.path)
+        with open_h5(self.path) as h5:  # every link and dataset checked once, here
+            self._settings = _store_attrs(h5, self.path)
+            try:
                 self._stems = _h5_stems(h5)
-        except _H5_ERRORS as exc:
-            raise _damaged(self.path, exc) from None
+            except _H5_ERRORS as exc:
+                raise _damaged(self.path, exc) from None
         self._index = set(self._stems)
         self._file: h5py.File | None = None
         self._pid: int | None = None
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r", locking=False)
+            # Audited when this reader was made; each read checks its own datasets again.
+            self._file = open_h5(self.path, audit=False)
             self._pid = os.getpid()
         return self._file
 
     def _check(self, stem: str) -> None:
         if stem not in self._index:
             raise KeyError(f"stem '{stem}' is not in mask store {self.path}")
+
+    def shapes(self, stem: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(shape_ir, shape_vi)`` of a pair's masks, read from the file's metadata only."""
+        self._check(stem)
+        try:
+            h5 = self._h5()
+            return tuple(  # type: ignore[return-value]
+                tuple(mask_dataset(h5, m, stem, self.path).shape) for m in MODALITIES
+            )
+        except MaskStoreError:
+            raise
+        except _H5_ERRORS as exc:
+            raise _damaged(self.path, exc, f" at pair '{stem}'") from None
 
     def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         """Both masks of a pair.
@@ -574,11 +649,17 @@ class MaskReader(_MaskView):
 
         Returns:
             ``(mask_ir, mask_vi)``, each ``(H, W)`` uint8 with values 0/1.
+
+        Raises:
+            BadMaskError: a mask that is not 2-D uint8/bool 0/1 or is too large.
+            UnsafeStoreError: its data would come from outside the store.
         """
         self._check(stem)
         try:
             h5 = self._h5()
-            return h5["ir"][stem][()], h5["vi"][stem][()]
+            return read_mask(h5, "ir", stem, self.path), read_mask(h5, "vi", stem, self.path)
+        except MaskStoreError:
+            raise
         except _H5_ERRORS as exc:
             raise _damaged(self.path, exc, f" at pair '{stem}'") from None
 
@@ -586,7 +667,9 @@ class MaskReader(_MaskView):
         """Masks plus boxes, scores, phrases and source file names of a pair."""
         self._check(stem)
         try:
-            return read_pair(self._h5(), stem)
+            return read_pair(self._h5(), stem, self.path)
+        except MaskStoreError:
+            raise
         except _H5_ERRORS as exc:
             raise _damaged(self.path, exc, f" at pair '{stem}'") from None
 
@@ -636,21 +719,42 @@ class PartsReader(_MaskView):
         self._stems = sorted(self._where)
         self._index = set(self._stems)
 
-    def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(mask_ir, mask_vi)`` of a pair, as :meth:`MaskReader.read`."""
+    def _part(self, stem: str):
+        return open_h5(self._where[stem])
+
+    def shapes(self, stem: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``(shape_ir, shape_vi)`` of a pair's masks, as :meth:`MaskReader.shapes`."""
         try:
-            with h5py.File(self._where[stem], "r", locking=False) as h5:
-                return h5["ir"][stem][()], h5["vi"][stem][()]
+            with self._part(stem) as h5:
+                return tuple(  # type: ignore[return-value]
+                    tuple(mask_dataset(h5, m, stem, self._where[stem]).shape) for m in MODALITIES
+                )
+        except MaskStoreError:
+            raise
         except _H5_ERRORS as exc:
             raise _damaged(self._where[stem], exc, f" at pair '{stem}'") from None
 
+    def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(mask_ir, mask_vi)`` of a pair, as :meth:`MaskReader.read`."""
+        path = self._where[stem]
+        try:
+            with self._part(stem) as h5:
+                return read_mask(h5, "ir", stem, path), read_mask(h5, "vi", stem, path)
+        except MaskStoreError:
+            raise
+        except _H5_ERRORS as exc:
+            raise _damaged(path, exc, f" at pair '{stem}'") from None
+
     def read_pair(self, stem: str) -> PairMasks:
         """Masks, boxes, scores and phrases of a pair, as :meth:`MaskReader.read_pair`."""
+        path = self._where[stem]
         try:
-            with h5py.File(self._where[stem], "r", locking=False) as h5:
-                return read_pair(h5, stem)
+            with self._part(stem) as h5:
+                return read_pair(h5, stem, path)
+        except MaskStoreError:
+            raise
         except _H5_ERRORS as exc:
-            raise _damaged(self._where[stem], exc, f" at pair '{stem}'") from None
+            raise _damaged(path, exc, f" at pair '{stem}'") from None
 
 
 def open_mask_store(path: str | Path) -> MaskReader:
@@ -742,27 +846,36 @@ def export_masks(
 ) -> int:
     """Write ``mask_vi/`` and ``mask_ir/`` folders of 0/255 PNGs named ``mask_<stem>.png``.
 
-    This is the layout the OCCO release reads (``mask_<name>`` for PNG sources). Each file
-    is written atomically.
+    This is the layout the OCCO release reads (``mask_<name>`` for PNG sources). Every
+    mask is read and checked first, so a store with a bad mask (values other than 0/1, a
+    damaged chunk) writes nothing; then each file is written atomically.
 
     Args:
         reader: an open store.
         out_dir: destination folder (created).
         stems: pairs to export (default: all).
-        progress: called as ``progress(done, total)``.
+        progress: called as ``progress(done, total)`` over both passes (total: 2 x pairs).
 
     Returns:
         The number of pairs written.
+
+    Raises:
+        MaskStoreError: a mask that cannot be exported (nothing is written then).
     """
     from occo.data.io import write_image_atomic
 
     out_dir = Path(out_dir)
     stems = reader.stems() if stems is None else list(stems)
+    total = 2 * len(stems)
+    for n, stem in enumerate(stems):
+        reader.read(stem)
+        if progress:
+            progress(n + 1, total)
     for n, stem in enumerate(stems):
         mask_ir, mask_vi = reader.read(stem)
         ir_path, vi_path = export_paths(out_dir, stem)
         write_image_atomic(ir_path, mask_ir * np.uint8(255))
         write_image_atomic(vi_path, mask_vi * np.uint8(255))
         if progress:
-            progress(n + 1, len(stems))
+            progress(len(stems) + n + 1, total)
     return len(stems)

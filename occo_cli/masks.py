@@ -212,6 +212,7 @@ def gen(
         generate_masks,
         resolve_dtype,
     )
+    from occo.masks.sources import source_files
     from occo.runtime import DistContext, resolve_device
 
     pairs, ir_found, vi_found = _dataset_pairs(dataset, ir_dir, vi_dir)
@@ -239,7 +240,9 @@ def gen(
             names = read_class_names(class_names) if class_names is not None else None
             source = LabelMaskSource(labels, parse_classes(classes, names), names)
             source.check([stem for stem, _, _ in pairs])
-            meta["labels_dir"] = str(labels.resolve())
+            meta.update(source_files("labels_dir", labels))
+            if class_names is not None:
+                meta.update(source_files("class_names", class_names))
             what = f"label maps in {labels}"
         else:
             if classes or class_names:
@@ -318,6 +321,7 @@ def _box_source(
     from occo.data.classes import merge_class_names, read_class_names, select_class_names
     from occo.masks.boxes import BoxMaskSource
     from occo.masks.generate import resolve_dtype
+    from occo.masks.sources import source_files
     from occo.runtime import resolve_device
 
     if labels is not None:
@@ -348,8 +352,10 @@ def _box_source(
         warn(
             f"{len(orphans)} annotation(s) without an image pair, not used: {', '.join(orphans[:10])}{more}"
         )
-    meta["boxes_ir_dir"] = str(Path(folders["ir"]).resolve())
-    meta["boxes_vi_dir"] = str(Path(folders["vi"]).resolve())
+    meta.update(source_files("boxes_ir_dir", folders["ir"]))
+    meta.update(source_files("boxes_vi_dir", folders["vi"]))
+    if class_names is not None:
+        meta.update(source_files("class_names", class_names))
     _quiet_transformers()
     kind = f"{segmenter} prompted with the boxes on {torch_device}" if segmenter else "filled boxes"
     what = f"{sets['ir'].format} boxes, {', '.join(chosen or known)}; {kind}"
@@ -484,7 +490,9 @@ def export(
     with progress_bar() as bar:
         task = bar.add_task("export", total=len(reader), status="")
         count = export_masks(
-            reader, out_dir, progress=lambda done, total: bar.update(task, completed=done)
+            reader,
+            out_dir,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     out.print(
         f"wrote {count} pairs to {out_dir / 'mask_vi'} and {out_dir / 'mask_ir'}",

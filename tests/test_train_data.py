@@ -29,6 +29,9 @@ class DictMasks:
     def stems(self) -> list[str]:
         return sorted(self.masks)
 
+    def shapes(self, stem: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        return tuple(m.shape for m in self.masks[stem])  # type: ignore[return-value]
+
     def read(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
         return self.masks[stem]
 
