@@ -107,6 +107,15 @@ class BoxMaskSource:
                 self.segmenter_spec, device=self.device, dtype=DTYPES[self.dtype]
             )
 
+    def warnings(self) -> list[str]:
+        """Boxes clipped to the image, when the annotations disagree with the images."""
+        if not any(self.clipped.values()):
+            return []
+        return [
+            f"boxes clipped to the image: infrared {self.clipped['ir']}, visible "
+            f"{self.clipped['vi']} (in this process's pairs)"
+        ]
+
     def _boxes(self, modality: str, stem: str, size: tuple[int, int]) -> ImageBoxes:
         boxes, clipped = self.sets[modality].get(stem, size)
         self.clipped[modality] += clipped

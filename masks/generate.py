@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -30,6 +30,7 @@ from occo.masks.detector import (
     to_rgb8,
 )
 from occo.masks.segmenter import DEFAULT_SEGMENTER, BoxSegmenter, load_segmenter, segmenter_source
+from occo.masks.sources import MaskSource, Pair
 from occo.masks.store import (
     FORMAT,
     STORE_VERSION,
@@ -46,21 +47,7 @@ from occo.masks.store import (
 )
 from occo.runtime import DistContext
 
-#: One pair as ``data.pairing.pair_images`` gives it: (stem, infrared path, visible path).
-Pair = tuple[str, Path, Path]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class MaskSource(Protocol):
-    """Something that turns pairs into masks: the models, or label maps."""
-
-    settings: dict[str, Any]
-
-    def load(self, pairs: Sequence[Pair]) -> Any:
-        """Read what :meth:`process` needs (runs in a background thread)."""
-
-    def process(self, loaded: Any) -> list[PairMasks]:
-        """Masks of the loaded pairs, in order."""
 
 
 # ----------------------------------------------------------------------------- devices
@@ -146,6 +133,10 @@ class ModelMaskSource:
         if self.segmenter is None:
             self.segmenter = load_segmenter(self.config.segmenter, device=self.device, dtype=dtype)
 
+    def warnings(self) -> list[str]:
+        """Nothing to say after a run."""
+        return []
+
     def load(self, pairs: Sequence[Pair]) -> list[tuple]:
         """Read the pairs' images as ``(H, W, 3)`` uint8 (infrared repeated to 3 channels)."""
         return [
@@ -227,7 +218,7 @@ def generate_masks(
     Args:
         pairs: ``(stem, ir_path, vi_path)`` of the dataset.
         out: the store (``masks.h5``).
-        source: what makes the masks (:class:`ModelMaskSource`, ``masks.labels.LabelMaskSource``).
+        source: what makes the masks (:func:`occo.masks.sources.build_source`).
         batch_size: pairs per batch (2 x images for the models); also the journal's unit.
         overwrite: replace a store or journal made with other settings (and redo all pairs).
         meta: the files the masks come from (ir_dir, vi_dir, annotation folders and their
@@ -286,9 +277,7 @@ def generate_masks(
         return result
 
     journal.check(settings, overwrite)  # fail before loading models
-    setup = getattr(source, "setup", None)
-    if setup is not None:
-        setup()  # load models once, before the journal changes and outside the timed loop
+    source.setup()  # load models once, before the journal changes and outside the timed loop
     if dist.rank == 0:
         journal.prepare(settings, chunk_stems, overwrite, settings)
     dist.barrier()

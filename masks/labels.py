@@ -100,6 +100,13 @@ class LabelMaskSource:
         self.files = list_images(self.labels_dir)
         self.settings = {"source": "labels", "classes": self.classes}
 
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def warnings(self) -> list[str]:
+        """Nothing to say after a run (every mismatch is an error)."""
+        return []
+
     def check(self, stems: Sequence[str]) -> None:
         """Fail early, naming the first pairs without a label map."""
         missing = [stem for stem in stems if stem not in self.files]

@@ -263,9 +263,7 @@ def _h5_stems(h5: h5py.File) -> list[str]:
     return mask_stems(h5, Path(h5.filename))
 
 
-def _copy_pair(
-    source: h5py.File, stem: str, dest: h5py.File, count_empty: bool
-) -> dict[str, bool]:
+def _copy_pair(source: h5py.File, stem: str, dest: h5py.File, count_empty: bool) -> dict[str, bool]:
     """Copy one pair into ``dest`` in this version's layout; per modality, whether it is empty
     (only when ``count_empty``: that reads the masks).
 

@@ -205,75 +205,44 @@ def gen(
 
     set_threads(threads)
 
-    from occo.masks.generate import (
-        DEFAULT_SEGMENTER,
-        ModelMaskConfig,
-        ModelMaskSource,
-        generate_masks,
-        resolve_dtype,
-    )
-    from occo.masks.sources import source_files
-    from occo.runtime import DistContext, resolve_device
+    from occo.data.outputs import check_writable_folder, refuse_inside_inputs
+    from occo.masks.generate import generate_masks
+    from occo.masks.sources import SourceOptions, build_source
+    from occo.runtime import DistContext
 
     pairs, ir_found, vi_found = _dataset_pairs(dataset, ir_dir, vi_dir)
     out_path = out_path or dataset / "masks.h5"
     with user_errors():
-        from occo.data.outputs import check_writable_folder, refuse_inside_inputs
-
         refuse_inside_inputs(out_path.parent, (ir_found, vi_found), "--out")
         check_writable_folder(out_path.parent, "--out")
-    meta = {"ir_dir": str(ir_found), "vi_dir": str(vi_found)}
     # Gloo carries only barriers here; the timeout covers the slowest rank and the merge.
     dist = DistContext.from_env("gloo", timeout_hours=6.0)
     lead = dist.rank == 0
-    try:
-        if boxes is not None or boxes_ir is not None or boxes_vi is not None:
-            source, what = _box_source(
-                pairs, boxes, boxes_ir, boxes_vi, labels, classes, class_names, segmenter,
-                device, dtype, dist.local_rank, meta,
-            )  # fmt: skip
-        elif labels is not None:
-            from occo.masks.labels import LabelMaskSource, parse_classes, read_class_names
-
-            if not classes:
-                fail("--labels needs --classes, e.g. --classes 1,2 (MSRS: car 1, person 2)")
-            names = read_class_names(class_names) if class_names is not None else None
-            source = LabelMaskSource(labels, parse_classes(classes, names), names)
-            source.check([stem for stem, _, _ in pairs])
-            meta.update(source_files("labels_dir", labels))
-            if class_names is not None:
-                meta.update(source_files("class_names", class_names))
-            what = f"label maps in {labels}"
-        else:
-            if classes or class_names:
-                fail("--classes and --class-names go with --labels DIR or --boxes DIR")
-            torch_device = resolve_device(device, dist.local_rank)
-            config = ModelMaskConfig(
-                prompt=prompt,
-                detector=detector,
-                segmenter=segmenter or DEFAULT_SEGMENTER,
-                box_threshold=box_threshold,
-                text_threshold=text_threshold,
-                max_boxes=max_boxes,
-                dtype=resolve_dtype(dtype, torch_device),
-            )
-            source = ModelMaskSource(config, torch_device)
-            _quiet_transformers()
-            what = f"{config.detector} + {config.segmenter} on {torch_device} ({config.dtype})"
-    except ValueError as exc:
-        fail(str(exc))
+    options = SourceOptions(
+        prompt=prompt, detector=detector, segmenter=segmenter, box_threshold=box_threshold,
+        text_threshold=text_threshold, max_boxes=max_boxes, device=device, dtype=dtype,
+        labels=labels, classes=classes, class_names=class_names, boxes=boxes,
+        boxes_ir=boxes_ir, boxes_vi=boxes_vi, local_rank=dist.local_rank,
+    )  # fmt: skip
+    with user_errors():
+        built = build_source(options, pairs)
     if batch_size < 1:
         fail("--batch-size must be >= 1")
+    for line in built.warnings:
+        warn(line)
+    if built.uses_models:
+        _quiet_transformers()
+    meta = {"ir_dir": str(ir_found), "vi_dir": str(vi_found), **built.files}
 
     if lead:
         ranks = f", {dist.world_size} ranks" if dist.world_size > 1 else ""
-        note(f"masks for {len(pairs)} pairs -> {out_path} ({what}{ranks})")
+        note(f"masks for {len(pairs)} pairs -> {out_path} ({built.description}{ranks})")
     bar = _LazyBar("masks", enabled=lead and not quiet)
     try:
         result = generate_masks(
             pairs,
             out_path,
-            source,
+            built.source,
             batch_size=batch_size,
             overwrite=overwrite,
             meta=meta,
@@ -304,62 +273,8 @@ def gen(
         highlight=False,
         soft_wrap=True,
     )
-    clipped = getattr(source, "clipped", None)
-    if clipped and any(clipped.values()):  # the annotations disagree with the images: say so
-        warn(
-            f"boxes clipped to the image: infrared {clipped['ir']}, visible {clipped['vi']} "
-            "(in this process's pairs)"
-        )
-
-
-def _box_source(
-    pairs, boxes, boxes_ir, boxes_vi, labels, classes, class_names, segmenter, device, dtype,
-    local_rank, meta,
-):  # fmt: skip
-    """The masks-from-boxes source, with what the run will say about the annotations."""
-    from occo.data.annotations import read_boxes
-    from occo.data.classes import merge_class_names, read_class_names, select_class_names
-    from occo.masks.boxes import BoxMaskSource
-    from occo.masks.generate import resolve_dtype
-    from occo.masks.sources import source_files
-    from occo.runtime import resolve_device
-
-    if labels is not None:
-        fail("--labels (label maps) and --boxes (box annotations) exclude each other")
-    if boxes is not None and (boxes_ir is not None or boxes_vi is not None):
-        fail("give --boxes for both modalities, or --boxes-ir and --boxes-vi, not both")
-    if boxes is None and (boxes_ir is None or boxes_vi is None):
-        fail("--boxes-ir and --boxes-vi go together (or --boxes for both modalities)")
-    table = read_class_names(class_names) if class_names is not None else None
-    folders = {"ir": boxes or boxes_ir, "vi": boxes or boxes_vi}
-    sets = {m: read_boxes(folder, table) for m, folder in folders.items()}
-    known = merge_class_names(s.classes for s in sets.values())
-    chosen = select_class_names(classes, known) if classes else None
-    torch_device = resolve_device(device, local_rank) if segmenter else "cpu"
-    precision = resolve_dtype(dtype, torch_device) if segmenter else "float32"
-    source = BoxMaskSource(sets["ir"], sets["vi"], chosen, segmenter, torch_device, precision)
-    stems = [stem for stem, _, _ in pairs]
-    for modality, name in (("ir", "infrared"), ("vi", "visible")):
-        missing = source.missing(stems)[modality]
-        if missing:
-            warn(
-                f"{len(missing)} {name} image(s) have no annotation in {folders[modality]}: "
-                f"their masks are empty (first: {', '.join(missing[:5])})"
-            )
-    orphans = source.orphans(stems)
-    if orphans:
-        more = f" and {len(orphans) - 10} more" if len(orphans) > 10 else ""
-        warn(
-            f"{len(orphans)} annotation(s) without an image pair, not used: {', '.join(orphans[:10])}{more}"
-        )
-    meta.update(source_files("boxes_ir_dir", folders["ir"]))
-    meta.update(source_files("boxes_vi_dir", folders["vi"]))
-    if class_names is not None:
-        meta.update(source_files("class_names", class_names))
-    _quiet_transformers()
-    kind = f"{segmenter} prompted with the boxes on {torch_device}" if segmenter else "filled boxes"
-    what = f"{sets['ir'].format} boxes, {', '.join(chosen or known)}; {kind}"
-    return source, what
+    for line in built.source.warnings():  # e.g. annotations that disagree with the images
+        warn(line)
 
 
 #: Order of settings in `info`: what made the masks first, file facts last.

@@ -78,9 +78,7 @@ def _store(path: Path, data: Path, hostile: str) -> Path:
     with h5py.File(other, "w") as h5:  # another HDF5 file holding the secret's bytes
         h5["m"] = np.frombuffer(SECRET, np.uint8).reshape(H, W)
     with h5py.File(path, "w") as h5:
-        h5.attrs.update(
-            {"format": "occo-masks", "version": 1, "source": "labels", "classes": [1]}
-        )
+        h5.attrs.update({"format": "occo-masks", "version": 1, "source": "labels", "classes": [1]})
         h5.attrs["ir_dir"] = str((data / "ds" / "ir").resolve())
         h5.attrs["vi_dir"] = str((data / "ds" / "vi").resolve())
         for modality in ("ir", "vi"):
@@ -254,7 +252,9 @@ def _gen_boxes(app, data: Path, ir: Path, vi: Path, *extra: str):
 
 def test_rerun_with_swapped_or_edited_annotations_is_refused(app, data):
     ir = tiny.write_yolo(data / "labels_ir")
-    shifted = {s: [(n, x0 + 2, y0, x1 + 2, y1) for n, x0, y0, x1, y1 in b] for s, b in tiny.BOXES.items()}
+    shifted = {
+        s: [(n, x0 + 2, y0, x1 + 2, y1) for n, x0, y0, x1, y1 in b] for s, b in tiny.BOXES.items()
+    }
     vi = tiny.write_yolo(data / "labels_vi", boxes=shifted)
     first = _gen_boxes(app, data, ir, vi)
     assert first.exit_code == 0, first.output
@@ -281,7 +281,10 @@ def test_rerun_with_swapped_or_edited_annotations_is_refused(app, data):
 
     replaced = _gen_boxes(app, data, ir, vi, "--overwrite")
     assert replaced.exit_code == 0, replaced.output
-    assert open_mask_store(data / "boxes.h5").settings["boxes_ir_sha256"] != settings["boxes_ir_sha256"]
+    assert (
+        open_mask_store(data / "boxes.h5").settings["boxes_ir_sha256"]
+        != settings["boxes_ir_sha256"]
+    )
 
 
 def test_rerun_on_other_image_folders_is_refused(app, data):
@@ -337,7 +340,9 @@ def test_library_stores_many_boxes_as_datasets_and_reads_version_1_attributes(da
     entry = ModalityMasks(_mask("0000"), boxes, np.ones(6000), ["car"] * 6000, "0000.png")
     store = data / "new.h5"
     write_h5_atomic(
-        store, {"format": "occo-masks", "version": 2}, lambda h5: write_pair(h5, PairMasks("0000", entry, entry))
+        store,
+        {"format": "occo-masks", "version": 2},
+        lambda h5: write_pair(h5, PairMasks("0000", entry, entry)),
     )
     pair = open_mask_store(store).read_pair("0000")
     np.testing.assert_array_equal(pair.vi.boxes, boxes)

@@ -58,6 +58,12 @@ class StubSource:
         self.empty = empty or set()
         self.batches: list[list[str]] = []
 
+    def setup(self):
+        pass
+
+    def warnings(self):
+        return []
+
     def load(self, pairs):
         return [stem for stem, _, _ in pairs]
 
