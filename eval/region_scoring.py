@@ -26,6 +26,7 @@ from occo.eval.metrics.regions import (
     region_masks,
     region_metric_names,
 )
+from occo.eval.metrics.table import SOURCE_ROW_METRICS
 
 if TYPE_CHECKING:
     from occo.masks.store import MaskReader
@@ -83,7 +84,7 @@ def attach_regions(
     has_sources = plan.sources.ir_dir is not None
     names = region_metric_names(metrics, has_sources)
     if source_free_only:
-        names = tuple(n for n in names if n in ("EN", "SF", "AG", "SD", "TC"))
+        names = tuple(n for n in names if n in SOURCE_ROW_METRICS)
     # A region none of the metrics applies to (background with TC alone) is left out.
     kept = tuple(r for r in regions if metrics_for_region(r, names))
     spec = RegionSpec(Path(store), kept, names, ring)

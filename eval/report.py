@@ -15,11 +15,8 @@ import numpy as np
 from occo.data.io import write_bytes_atomic
 from occo.data.version import OCCO_VERSION
 from occo.eval.metrics import CONVENTIONS, METRIC_INFO, METRIC_NAMES
-from occo.eval.metrics.regions import (
-    REGION_DEFINITIONS,
-    REGION_METRIC_DEFINITIONS,
-    REGION_METRIC_INFO,
-)
+from occo.eval.metrics.regions import REGION_DEFINITIONS
+from occo.eval.metrics.table import METRICS, REGION_METRIC_DEFINITIONS, REGION_METRIC_INFO
 from occo.eval.scoring import FolderPlan, ImageScore
 
 
@@ -43,13 +40,14 @@ class MethodSummary:
     """Per region, images with pixels in it (the others are skipped for its metrics)."""
     source_role: str | None = None
     """``"infrared"`` or ``"visible"`` for a source row (never marked best)."""
+    sources: tuple[Path | None, Path | None] = (None, None)
+    """The infrared and visible folders scored against (resolved): rows with the same
+    are one dataset, and best is marked among them only."""
 
 
 def higher_is_better(column: str) -> bool:
     """Direction of a column, whole-image (``EN``) or inside a region (``EN@objects``)."""
-    name = column.split("@", 1)[0]
-    info = METRIC_INFO.get(name) or REGION_METRIC_INFO[name]
-    return info.higher_is_better
+    return METRICS[column.split("@", 1)[0]].higher_is_better
 
 
 def _aggregate(summary: MethodSummary, name: str, values: np.ndarray) -> None:
@@ -76,6 +74,10 @@ def summarize(plans: Sequence[FolderPlan], scores: Sequence[ImageScore]) -> list
         rows = [s for s in scores if s.method == plan.method]
         summary = MethodSummary(plan.method, str(plan.folder), len(rows))
         summary.source_role = plan.source_role
+        summary.sources = tuple(
+            None if p is None else Path(p).resolve()
+            for p in (plan.sources.ir_dir, plan.sources.vi_dir)
+        )
         for name in plan.metrics:
             values = np.array([row.values[name] for row in rows], dtype=np.float64)
             _aggregate(summary, name, values)
@@ -112,27 +114,42 @@ def region_columns(plans: Sequence[FolderPlan]) -> dict[str, list[str]]:
     }
 
 
+def datasets(summaries: Sequence[MethodSummary]) -> list[list[str]]:
+    """The methods grouped by the sources they were scored against (source rows left out),
+    groups in the order of their first row."""
+    groups: dict[tuple[Path | None, Path | None], list[str]] = {}
+    for s in summaries:
+        if s.source_role is None:
+            groups.setdefault(s.sources, []).append(s.method)
+    return list(groups.values())
+
+
 def best_methods(
     summaries: Sequence[MethodSummary], metrics: Sequence[str]
 ) -> dict[str, list[str]]:
     """Methods with the best mean per metric (higher is better except for MSE); ties all win.
 
-    Only marked when at least two methods have a value to compare; source rows never are.
+    Rows are compared within their dataset (:func:`datasets`: the same sources) only, so a
+    dataset's best is marked in each. Marked only where at least two methods of a dataset
+    have a value to compare; source rows never are.
     """
-    best: dict[str, list[str]] = {}
-    for name in metrics:
-        values = {
-            s.method: s.mean[name]
-            for s in summaries
-            if s.source_role is None and not math.isnan(s.mean.get(name, math.nan))
-        }
-        if len(values) < 2:
-            best[name] = []
-            continue
-        pick = max if higher_is_better(name) else min
-        top = pick(values.values())
-        best[name] = [method for method, value in values.items() if value == top]
+    best: dict[str, list[str]] = {name: [] for name in metrics}
+    by_method = {s.method: s for s in summaries}
+    for group in datasets(summaries):
+        for name in metrics:
+            best[name] += best_of(
+                {m: by_method[m].mean.get(name, math.nan) for m in group}, higher_is_better(name)
+            )
     return best
+
+
+def best_scope(summaries: Sequence[MethodSummary]) -> str | None:
+    """A line saying where best is marked when the rows come from several datasets, else None."""
+    groups = datasets(summaries)
+    if len(groups) < 2:
+        return None
+    listed = "; ".join(", ".join(group) for group in groups)
+    return f"* best within each dataset (rows with the same sources): {listed}"
 
 
 def best_of(values: Mapping[str, float], higher_is_better: bool = True) -> list[str]:

@@ -2,44 +2,46 @@
 contrastive loss over object regions and the pixel losses; the paper's loss ablations and
 CoCoNet's objective as presets (``occo.losses.objective.PRESETS``)."""
 
-from occo.losses.coconet import CoupledContrastiveLoss, SelfAdaptivePixelLoss
-from occo.losses.contextual import (
-    ContextualDistance,
-    ContextualSimilarity,
-    contextual_distance,
-    contextual_similarity,
-)
-from occo.losses.contrastive import (
-    BatchGroupingError,
-    ContextualContrastiveLoss,
-    contextual_contrastive_loss,
-)
-from occo.losses.masked_intensity import MaskedIntensityLoss
-from occo.losses.objective import PRESETS, FusionObjective, ObjectiveConfig
-from occo.losses.pixel import SSIM, PixelLoss, intensity_loss, ssim, ssim_loss, texture_loss
-from occo.losses.vgg import VGGFeatures, VGGWeightsError, build_vgg_features
+from occo.data.lazy import lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "SSIM",
-    "BatchGroupingError",
-    "ContextualContrastiveLoss",
-    "ContextualDistance",
-    "ContextualSimilarity",
-    "CoupledContrastiveLoss",
-    "FusionObjective",
-    "MaskedIntensityLoss",
-    "ObjectiveConfig",
-    "PixelLoss",
-    "SelfAdaptivePixelLoss",
-    "VGGFeatures",
-    "VGGWeightsError",
-    "build_vgg_features",
-    "contextual_contrastive_loss",
-    "contextual_distance",
-    "contextual_similarity",
-    "intensity_loss",
-    "ssim",
-    "ssim_loss",
-    "texture_loss",
-]
+# Names resolve on first use (PEP 562), the policy of every occo subpackage: importing
+# one loss module (`occo.losses.pixel`) imports only what that module needs.
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "occo.losses.coconet": (
+            "CoupledContrastiveLoss",
+            "SelfAdaptivePixelLoss",
+        ),
+        "occo.losses.contextual": (
+            "ContextualDistance",
+            "ContextualSimilarity",
+            "contextual_distance",
+            "contextual_similarity",
+        ),
+        "occo.losses.contrastive": (
+            "BatchGroupingError",
+            "ContextualContrastiveLoss",
+            "contextual_contrastive_loss",
+        ),
+        "occo.losses.masked_intensity": ("MaskedIntensityLoss",),
+        "occo.losses.objective": (
+            "PRESETS",
+            "FusionObjective",
+            "ObjectiveConfig",
+        ),
+        "occo.losses.pixel": (
+            "SSIM",
+            "PixelLoss",
+            "intensity_loss",
+            "ssim",
+            "ssim_loss",
+            "texture_loss",
+        ),
+        "occo.losses.vgg": (
+            "VGGFeatures",
+            "VGGWeightsError",
+            "build_vgg_features",
+        ),
+    },
+)

@@ -26,9 +26,17 @@ from occo.cli.console import (
     user_errors,
     warn,
 )
+from occo.eval.metrics.table import (
+    METRIC_NAMES,
+    REGION_ONLY,
+    SOURCE_FREE,
+    SOURCE_ROW_METRICS,
+    WHOLE_ONLY,
+    listing,
+)
 
 # The eval library (numpy, OpenCV) is imported inside the functions: `occo --help` and
-# the other commands never pay for it.
+# the other commands never pay for it (the metric registry, ``table``, imports neither).
 
 
 def _format(value: float) -> str:
@@ -53,11 +61,13 @@ def metrics_table(
     row's number of images, ``header`` a column's heading.
     """
     from occo.eval.metrics import CONVENTIONS
-    from occo.eval.report import best_methods, higher_is_better
+    from occo.eval.report import best_methods, best_scope, higher_is_better
 
     if caption == "conventions":
         caption = CONVENTIONS
     best = best_methods(summaries, metrics)
+    if (scope := best_scope(summaries)) is not None:
+        caption = scope if caption is None else f"{scope}\n{caption}"
     table = Table(title=title, caption=caption, caption_justify="left")
     table.add_column("method", style="bold")
     table.add_column("n", justify="right")
@@ -91,7 +101,7 @@ def metrics_command(
     metrics: str | None = typer.Option(
         None,
         "--metrics",
-        help="Comma-separated subset of EN,SF,AG,CC,SD,MI,SCD,VIF,Qabf,MSE,PSNR,SSIM, and TC "
+        help=f"Comma-separated subset of {','.join(METRIC_NAMES)}, and {listing(REGION_ONLY)} "
         "with --masks (default: all that the inputs allow).",
     ),
     csv_path: Path | None = typer.Option(
@@ -119,7 +129,9 @@ def metrics_command(
     source_rows: bool = typer.Option(
         False,
         "--source-rows",
-        help="Add rows for the infrared and visible images themselves (EN, SF, AG, SD, and TC "
+        help="Add rows for the infrared and visible images themselves "
+        f"({', '.join(n for n in SOURCE_ROW_METRICS if n in METRIC_NAMES)}, and "
+        f"{listing(n for n in SOURCE_ROW_METRICS if n in REGION_ONLY)} "
         "with --masks), as the field's tables do; never marked best.",
     ),
     threads: int | None = threads_option(),
@@ -128,11 +140,11 @@ def metrics_command(
     """Score fused images with the field's metrics, several methods side by side.
 
     Sources come from --ir/--vi, or from the occo-fuse.json that `occo fuse` writes
-    into its output folder. Without sources only EN, SF, AG and SD are computed.
+    into its output folder. Without sources only {source_free} are computed.
     Values follow Tang's MATLAB toolkit (see the table caption); images are paired
     by file name; a fused image without both partners is listed and skipped.
 
-    With --masks every metric except VIF is also measured inside regions of the
+    With --masks every metric except {whole_only} is also measured inside regions of the
     pairs' object masks (one table per region), plus TC, the objects' contrast against
     a ring of surrounding background relative to the sources'. An image without
     pixels in a region is skipped for that region and counted.
@@ -245,3 +257,9 @@ def _score_and_report(plans, options, source_rows, workers, csv_path, as_json, o
             note(f"{summary.method}: undefined values left out of the means ({detail} image(s))")
     if csv_path is not None:
         note(f"per-image values: {csv_path}")
+
+
+# The metric lists in the help come from the registry (eval.metrics.table).
+metrics_command.__doc__ = metrics_command.__doc__.format(
+    source_free=listing(SOURCE_FREE, " and "), whole_only=listing(WHOLE_ONLY, " and ")
+)

@@ -8,12 +8,23 @@ from pathlib import Path
 from rich.console import Console
 
 from occo.cli.console import fail, note, warn
-from occo.eval.metrics import SOURCE_FREE, parse_metric_names
-from occo.eval.metrics.regions import REGION_DEFINITIONS, REGION_METRICS, parse_regions
+from occo.eval.metrics import parse_metric_names
+from occo.eval.metrics.regions import REGION_DEFINITIONS, parse_regions
+from occo.eval.metrics.table import (
+    METRICS,
+    REGION_METRICS,
+    REGION_ONLY,
+    SOURCE_FREE,
+    SOURCE_ROW_METRICS,
+    WHOLE_ONLY,
+    listing,
+)
 from occo.eval.region_scoring import attach_regions, check_store_covers
 from occo.eval.report import MethodSummary, region_columns
 from occo.eval.scoring import FolderPlan, plan_source_rows
 
+#: Region-only metrics that the source rows get.
+_REGION_SOURCE_ROWS = tuple(n for n in SOURCE_ROW_METRICS if n in REGION_ONLY)
 _CAPTION = (
     "Inside a region: EN, SD, CC, SCD, MI, MSE, PSNR on its pixels; SF and AG from "
     "differences with both pixels in it (AG: mean over its pixels); SSIM: mean of the maps "
@@ -41,21 +52,27 @@ class RegionOptions:
     def parse(
         cls, masks: Path | None, regions: str | None, ring: int, metrics: str | None
     ) -> RegionOptions:
-        """Check the options; ``TC`` in ``--metrics`` is a region metric (needs ``--masks``)."""
+        """Check the options; a region-only metric (TC) in ``--metrics`` needs ``--masks``."""
         if masks is None and regions is not None:
             fail("--regions needs --masks (the mask store with the pairs' object masks)")
         items = [] if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
-        want_tc = any(m.lower() == "tc" for m in items)
-        if want_tc and masks is None:
-            fail("TC (target contrast) is measured inside object regions: give --masks")
+        lookup = {n.lower(): n for n in REGION_ONLY}
+        inside_only = [lookup[m.lower()] for m in items if m.lower() in lookup]
+        if inside_only and masks is None:
+            info = METRICS[inside_only[0]]
+            where = "object regions" if info.region.objects_only else "regions"
+            fail(f"{info.name} ({info.title}) is measured inside {where}: give --masks")
         whole = None
         region = None
         if metrics is not None:
-            rest = [m for m in items if m.lower() != "tc"]
-            whole = parse_metric_names(rest) if rest or not want_tc else ()
-            region = tuple(n for n in REGION_METRICS if n in whole or (n == "TC" and want_tc))
+            rest = [m for m in items if m.lower() not in lookup]
+            whole = parse_metric_names(rest) if rest or not inside_only else ()
+            region = tuple(n for n in REGION_METRICS if n in whole or n in inside_only)
         if masks is not None and region == ():
-            warn("--masks: none of the metrics asked for has a form inside regions (VIF has none)")
+            warn(
+                "--masks: none of the metrics asked for has a form inside regions "
+                f"({listing(WHOLE_ONLY, ' and ')} {'has' if len(WHOLE_ONLY) == 1 else 'have'} none)"
+            )
             masks = None
         names = parse_regions(regions) if masks is not None else ()
         return cls(masks, names, ring, whole, region)
@@ -106,7 +123,8 @@ def plan_extra_rows(
         elif plan.source_role is not None:
             warn(
                 f"no {plan.source_role} row: of the metrics asked for, only "
-                f"{', '.join(SOURCE_FREE)} (and TC with --masks) are defined for a source image"
+                f"{', '.join(SOURCE_FREE)} (and {listing(_REGION_SOURCE_ROWS, ' and ')} with "
+                "--masks) are defined for a source image"
             )
         else:
             fail(f"nothing to score for {plan.method}: the metrics asked for need --ir and --vi")

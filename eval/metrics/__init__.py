@@ -4,35 +4,35 @@
     compute_metrics(fused, ir, vi)            # all twelve metrics
     compute_metrics(fused, metrics=["EN"])    # source-free metrics need no sources
 
-A = infrared, B = visible, F = fused. See ``CONVENTIONS`` and ``METRIC_INFO``.
+A = infrared, B = visible, F = fused. See ``CONVENTIONS`` and ``METRICS`` (the registry,
+``occo.eval.metrics.table``: one ``MetricInfo`` per metric).
 """
 
-from occo.eval.metrics.core import (
-    CONVENTIONS,
-    METRIC_INFO,
-    METRIC_NAMES,
-    NEEDS_SOURCES,
-    SOURCE_FREE,
-    MetricInfo,
-    compute_metrics,
-    compute_on_gray,
-    default_metrics,
-    parse_metric_names,
-)
-from occo.eval.metrics.inputs import GrayInputs, MetricInputError, to_gray_uint8
+from occo.data.lazy import lazy_exports
 
-__all__ = [
-    "CONVENTIONS",
-    "METRIC_INFO",
-    "METRIC_NAMES",
-    "NEEDS_SOURCES",
-    "SOURCE_FREE",
-    "GrayInputs",
-    "MetricInfo",
-    "MetricInputError",
-    "compute_metrics",
-    "compute_on_gray",
-    "default_metrics",
-    "parse_metric_names",
-    "to_gray_uint8",
-]
+# Names resolve on first use (PEP 562): the registry (``table``) imports no numpy or
+# OpenCV, so that the command line can list the metrics and `occo --help` stays fast.
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "occo.eval.metrics.core": (
+            "CONVENTIONS",
+            "compute_metrics",
+            "compute_on_gray",
+            "default_metrics",
+            "parse_metric_names",
+        ),
+        "occo.eval.metrics.inputs": ("GrayInputs", "MetricInputError", "to_gray_uint8"),
+        "occo.eval.metrics.regions": ("compute_in_regions", "region_masks"),
+        "occo.eval.metrics.table": (
+            "METRICS",
+            "METRIC_INFO",
+            "METRIC_NAMES",
+            "NEEDS_SOURCES",
+            "REGION_METRICS",
+            "SOURCE_FREE",
+            "MetricInfo",
+            "RegionForm",
+        ),
+    },
+)

@@ -1,53 +1,13 @@
-"""The metric registry and :func:`compute_metrics`, the one entry point for scoring an image."""
+""":func:`compute_metrics`, the one entry point for scoring an image (metrics: ``table``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import numpy as np
 
-from occo.eval.metrics import intensity, structural
 from occo.eval.metrics.inputs import GrayInputs, MetricInputError, to_gray_uint8
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """What a metric is and how to read it."""
-
-    name: str
-    """Short name as in the field's tables (``"Qabf"``)."""
-    needs_sources: bool
-    """True when the infrared and visible images are required."""
-    higher_is_better: bool
-    """Direction used to mark the best method in a table."""
-    description: str
-    """One line: the definition and its convention."""
-
-
-_INFO = (
-    MetricInfo("EN", False, True, "entropy of F's 256-bin histogram, bits"),
-    MetricInfo("SF", False, True, "spatial frequency sqrt(mean dx^2 + mean dy^2)"),
-    MetricInfo("AG", False, True, "average gradient, MATLAB gradient, / (M-1)(N-1)"),
-    MetricInfo("CC", True, True, "(corr(A,F) + corr(B,F)) / 2"),
-    MetricInfo("SD", False, True, "population standard deviation of F"),
-    MetricInfo("MI", True, True, "MI(A,F) + MI(B,F), bits, toolkit joint histogram"),
-    MetricInfo("SCD", True, True, "corr(F-B, A) + corr(F-A, B)"),
-    MetricInfo("VIF", True, True, "vifp(A,F) + vifp(B,F), 4 scales, sigma_n^2 = 2"),
-    MetricInfo("Qabf", True, True, "Xydeas-Petrovic edge transfer, Sobel, zero padding"),
-    MetricInfo("MSE", True, False, "(mean (F-A)^2 + mean (F-B)^2) / 2 on images / 255"),
-    MetricInfo("PSNR", True, True, "20 log10(255 / sqrt(MSE)) with that MSE"),
-    MetricInfo("SSIM", True, True, "SSIM(A,F) + SSIM(B,F), Gaussian 11/1.5, valid, mean"),
-)
-
-#: Every metric, keyed by name, in table order.
-METRIC_INFO: dict[str, MetricInfo] = {info.name: info for info in _INFO}
-#: All metric names in table order.
-METRIC_NAMES: tuple[str, ...] = tuple(METRIC_INFO)
-#: Metrics that look at the fused image only.
-SOURCE_FREE: tuple[str, ...] = ("EN", "SF", "AG", "SD")
-#: Metrics that need the infrared and visible sources.
-NEEDS_SOURCES: tuple[str, ...] = tuple(n for n in METRIC_NAMES if METRIC_INFO[n].needs_sources)
+from occo.eval.metrics.table import METRIC_INFO, METRIC_NAMES, SOURCE_FREE
 
 #: The conventions, short enough for a table caption.
 CONVENTIONS = (
@@ -56,21 +16,6 @@ CONVENTIONS = (
     "joint histogram); others float64 on 0-255; MSE on images/255, PSNR=20log10(255/sqrt(MSE)); "
     "CC mean of two, SCD/VIF/MI/SSIM sums of two; SSIM Gaussian 11/1.5 valid, K1=.01 K2=.03."
 )
-
-_FUNCS: dict[str, Callable[[GrayInputs], float]] = {
-    "EN": intensity.en,
-    "SF": intensity.sf,
-    "AG": intensity.ag,
-    "CC": intensity.cc,
-    "SD": intensity.sd,
-    "MI": intensity.mi,
-    "SCD": intensity.scd,
-    "VIF": structural.vif,
-    "Qabf": structural.qabf,
-    "MSE": intensity.mse,
-    "PSNR": intensity.psnr,
-    "SSIM": structural.ssim,
-}
 
 
 def parse_metric_names(names: str | Iterable[str] | None) -> tuple[str, ...] | None:
@@ -155,8 +100,9 @@ def compute_on_gray(inputs: GrayInputs, names: Iterable[str]) -> dict[str, float
     """Compute ``names`` (canonical, validated) on prepared gray inputs, sharing work."""
     results: dict[str, float] = {}
     for name in names:
-        if name == "PSNR" and "MSE" in results:
-            results[name] = intensity.psnr(inputs, results["MSE"])
+        info = METRIC_INFO[name]
+        if info.derived_from in results:  # PSNR from the MSE just computed
+            results[name] = info.compute(inputs, results[info.derived_from])
         else:
-            results[name] = float(_FUNCS[name](inputs))
+            results[name] = float(info.compute(inputs))
     return results

@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from occo.eval.metrics import intensity, structural
-from occo.eval.metrics.core import METRIC_INFO, METRIC_NAMES, SOURCE_FREE, MetricInfo
+from occo.eval.metrics import structural
 from occo.eval.metrics.inputs import GrayInputs, MetricInputError, strips, to_gray_uint8
+from occo.eval.metrics.table import METRICS, OBJECTS_ONLY, POOLED, REGION_METRICS
 
 #: Every region name and what it holds.
 REGION_DEFINITIONS: dict[str, str] = {
@@ -71,35 +72,6 @@ DEFAULT_REGIONS = ("objects", "background")
 RING_PX = 10
 #: Key of the whole-image values in :func:`compute_on_gray_regions`'s result.
 WHOLE_IMAGE = "image"
-
-TC_INFO = MetricInfo(
-    "TC",
-    True,
-    True,
-    "target contrast: |object mean - ring mean| of F over the larger of A's and B's",
-)
-#: Metrics with a region form, in table order (VIF has none; TC is region-only).
-REGION_METRICS: tuple[str, ...] = (*(n for n in METRIC_NAMES if n != "VIF"), "TC")
-#: The region metrics, keyed by name.
-REGION_METRIC_INFO: dict[str, MetricInfo] = {
-    **{n: METRIC_INFO[n] for n in REGION_METRICS if n != "TC"},
-    "TC": TC_INFO,
-}
-#: How each metric is taken inside a region (for reports and help).
-REGION_METRIC_DEFINITIONS: dict[str, str] = {
-    "EN": "entropy of the region's 256-bin histogram of F, bits",
-    "SF": "SF over neighbour differences with both pixels in the region",
-    "AG": "mean over the region of the toolkit's gradient term, region border as image border",
-    "CC": "CC on the region's pixels",
-    "SD": "population standard deviation of F's pixels in the region",
-    "MI": "MI on the region's pixels",
-    "SCD": "SCD on the region's pixels",
-    "Qabf": "sum over the region of Q_AF gA + Q_BF gB over the sum of gA + gB",
-    "MSE": "MSE on the region's pixels",
-    "PSNR": "PSNR from the region's MSE",
-    "SSIM": "mean of each SSIM map over the windows centred in the region, summed",
-    "TC": "object contrast to a ring of background in F over the larger of A's and B's",
-}
 
 
 def parse_regions(text: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -134,13 +106,15 @@ def parse_regions(text: str | Iterable[str] | None) -> tuple[str, ...]:
 def region_metric_names(names: Iterable[str] | None, has_sources: bool) -> tuple[str, ...]:
     """The region metrics among ``names`` (None: all) that the inputs allow, in table order."""
     wanted = set(REGION_METRICS if names is None else names)
-    allowed = REGION_METRICS if has_sources else SOURCE_FREE
-    return tuple(n for n in REGION_METRICS if n in wanted and n in allowed)
+    return tuple(
+        n for n in REGION_METRICS if n in wanted and (has_sources or not METRICS[n].needs_sources)
+    )
 
 
 def metrics_for_region(region: str, names: Sequence[str]) -> tuple[str, ...]:
-    """The metrics reported for ``region``: ``names`` without TC outside object regions."""
-    return tuple(n for n in names if n != "TC" or region in OBJECT_REGIONS)
+    """The metrics reported for ``region``: ``names`` without the objects-only ones (TC)
+    outside object regions."""
+    return tuple(n for n in names if n not in OBJECTS_ONLY or region in OBJECT_REGIONS)
 
 
 def column_name(metric: str, region: str) -> str:
@@ -393,6 +367,36 @@ def target_contrast(
     return c_f / best if best > 0 else math.nan
 
 
+@dataclass(frozen=True)
+class Region:
+    """One region of one image: what a region form that ``takes`` a mask is given."""
+
+    inputs: GrayInputs
+    """F (and A, B) of the whole image, gray uint8."""
+    mask: np.ndarray
+    """``(H, W)`` bool: the region."""
+    background: np.ndarray
+    """``(H, W)`` bool: the pair's background (where TC's rings may lie)."""
+    ring: int
+    """TC's ring width in pixels."""
+
+
+def sf_region(region: Region) -> float:
+    """SF's region form (:func:`sf_in` of F)."""
+    return sf_in(region.inputs.f8, region.mask)
+
+
+def ag_region(region: Region) -> float:
+    """AG's region form (:func:`ag_in` of F)."""
+    return ag_in(region.inputs.f8, region.mask)
+
+
+def tc_region(region: Region) -> float:
+    """TC's region form (:func:`target_contrast` of F against A and B)."""
+    x = region.inputs
+    return target_contrast(x.f8, x.a8, x.b8, region.mask, region.background, region.ring)
+
+
 def compute_on_gray_regions(
     inputs: GrayInputs,
     regions: Mapping[str, np.ndarray],
@@ -429,10 +433,10 @@ def compute_on_gray_regions(
     mapped: dict[str, list[float]] = {}
     keys = list(nonempty)
     masks = [nonempty[r] for r in keys]
-    for name, pooled in (("SSIM", ssim_in), ("Qabf", qabf_in)):
+    for name in POOLED:
         inside = name in names and bool(masks)
         if inside or name in whole:
-            mapped[name] = pooled(inputs, [*(masks if inside else []), None])
+            mapped[name] = METRICS[name].region.compute(inputs, [*(masks if inside else []), None])
     if whole:
         results[WHOLE_IMAGE] = {name: mapped[name][-1] for name in whole}
     for region, mask in regions.items():
@@ -443,20 +447,16 @@ def compute_on_gray_regions(
         pixels = _pixels(inputs, mask)
         values: dict[str, float] = {}
         for name in wanted:
+            info = METRICS[name]
+            form = info.region
             if name in mapped:
                 values[name] = mapped[name][keys.index(region)]
-            elif name == "SF":
-                values[name] = sf_in(inputs.f8, mask)
-            elif name == "AG":
-                values[name] = ag_in(inputs.f8, mask)
-            elif name == "TC":
-                values[name] = target_contrast(
-                    inputs.f8, inputs.a8, inputs.b8, mask, background, ring
-                )
-            elif name == "PSNR" and "MSE" in values:
-                values[name] = intensity.psnr(pixels, values["MSE"])
+            elif form.takes == "mask":
+                values[name] = form.compute(Region(inputs, mask, background, ring))
+            elif info.derived_from in values:  # PSNR from the region's MSE
+                values[name] = form.compute(pixels, values[info.derived_from])
             else:
-                values[name] = float(getattr(intensity, name.lower())(pixels))
+                values[name] = float(form.compute(pixels))
         results[region] = values
     return results
 
@@ -507,7 +507,7 @@ def compute_in_regions(
                 )
             names.append(lookup[item.lower()])
         if not inputs.has_sources:
-            missing = [n for n in names if n not in SOURCE_FREE]
+            missing = [n for n in names if METRICS[n].needs_sources]
             if missing:
                 raise MetricInputError(
                     f"{', '.join(missing)} need the infrared and visible sources; give both"
