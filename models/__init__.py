@@ -1,28 +1,37 @@
-"""FIFN, the fusion network of OCCO: its blocks, weight files and the Fuser (inference)."""
+"""The fusion networks (FIFN and the registered peers), their weight files, the network
+registry, the Fuser (inference) and fuse_folder (the ``occo fuse`` workflow)."""
 
-from occo.models.checkpoint import (
-    DEFAULT_WEIGHTS,
-    WeightsError,
-    convert_release_checkpoint,
-    load_weights,
-    read_weights_metadata,
-    save_weights,
+
+if not __name__.startswith("occo."):  # the repository root is the package `occo` itself
+    raise ImportError(
+        f"import occo.{__name__}, not {__name__}: from the repository root, a bare "
+        "subpackage name would load a second copy of occo's classes"
+    )
+
+from occo.data.lazy import lazy_exports  # noqa: E402
+
+# Names resolve on first use (PEP 562), the policy of every occo subpackage.
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "occo.models.checkpoint": (
+            "DEFAULT_WEIGHTS",
+            "WeightsError",
+            "convert_release_checkpoint",
+            "load_method",
+            "load_weights",
+            "read_weights_metadata",
+            "save_weights",
+        ),
+        "occo.models.config": ("FIFNConfig",),
+        "occo.models.fifn": ("FIFN", "count_parameters", "fold_batchnorm", "minmax_normalize"),
+        "occo.models.fuser": ("FileFuser", "Fuser"),
+        "occo.models.fusing": ("FuseResult", "FuseSettings", "fuse_folder"),
+        "occo.models.registry": (
+            "NetworkSpec",
+            "get_network",
+            "network_names",
+            "register_network",
+        ),
+    },
 )
-from occo.models.config import FIFNConfig
-from occo.models.fifn import FIFN, count_parameters, fold_batchnorm, minmax_normalize
-from occo.models.fuser import Fuser
-
-__all__ = [
-    "DEFAULT_WEIGHTS",
-    "FIFN",
-    "FIFNConfig",
-    "Fuser",
-    "WeightsError",
-    "convert_release_checkpoint",
-    "count_parameters",
-    "fold_batchnorm",
-    "load_weights",
-    "minmax_normalize",
-    "read_weights_metadata",
-    "save_weights",
-]

@@ -207,6 +207,7 @@ register_network(
         config_class=FIFNConfig,
         build=FIFN,
         finish=_finish,
+        train_finish=lambda raw, config: minmax_normalize(raw, margin=config.range_margin),
         receptive_margin=_receptive_margin,
         tiled_forward=_tiled_forward,
         size_multiple=lambda config: 2 ** (config.levels - 1),

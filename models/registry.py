@@ -128,7 +128,10 @@ class NetworkSpec:
     """``config -> nn.Module`` (random weights, train mode)."""
     finish: Callable[[Any, Any], Any]
     """``(raw, config) -> fused Y in [0, 1]``: the output convention (min-max, clamp...)."""
-    receptive_margin: Callable[[Any], int | None]
+    train_finish: Callable[[Any, Any], Any] | None = None
+    """``(raw, config) -> fused Y`` in training where it differs from :attr:`finish`
+    (FIFN's is not clamped, so the losses see pixels outside the range); None: finish."""
+    receptive_margin: Callable[[Any], int | None] = lambda config: None
     """``config -> px`` of context per side that fixes an output pixel exactly; None when
     the network sees the whole image (global pooling, attention over all pixels): tiles
     are then refused, never silently approximated."""

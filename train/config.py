@@ -106,14 +106,40 @@ class TrainConfig:
     best_metric: str = "Qabf"
     """Validation metric (higher is better) that picks best.safetensors."""
     # --- parts ------------------------------------------------------------------------
-    model: FIFNConfig = field(default_factory=FIFNConfig)
-    """The network's shape (defaults: the released FIFN)."""
+    network: str = "fifn"
+    """The registered network to train (occo.models.registry; `occo methods`)."""
+    init_weights: str | None = None
+    """Start from these weights (an occo weight file of the network, or its authors'
+    released file) instead of random ones; None: random (seeded)."""
+    model: Any = field(default_factory=FIFNConfig)
+    """The network's config (its registry entry's config class; defaults: the released
+    network's shape)."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     """Loss weights and contextual-loss settings (defaults: the paper's w1..w6)."""
 
     def __post_init__(self) -> None:
+        from occo.models.registry import UnknownNetworkError, get_network
+
+        if not isinstance(self.network, str):
+            raise ConfigError(f"network must be a name, got {self.network!r}")
+        try:
+            spec = get_network(self.network)
+        except UnknownNetworkError as exc:
+            raise ConfigError(str(exc)) from None
+        self.network = spec.name
         if isinstance(self.model, dict):
-            self.model = FIFNConfig.from_dict(self.model)
+            try:
+                self.model = spec.config_class.from_dict(self.model)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"model: {exc}") from None
+        elif not isinstance(self.model, spec.config_class):
+            if self.model == FIFNConfig():  # the default: the chosen network's defaults
+                self.model = spec.config_class()
+            else:
+                raise ConfigError(
+                    f"model is a {type(self.model).__name__}, not {spec.name}'s "
+                    f"{spec.config_class.__name__}"
+                )
         if isinstance(self.objective, dict):  # a preset name fills the settings not given
             values = ObjectiveConfig.upgrade(self.objective)
             self.objective = _dataclass_from_dict(ObjectiveConfig, values, "objective")
@@ -160,9 +186,10 @@ class TrainConfig:
                 f"batch_size {self.batch_size} must be a multiple of objective.groups "
                 f"{self.objective.groups} (CCL splits each batch into equal groups)"
             )
-        if self.crop < self.model.min_size:
+        min_size = spec.min_size(self.model)
+        if self.crop < min_size:
             raise ConfigError(
-                f"crop {self.crop} is smaller than the network's minimum {self.model.min_size}"
+                f"crop {self.crop} is smaller than the network's minimum {min_size}"
             )
         if self.best_metric not in self.val_metrics:
             raise ConfigError(
@@ -220,6 +247,10 @@ class TrainConfig:
             The new, validated config.
         """
         merged = self.to_dict()
+        network = overrides.get("network")
+        if network is not None and str(network).strip().lower() != merged["network"]:
+            merged.pop("model")  # another network: its own config's defaults
+            merged.pop("init_weights", None)
         for key, value in overrides.items():
             if value is None:
                 continue

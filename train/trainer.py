@@ -1,4 +1,5 @@
-"""The training loop: FIFN with the OCCO objective, resumable, mixed precision, DDP.
+"""The training loop: any registered network (FIFN by default) with the OCCO objective,
+resumable, mixed precision, DDP.
 
 One :class:`Trainer` runs in every process (``torchrun`` starts one per GPU). Rank 0 alone
 writes logs, checkpoints, weights and samples. The loop reports through an ``on_event``
@@ -35,7 +36,7 @@ from occo.data.normalize import prepare_training_pair
 from occo.data.training import FusionCropDataset, GroupedBatchSampler, MaskReader, seed_worker
 from occo.data.version import OCCO_VERSION
 from occo.models.checkpoint import save_weights
-from occo.models.fifn import FIFN, minmax_normalize
+from occo.models.registry import get_network
 from occo.runtime import default_data_workers, init_distributed, resolve_amp
 from occo.train.config import RESUMABLE_CHANGES, TrainConfig
 from occo.train.distributed import convert_batchnorm, sum_over_ranks
@@ -77,7 +78,7 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a FIFN on salient crops with the configured objective.
+    """Trains a registered network on salient crops with the configured objective.
 
     Args:
         config: the resolved training config.
@@ -138,7 +139,15 @@ class Trainer:
         self.mask_source = mask_source
 
         torch.manual_seed(config.seed)  # same initial weights in every process
-        self.model = FIFN(config.model).to(self.device)
+        #: The network's registry entry (what it is, how its output is finished).
+        self.spec = get_network(config.network)
+        self.model = self.spec.build(config.model)
+        if config.init_weights is not None:
+            from occo.models.checkpoint import load_method
+
+            start = load_method(config.network, config.init_weights).model
+            self.model.load_state_dict(start.state_dict(), strict=True)
+        self.model = self.model.to(self.device)
         self.amp_dtype = resolve_amp(config.amp, self.device)
         # channels_last speeds up cuDNN and oneDNN alike, but CPU processes under DDP (gloo)
         # stay contiguous: there it broke the equality with one process, and a run aborted.
@@ -391,9 +400,10 @@ class Trainer:
         )
         with autocast:
             raw = self.net(vi, ir)
-            # The network's output is min-max normalised per image, as at inference (not
-            # clamped: the losses see, and correct, pixels outside the range's margin).
-            fused = minmax_normalize(raw.float(), margin=self.model.config.range_margin)
+            # The network's output convention, as at inference (FIFN: min-max per image,
+            # not clamped: the losses see, and correct, pixels outside the range's margin).
+            finish = self.spec.train_finish or self.spec.finish
+            fused = finish(raw.float(), self.model.config)
             total, parts = self.objective(fused, vi, ir, regions)
         finite = self._agree(bool(torch.isfinite(total).item()), any_rank=False)
         self.optimizer.zero_grad(set_to_none=True)
@@ -525,6 +535,9 @@ class Trainer:
             "epoch": str(self.state.epoch),
             "train_config": cfg.to_json(),
             "occo_version": OCCO_VERSION,
+            # What `occo fuse` names as the weights' source (overridden by self.metadata).
+            "source": f"occo train run {self.out_dir.name}, step {self.state.step}"
+            + (" (best)" if best else " (last)"),
         }
         if best and self.state.best_value is not None:
             meta["selected_by"] = f"best validation {cfg.best_metric} = {self.state.best_value:.4f}"
