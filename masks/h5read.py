@@ -12,6 +12,7 @@ it was opened is refused too. Each refusal is one line naming the file and what 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,14 @@ from occo.masks.errors import BadMaskError, DamagedStoreError, MaskStoreError, U
 
 #: The modality groups: ``/ir/<stem>`` and ``/vi/<stem>`` hold the masks.
 MODALITIES = ("ir", "vi")
-#: Groups of the detections: ``/boxes/<modality>/<stem>``, ``/scores/...``, ``/labels/...``.
-DETECTIONS = ("boxes", "scores", "labels")
+#: The group of the detections: ``/detections/<modality>/<stem>``, one record per box.
+DETECTIONS = "detections"
+#: A detection record: box x0 y0 x1 y1 in pixels, score, matched phrase or class name.
+DETECTION_DTYPE = np.dtype(
+    [("box", np.float32, (4,)), ("score", np.float32), ("label", h5py.string_dtype())]
+)
+#: Version 1 stores kept the detections as these attributes of the mask dataset.
+DETECTION_ATTRS = ("boxes", "scores", "labels")
 #: Most pixels a stored mask may declare (16384 x 16384); larger is refused before reading.
 MAX_MASK_PIXELS = 1 << 28
 #: Most detections one image may have in a store.
@@ -76,7 +83,11 @@ def open_h5(path: str | Path, *, audit: bool = True) -> h5py.File:
         raise damaged(path, exc) from None
     if audit:
         try:
-            audit_file(h5, path)
+            identity = _identity(h5)
+            if identity is None or identity not in _AUDITED:
+                audit_file(h5, path)
+                if identity is not None:
+                    _AUDITED.add(identity)
         except MaskStoreError:
             h5.close()
             raise
@@ -84,6 +95,20 @@ def open_h5(path: str | Path, *, audit: bool = True) -> h5py.File:
             h5.close()
             raise damaged(path, exc) from None
     return h5
+
+
+#: Files this process has audited, by identity (forked workers inherit it: a DataLoader
+#: worker opening the store the main process checked does not walk it again).
+_AUDITED: set[tuple[int, ...]] = set()
+
+
+def _identity(h5: h5py.File) -> tuple[int, ...] | None:
+    """Device, inode, size and modification time of the open file (None if unknown)."""
+    try:
+        st = os.fstat(h5.id.get_vfd_handle())
+    except (OSError, TypeError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def audit_file(h5: h5py.File, path: Path) -> None:
@@ -107,8 +132,8 @@ def audit_file(h5: h5py.File, path: Path) -> None:
                 check_storage(dsid, path, where)
                 if len(parts) == 2 and parts[0] in MODALITIES:
                     check_mask_meta(dsid.shape, dsid.dtype, path, where)
-                elif len(parts) == 3 and parts[0] in DETECTIONS and parts[1] in MODALITIES:
-                    check_detection_meta(parts[0], dsid.shape, dsid.dtype, path, where)
+                elif len(parts) == 3 and parts[0] == DETECTIONS and parts[1] in MODALITIES:
+                    check_detection_meta(dsid.shape, dsid.dtype, path, where)
             elif len(parts) == 2 and parts[0] in MODALITIES:
                 return BadMaskError(f"{path}: {where} is not a mask dataset; {_REMAKE}")
         except MaskStoreError as exc:
@@ -179,21 +204,22 @@ def check_mask_meta(
     return height, width
 
 
-def check_detection_meta(
-    kind: str, shape: tuple[int, ...], dtype: np.dtype, path: Path, where: str
-) -> int:
-    """The declared shape and type of a boxes/scores/labels dataset; returns the count."""
+def check_detection_meta(shape: tuple[int, ...], dtype: np.dtype, path: Path, where: str) -> int:
+    """The declared shape and record type of a detections dataset; returns the count."""
     dtype = np.dtype(dtype)
-    wanted = (-1, 4) if kind == "boxes" else (-1,)
-    ok_shape = len(shape) == len(wanted) and (kind != "boxes" or shape[1] == 4)
-    if kind == "labels":
-        info = h5py.check_string_dtype(dtype)
-        ok_type = info is not None and (info.length is None or info.length <= 4096)
-    else:
-        ok_type = dtype.kind == "f"
-    if not ok_shape or not ok_type:
+    fields = dtype.fields or {}
+    ok = (
+        len(shape) == 1
+        and tuple(fields) == DETECTION_DTYPE.names
+        and fields["box"][0].shape == (4,)
+        and fields["box"][0].base.kind == "f"
+        and fields["score"][0].kind == "f"
+        and h5py.check_string_dtype(fields["label"][0]) is not None
+    )
+    if not ok:
         raise BadMaskError(
-            f"{path}: {where} is {dtype} {tuple(shape)}, not the {kind} occo writes; {_REMAKE}"
+            f"{path}: {where} is {dtype} {tuple(shape)}, not the detections occo writes "
+            f"(box, score, label records); {_REMAKE}"
         )
     if shape[0] > MAX_BOXES:
         raise BadMaskError(
@@ -248,22 +274,22 @@ def read_detections(
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Boxes ``(N, 4)``, scores ``(N,)`` and phrases of one image.
 
-    Stores of this version keep them as datasets ``/boxes|scores|labels/<modality>/<stem>``;
-    older stores as attributes of the mask dataset: both are read.
+    Stores of this version keep them as one record dataset ``/detections/<modality>/<stem>``
+    (absent when the image has none); version 1 stores as attributes of the mask dataset
+    (at most 64 KiB each): both are read.
     """
-    found: dict[str, Any] = {}
-    for kind in DETECTIONS:
-        group = hard_child(h5, kind, path)
-        group = hard_child(group, modality, path) if isinstance(group, h5py.Group) else None
-        dataset = hard_child(group, stem, path) if isinstance(group, h5py.Group) else None
-        if isinstance(dataset, h5py.Dataset):
-            where = f"/{kind}/{modality}/{stem}"
-            check_storage(dataset.id, path, where)
-            check_detection_meta(kind, dataset.shape, dataset.dtype, path, where)
-            found[kind] = dataset[()]
-    if not found:  # an older store: attributes of the mask (at most 64 KiB)
+    group = hard_child(h5, DETECTIONS, path)
+    group = hard_child(group, modality, path) if isinstance(group, h5py.Group) else None
+    dataset = hard_child(group, stem, path) if isinstance(group, h5py.Group) else None
+    if isinstance(dataset, h5py.Dataset):
+        where = f"/{DETECTIONS}/{modality}/{stem}"
+        check_storage(dataset.id, path, where)
+        check_detection_meta(dataset.shape, dataset.dtype, path, where)
+        records = dataset[()]
+        found = {"boxes": records["box"], "scores": records["score"], "labels": records["label"]}
+    else:  # none, or a version 1 store: attributes of the mask
         attrs = mask_dataset(h5, modality, stem, path).attrs
-        found = {kind: attrs[kind] for kind in DETECTIONS if kind in attrs}
+        found = {kind: attrs[kind] for kind in DETECTION_ATTRS if kind in attrs}
     boxes = np.asarray(found.get("boxes", np.zeros((0, 4))), np.float32)
     scores = np.asarray(found.get("scores", np.zeros((0,))), np.float32)
     labels = [

@@ -6,9 +6,8 @@ Layout::
                  the run's settings (prompt, detector, segmenter, thresholds, ...)
     /ir/<stem>   uint8 (H, W) 0/1 mask, chunked + gzip; attr source (image file name)
     /vi/<stem>   the same for the visible image
-    /boxes/<ir|vi>/<stem>    float32 (N, 4) xyxy pixels (only for images with detections)
-    /scores/<ir|vi>/<stem>   float32 (N,)
-    /labels/<ir|vi>/<stem>   (N,) strings: matched phrases or class names
+    /detections/<ir|vi>/<stem>   (N,) records: box float32 (4,) x0 y0 x1 y1 pixels, score
+                 float32, label (matched phrase or class name); only for images with boxes
 
 Version 1 stores kept boxes, scores and labels as attributes of the mask dataset; they are
 read as before. Every file is opened through :mod:`occo.masks.h5read`, which refuses data
@@ -46,6 +45,9 @@ from occo.masks.errors import (
     UnsafeStoreError,
 )
 from occo.masks.h5read import (
+    DETECTION_ATTRS,
+    DETECTION_DTYPE,
+    DETECTIONS,
     H5_ERRORS,
     MODALITIES,
     damaged,
@@ -166,18 +168,15 @@ def write_pair(h5: h5py.File, pair: PairMasks) -> None:
 def _write_detections(
     h5: h5py.File, modality: str, stem: str, boxes: np.ndarray, scores: np.ndarray, labels: list
 ) -> None:
-    """Boxes, scores and labels as datasets (attributes stop at 64 KiB, ~4100 boxes)."""
+    """Boxes, scores and labels as one record dataset (attributes stop at 64 KiB, ~4100 boxes)."""
     if not len(boxes):
         return
-    values = {
-        "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-        "scores": np.asarray(scores, np.float32).reshape(-1),
-        "labels": np.array([str(x) for x in labels], dtype=h5py.string_dtype()),
-    }
-    for kind, value in values.items():
-        h5.require_group(kind).require_group(modality).create_dataset(
-            stem, data=value, track_times=False
-        )
+    records = np.zeros(len(boxes), DETECTION_DTYPE)
+    records["box"] = np.asarray(boxes, np.float32).reshape(-1, 4)
+    records["score"] = np.asarray(scores, np.float32).reshape(-1)
+    records["label"] = [str(x) for x in labels]
+    group = h5.require_group(DETECTIONS).require_group(modality)
+    group.create_dataset(stem, data=records, track_times=False)
 
 
 def read_pair(h5: h5py.File, stem: str, path: str | Path = "") -> PairMasks:
@@ -187,12 +186,19 @@ def read_pair(h5: h5py.File, stem: str, path: str | Path = "") -> PairMasks:
     for modality in MODALITIES:
         boxes, scores, labels = read_detections(h5, modality, stem, path)
         source = mask_dataset(h5, modality, stem, path).attrs.get("source", "")
+        source = source.decode(errors="replace") if isinstance(source, bytes) else str(source)
+        if source in (".", "..") or any(c in source for c in "/\\\0"):
+            # `masks show` reads IMAGE_DIR/source: a path here would read any image on disk
+            raise BadMaskError(
+                f"{path}: /{modality}/{stem} names its image {source!r}, not a file name; "
+                "make the masks again with `occo masks gen`"
+            )
         entries[modality] = ModalityMasks(
             mask=read_mask(h5, modality, stem, path),
             boxes=boxes,
             scores=scores,
             labels=labels,
-            source=source.decode(errors="replace") if isinstance(source, bytes) else str(source),
+            source=source,
         )
     return PairMasks(stem=stem, **entries)
 
@@ -280,7 +286,7 @@ def _copy_pair(source: h5py.File, stem: str, dest: h5py.File, count_empty: bool)
         boxes, scores, labels = read_detections(source, modality, stem, path)
         source.copy(dataset, group, name=stem)
         copied = group[stem]
-        for kind in ("boxes", "scores", "labels"):
+        for kind in DETECTION_ATTRS:  # a version 1 store's
             if kind in copied.attrs:
                 del copied.attrs[kind]
         _write_detections(dest, modality, stem, boxes, scores, labels)

@@ -360,7 +360,11 @@ def show(
         if not overwrite:
             refuse_existing(targets, f"--out {out_dir}")
     with progress_bar() as bar:
-        task = bar.add_task("overlays", total=len(chosen), status="")
+        task = bar.add_task("checking", total=len(chosen), status="")
+        for stem in chosen:  # every pair read and checked before the first overlay is written
+            reader.read_pair(stem)
+            bar.advance(task)
+        bar.update(task, description="overlays", completed=0)
         for stem, target in zip(chosen, targets, strict=True):
             pair = reader.read_pair(stem)
             ir = read_image(folders["ir_dir"] / pair.ir.source)

@@ -377,16 +377,18 @@ def test_a_version_1_store_is_extended_into_the_dataset_layout(app, data):
         h5.attrs["version"] = 1
         for modality in ("ir", "vi"):
             del h5[modality]["0002"]
-            for kind in ("boxes", "scores", "labels"):
-                if "0002" in h5[kind][modality]:
-                    del h5[kind][modality]["0002"]
-                value = h5[kind][modality]["0000"][()]
-                del h5[kind][modality]["0000"]
-                h5[modality]["0000"].attrs[kind] = value
+            detections = h5["detections"][modality]
+            del detections["0002"]
+            records = detections["0000"][()]
+            del detections["0000"]
+            attrs = h5[modality]["0000"].attrs
+            attrs["boxes"], attrs["scores"] = records["box"], records["score"]
+            attrs["labels"] = np.array(records["label"], dtype=h5py.string_dtype())
+    assert open_mask_store(store).read_pair("0000").ir.labels == before.ir.labels
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "1 new" in result.output, result.output
     with h5py.File(store, "r") as h5:
-        assert "boxes" not in h5["ir"]["0000"].attrs and "0000" in h5["boxes"]["ir"]
+        assert "boxes" not in h5["ir"]["0000"].attrs and "0000" in h5["detections"]["ir"]
         assert h5.attrs["version"] == 2
     after = open_mask_store(store).read_pair("0000")
     np.testing.assert_array_equal(after.ir.boxes, before.ir.boxes)
@@ -395,3 +397,61 @@ def test_a_version_1_store_is_extended_into_the_dataset_layout(app, data):
 
 def test_errors_are_occo_errors():
     assert issubclass(UnsafeStoreError, MaskStoreError) and issubclass(BadMaskError, OccoError)
+
+
+def _v2_store(path: Path) -> Path:
+    entry = ModalityMasks(_mask("0000"), [[1, 2, 3, 4]], [0.5], ["person"], "0000.png")
+    write_h5_atomic(
+        path,
+        {"format": "occo-masks", "version": 2},
+        lambda h5: write_pair(h5, PairMasks("0000", entry, entry)),
+    )
+    return path
+
+
+def test_hostile_detections_are_refused_at_open(data):
+    store = _v2_store(data / "v2.h5")
+    with h5py.File(store, "a") as h5:
+        del h5["detections"]["ir"]["0000"]
+        h5["detections"]["ir"].create_dataset(
+            "0000", shape=(3,), dtype=h5py.h5t.py_create(np.dtype("S8")).dtype,
+            external=[(str(data / "secret.txt"), 0, 24)],
+        )  # fmt: skip
+    with pytest.raises(UnsafeStoreError, match="/detections/ir/0000 keeps its bytes in another"):
+        open_mask_store(store)
+    store = _v2_store(data / "v2b.h5")
+    with h5py.File(store, "a") as h5:
+        records = h5["detections"]["vi"]["0000"].dtype
+        del h5["detections"]["vi"]["0000"]
+        h5["detections"]["vi"].create_dataset(
+            "0000", shape=(10**8,), dtype=records, chunks=(1000,), compression="gzip"
+        )
+    with pytest.raises(BadMaskError, match="declares 100000000 detections"):
+        open_mask_store(store)
+
+
+def test_an_image_name_with_a_path_is_refused_by_show(app, data):
+    """`masks show` reads IMAGE_DIR/<source>: a path there would draw any image on disk."""
+    store = _v2_store(data / "v2.h5")
+    with h5py.File(store, "a") as h5:  # a good pair 0002 first, then the bad one
+        for modality in ("ir", "vi"):
+            h5[modality].create_dataset("0002", data=_mask("0002"))
+            h5[modality]["0002"].attrs["source"] = "0002.png"
+        h5.attrs["ir_dir"] = str(data / "ds" / "ir")
+        h5.attrs["vi_dir"] = str(data / "ds" / "vi")
+        h5["vi"]["0000"].attrs["source"] = str((data / "fused" / "0001.png").resolve())
+    before = _files(data)
+    args = ["masks", "show", str(store), "0002", "0000", "--out", str(data / "shown")]
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, BadMaskError), result.output
+    assert "not a file name" in str(result.exception) and _files(data) == before
+
+
+def test_a_store_replaced_by_a_hostile_one_is_audited_again(data):
+    good = _v2_store(data / "masks.h5")
+    assert open_mask_store(good).stems() == ["0000"]
+    assert open_mask_store(good).stems() == ["0000"]  # the second open is not walked again
+    hostile = _store(data / "hostile.h5", data, "external")
+    hostile.replace(good)
+    with pytest.raises(UnsafeStoreError):
+        open_mask_store(good)
