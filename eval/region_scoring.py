@@ -149,14 +149,14 @@ def read_masks(
     reader = _reader(store)
     if stem not in reader:
         raise RegionMaskError(f"no masks for '{stem}' ({image}) in {store}")
-    mask_ir, mask_vi = reader.read(stem)
-    for name, mask in (("infrared", mask_ir), ("visible", mask_vi)):
-        if mask.shape != tuple(shape):
+    # Sizes from the store's metadata first: a mask is read only once it fits the image.
+    for name, held in zip(("infrared", "visible"), reader.shapes(stem), strict=True):
+        if tuple(held) != tuple(shape):
             raise RegionMaskError(
-                f"the {name} mask of '{stem}' in {store} is {mask.shape[1]}x{mask.shape[0]} but "
+                f"the {name} mask of '{stem}' in {store} is {held[1]}x{held[0]} but "
                 f"{image} is {shape[1]}x{shape[0]}; the store was made for other images"
             )
-    return mask_ir, mask_vi
+    return reader.read(stem)
 
 
 def score_in_regions(
