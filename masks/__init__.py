@@ -13,21 +13,27 @@ if not __name__.startswith("occo."):  # the repository root is the package `occo
 
 from occo.masks.regions import Regions, split_regions
 from occo.masks.store import (
+    BadMaskError,
+    DamagedStoreError,
     MaskReader,
     MaskStoreError,
     ModalityMasks,
     PairMasks,
     SettingsMismatchError,
+    UnsafeStoreError,
     open_mask_store,
 )
 
 __all__ = [
+    "BadMaskError",
+    "DamagedStoreError",
     "MaskReader",
     "MaskStoreError",
     "ModalityMasks",
     "PairMasks",
     "Regions",
     "SettingsMismatchError",
+    "UnsafeStoreError",
     "open_mask_store",
     "split_regions",
 ]
