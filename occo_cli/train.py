@@ -56,6 +56,17 @@ def train(
         "--vgg-weights",
         help="Local VGG19 state dict (default: torchvision ImageNet weights).",
     ),
+    network: str | None = typer.Option(
+        None,
+        "--network",
+        help="Registered network to train (`occo methods`) \\[default: fifn].",
+    ),
+    init_weights: Path | None = typer.Option(
+        None,
+        "--init-weights",
+        help="Start from these weights (occo .safetensors of the network, or its authors'"
+        " released file) instead of random ones.",
+    ),
     objective: str | None = typer.Option(
         None,
         "--objective",
@@ -81,7 +92,7 @@ def train(
     threads: int | None = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
-    """Train FIFN with the OCCO objective; resumable, mixed precision, multi-GPU.
+    """Train FIFN (or any registered network, --network) with the OCCO objective; resumable, mixed precision, multi-GPU.
 
     Salient random crops (with object-mask pixels) from DATASET's pairs, batches of distinct images so CCL's negatives come from other scenes, Adam, validation with the standard metrics after each epoch. The run folder gets config.yaml, checkpoint.pt, last and best weights (.safetensors, for `occo fuse --weights`), log.jsonl and sample images. Ctrl-C saves a checkpoint and stops; --resume continues exactly.
 
@@ -90,6 +101,7 @@ def train(
         occo masks gen data/fmb && occo train data/fmb --out runs/fmb
         occo train data/fmb --out runs/fmb --resume
         occo train data/roadscene --objective pixel --crop 128 --epochs 5
+        occo train data/msrs --network seafusion --objective occo --init-weights SeAFusion.pth
         occo train data/fmb --config configs/ablations/model3.yaml --out runs/fmb-model3
         torchrun --nproc-per-node 4 -m occo train data/fmb --out runs/fmb4
     """
@@ -121,6 +133,8 @@ def train(
         cfg = cfg.replace(load_config_file(config))
     cfg = cfg.replace(
         {
+            "network": network,
+            "init_weights": str(init_weights) if init_weights else None,
             "epochs": epochs,
             "batch_size": batch_size,
             "crop": crop,
