@@ -298,6 +298,15 @@ def _copy_pair(source: h5py.File, stem: str, dest: h5py.File, count_empty: bool)
 # ----------------------------------------------------------------------------- journal
 
 
+def _json_dict(path: Path) -> dict | None:
+    """A journal's JSON object, or None if missing or not a readable object (it is redone)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # JSONDecodeError and bad UTF-8 are ValueErrors
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class PartsJournal:
     """The folder ``<store>.parts/`` of an unfinished run: one atomic HDF5 file per chunk.
 
@@ -326,10 +335,7 @@ class PartsJournal:
 
     def read_settings(self) -> dict | None:
         """The settings of the run that made the journal, or None."""
-        try:
-            return json.loads((self.dir / self.SETTINGS).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return _json_dict(self.dir / self.SETTINGS)
 
     def check(self, settings: Mapping[str, Any], overwrite: bool) -> bool:
         """Whether an interrupted run's parts can be reused with these settings (read-only).
@@ -715,10 +721,7 @@ class PartsReader(_MaskView):
                 self._where[stem] = part
         if not self._where:
             raise FileNotFoundError(f"no finished chunks of an unfinished run in {self.path}")
-        try:
-            meta = json.loads((journal.dir / PartsJournal.META).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            meta = {}
+        meta = _json_dict(journal.dir / PartsJournal.META) or {}
         self._settings = {**settings, **meta}
         self._stems = sorted(self._where)
         self._index = set(self._stems)

@@ -455,3 +455,16 @@ def test_a_store_replaced_by_a_hostile_one_is_audited_again(data):
     hostile.replace(good)
     with pytest.raises(UnsafeStoreError):
         open_mask_store(good)
+
+
+def test_a_hostile_journal_is_ignored_not_a_traceback(data):
+    """A dataset may ship masks.h5.parts/ too: deep or non-object JSON is not a settings file."""
+    from occo.masks.store import PartsJournal, PartsReader
+
+    journal = PartsJournal(data / "masks.h5")
+    journal.dir.mkdir()
+    for text in ("[" * 100_000 + "]" * 100_000, "[1, 2]", "\xff"):
+        (journal.dir / PartsJournal.SETTINGS).write_bytes(text.encode("latin-1"))
+        assert journal.read_settings() is None
+        with pytest.raises(FileNotFoundError):
+            PartsReader(data / "masks.h5")
