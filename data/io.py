@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import struct
 import sys
 import tempfile
@@ -312,7 +313,18 @@ def atomic_path(
         if isinstance(exc, OSError) and not isinstance(exc, OccoError):
             if exc.errno in _WRITE_ERRNOS:  # the block's writes met a full or read-only disk
                 raise write_error(exc, path) from None
+            if exc.errno is None and _nearly_full(folder):  # h5py's errors carry no errno
+                full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                raise write_error(full, path) from None
         raise
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Less than 1 MiB free where ``folder`` is (a write there has likely met a full disk)."""
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def write_bytes_atomic(path: str | Path, payload: bytes, overwrite: bool = True) -> None:

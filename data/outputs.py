@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,6 +18,10 @@ from occo.data.errors import OccoError
 
 class OutputError(OccoError, ValueError):
     """A destination that cannot or must not be written."""
+
+
+#: Free space below which a destination counts as full before the work starts.
+MIN_FREE_BYTES = 1 << 20
 
 
 class WriteError(OccoError, OSError):
@@ -127,9 +132,12 @@ def check_writable_folder(folder: str | Path, what: str) -> None:
         fd, name = tempfile.mkstemp(prefix=".occo-write-check.", suffix=".tmp", dir=folder)
         os.close(fd)
         os.unlink(name)
+        if shutil.disk_usage(folder).free < MIN_FREE_BYTES:  # an empty file still fits
+            raise OSError(errno.ENOSPC, "the disk is full")
     except OSError as exc:
         raise OutputError(
             f"{what} {folder} is not writable ({exc.strerror or exc}); choose a writable folder"
+            + (" or free some space" if exc.errno == errno.ENOSPC else "")
         ) from None
     finally:
         for made in missing:  # deepest first: leave no trace of the check

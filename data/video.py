@@ -442,10 +442,16 @@ class VideoSink:
         return self.temporary.is_file()
 
     def _check_written(self) -> None:
-        """The encoder reports no write error: read the finished file's header back."""
+        """The encoder reports no write error (FFmpeg drops what a full disk refuses): read
+        the finished file back, every frame when the disk is (nearly) full."""
         capture = cv2.VideoCapture(str(self.temporary), cv2.CAP_FFMPEG)
         try:
             readable = capture.isOpened() and capture.grab()
+            if readable and _free_bytes(self.path.parent) < _MIN_FREE:
+                frames = 1
+                while frames < self.written and capture.grab():
+                    frames += 1
+                readable = frames >= self.written
         finally:
             capture.release()
         if not readable:
@@ -497,13 +503,17 @@ class VideoSink:
             self._lock.close()
 
 
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62  # unknown: not a reason to blame the disk
+
+
 def _disk_problem(folder: Path) -> str | None:
     """Why nothing can be written in ``folder`` (full, read-only, denied), or None."""
-    try:
-        if shutil.disk_usage(folder).free < _MIN_FREE:
-            return "the disk is full; free some space or choose another place"
-    except OSError:
-        pass
+    if _free_bytes(folder) < _MIN_FREE:
+        return "the disk is full; free some space or choose another place"
     try:
         check_writable_folder(folder, "OUT")
     except OccoError as exc:

@@ -220,9 +220,9 @@ def test_video_on_a_full_disk_does_not_blame_the_codec(tmp_path, monkeypatch):
         def isOpened(self):  # noqa: N802 - OpenCV's name
             return False
 
+    sink = VideoSink(tmp_path / "clip.mp4", 5)  # the disk fills after the start
     monkeypatch.setattr(video.cv2, "VideoWriter", Unopened)
-    monkeypatch.setattr(video.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
-    sink = VideoSink(tmp_path / "clip.mp4", 5)
+    monkeypatch.setattr("shutil.disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
     with pytest.raises(VideoError) as caught:
         sink.write(np.zeros((16, 16, 3), np.uint8))
     assert "disk is full" in str(caught.value) and "mp4v" not in str(caught.value)
@@ -271,3 +271,47 @@ def test_a_killed_video_runs_temporary_is_removed_by_the_rerun(tmp_path):
         sink.write(np.zeros((16, 16, 3), np.uint8))
     sink.commit()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".clip2.occo-999999.avi", "clip.avi"]
+
+
+def test_video_cut_short_by_a_full_disk_is_refused_not_committed(tmp_path, monkeypatch):
+    import occo.data.video as video
+
+    path = tmp_path / "clip.mkv"
+    path.write_bytes(b"the previous video")
+    sink = VideoSink(path, 5)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        sink.write(rng.integers(0, 256, (64, 64, 3), np.uint8))
+    release = sink._release
+
+    def release_on_a_full_disk():  # FFmpeg drops what the full disk refuses, and says nothing
+        finished = release()
+        data = sink.temporary.read_bytes()
+        sink.temporary.write_bytes(data[: len(data) // 3])
+        return finished
+
+    monkeypatch.setattr(sink, "_release", release_on_a_full_disk)
+    monkeypatch.setattr("shutil.disk_usage", lambda p: shutil_usage(0))
+    with pytest.raises(VideoError, match="disk is full"):
+        sink.commit()
+    assert path.read_bytes() == b"the previous video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
+
+
+def shutil_usage(free: int):
+    import shutil
+
+    return shutil._ntuple_diskusage(1 << 30, (1 << 30) - free, free)
+
+
+def test_a_full_disk_is_found_before_the_work(tmp_path, monkeypatch):
+    import occo.eval.scoring as scoring
+
+    def work(*args, **kwargs):
+        raise AssertionError("scored before the destination was checked")
+
+    fused = _fused_folder(tmp_path / "fused")
+    monkeypatch.setattr(scoring, "score_jobs", work)
+    monkeypatch.setattr("shutil.disk_usage", lambda p: shutil_usage(4096))  # an empty file fits
+    result = runner.invoke(app, ["metrics", str(fused), "--csv", str(tmp_path / "s.csv"), "-q"])
+    _one_line_error(result, str(tmp_path), "disk is full")
