@@ -263,3 +263,81 @@ def fold_conv_batchnorm(model: Any) -> Any:
                 module._modules[first] = fuse_conv_bn_eval(conv, bn)
                 module._modules[second] = nn.Identity()
     return folded
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One row of ``occo methods``: a registered network described."""
+
+    name: str
+    """Registry name."""
+    title: str
+    """The method's paper."""
+    venue: str
+    """Venue and year."""
+    parameters: int
+    """Parameters of the default config (the released network)."""
+    gflops_640x480: float
+    """Giga floating-point operations of one 640x480 pair (a multiply-add counts as 2,
+    as torch.utils.flop_counter counts them; many papers quote multiply-adds)."""
+    code_url: str
+    """The authors' code."""
+    code_licence: str
+    """Licence of the authors' code."""
+    weights_licence: str
+    """Licence of the released weights."""
+    trained_on: str
+    """What the released (or occo's default) weights were trained on."""
+    color: str
+    """Colour handling."""
+    authors_output: str
+    """What the authors' script writes where occo's default differs."""
+    tiling: str
+    """Exact tiling (its margin in px) or why not."""
+    onnx: bool
+    """Whether it exports to ONNX."""
+    weights_url: str
+    """The pinned URL occo fetches the weights from ("" for FIFN: bundled)."""
+
+
+def describe_network(name: str) -> MethodSummary:
+    """Build ``name``'s network on the meta device (nothing allocated) to count its
+    parameters and FLOPs, and gather what its registry entry says."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = get_network(name)
+    config = spec.config_class()
+    with torch.device("meta"):
+        model = spec.build(config).eval()
+        vi_y, ir = torch.empty(1, 1, 480, 640), torch.empty(1, 1, 480, 640)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(vi_y, ir)
+    margin = spec.receptive_margin(config)
+    release = spec.release
+    weights_licence = release.licence if release else ""
+    trained_on = release.trained_on if release else ""
+    if spec.name == DEFAULT_NETWORK:  # occo's bundled weights, described by their metadata
+        from occo.models.checkpoint import DEFAULT_WEIGHTS, read_weights_metadata
+
+        if DEFAULT_WEIGHTS.is_file():
+            meta = read_weights_metadata(DEFAULT_WEIGHTS)
+            weights_licence = "MIT (occo's bundled default weights)"
+            trained_on = f"{meta.get('trained_on', '')}; {meta.get('trained_with', '')}".strip("; ")
+    return MethodSummary(
+        name=spec.name,
+        title=spec.info.title,
+        venue=spec.info.venue,
+        parameters=sum(p.numel() for p in model.parameters()),
+        gflops_640x480=counter.get_total_flops() / 1e9,
+        code_url=spec.info.code_url,
+        code_licence=spec.info.code_licence,
+        weights_licence=weights_licence,
+        trained_on=trained_on,
+        color=spec.info.color,
+        authors_output=spec.info.authors_output,
+        tiling=f"exact ({margin} px margin)" if margin is not None else "no (sees the whole image)",
+        onnx=spec.onnx,
+        weights_url=release.url if release else "",
+    )

@@ -11,7 +11,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from occo.cli import check, convert, export, fuse, masks, metrics, train
+from occo.cli import align, check, convert, export, fuse, masks, methods, metrics, train
 from occo.cli import eval as eval_cli
 from occo.cli.console import err, error_line, route_warnings
 from occo.data.errors import OccoError
@@ -67,9 +67,11 @@ COMMANDS: tuple[tuple[str, Callable[..., Any] | typer.Typer], ...] = (
     ("masks", masks.masks_app),
     ("train", train.train),
     ("check", check.check),
+    ("align", align.align),
     ("fuse", fuse.fuse),
     ("metrics", metrics.metrics_command),
     ("eval", eval_cli.eval_app),
+    ("methods", methods.methods),
     ("convert", convert.convert),
     ("export", export.export),
 )

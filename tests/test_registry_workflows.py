@@ -275,3 +275,19 @@ def test_workflows_import_from_their_packages():
 
     assert callable(compute_metrics) and F is Fuser and S is FuseSettings and ff is fuse_folder
     assert Trainer.__name__ == "Trainer" and TrainConfig().network == "fifn"
+
+
+def test_occo_methods_lists_every_registered_network():
+    from typer.testing import CliRunner
+
+    from occo.cli.app import app
+    from occo.models.registry import network_names
+
+    result = CliRunner().invoke(app, ["methods", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert set(rows) == set(network_names()) and "tinynet" in rows
+    fifn = rows["fifn"]
+    assert fifn["parameters"] > 0 and 50 < fifn["gflops_640x480"] < 500
+    assert fifn["tiling"] == "exact (80 px margin)" and fifn["onnx"]
+    assert rows["tinynet"]["parameters"] == sum(p.numel() for p in _tiny_net().parameters())
