@@ -43,6 +43,17 @@ INLIER_PX = 3.0
 #: Below this confidence (how much the estimate improves the images' agreement over no
 #: displacement) the estimate is not trusted and the pair never flagged.
 MIN_CONFIDENCE = 0.1
+#: Least agreement (normalised correlation of the orientation fields under the fitted
+#: transform) for the estimate to be believed: images sharing no structure (noise, a
+#: flat image, another scene) reach 0.01-0.07 by chance, registered real pairs 0.2-0.6.
+MIN_AGREEMENT = 0.1
+#: Images smaller than this (px, either side) are too small to estimate.
+MIN_SIDE = 16
+#: Rotations (degrees) tried in the whole-image search.
+ROTATIONS_DEG = (0.0, -4.0, 4.0, -8.0, 8.0)
+#: A rotation is taken in the whole-image search only when its correlation peak is this
+#: much higher than the unrotated one's.
+ROTATION_MARGIN = 1.1
 #: Rotation and scale are reported only when they agree this much better than a shift alone.
 SIMILARITY_MARGIN = 1.02
 
@@ -64,11 +75,17 @@ class Registration:
     """Share of the structured blocks whose shift agrees with the fit, 0..1."""
     blocks: int
     """Blocks with enough structure to measure."""
+    agreement: float = 1.0
+    """Normalised correlation of the two orientation fields under the fitted transform."""
 
     @property
     def reliable(self) -> bool:
-        """Whether enough blocks agree for the estimate to be believed."""
-        return self.confidence >= MIN_CONFIDENCE and self.blocks >= 3
+        """Whether the images share enough structure, and enough blocks agree, to believe it."""
+        return (
+            self.confidence >= MIN_CONFIDENCE
+            and self.blocks >= 3
+            and self.agreement >= MIN_AGREEMENT
+        )
 
     def misaligned(self, threshold_px: float = DEFAULT_THRESHOLD_PX) -> bool:
         """True when the estimate is reliable and moves some pixel more than the threshold."""
@@ -82,6 +99,7 @@ class Registration:
         record["rotation_deg"] = round(self.rotation_deg, 3)
         record["scale"] = round(self.scale, 4)
         record["confidence"] = round(self.confidence, 3)
+        record["agreement"] = round(self.agreement, 3)
         record["reliable"] = self.reliable
         return record
 
@@ -150,12 +168,29 @@ def _resize(gray: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     return gray, factor
 
 
-def _shift(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``image`` resampled at ``x + (dx, dy)`` (so its content moves by (-dx, -dy))."""
-    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+def _rotation(angle: float) -> np.ndarray:
+    """2x2: a visible point (centred) -> the infrared, rotated ``angle`` degrees as displayed."""
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    return np.array([[c, s], [-s, c]])
+
+
+def _rotate(image: np.ndarray, angle: float, dx: float, dy: float) -> np.ndarray:
+    """``image`` resampled at ``c + R(angle) (p - c + (dx, dy))`` (c: the centre)."""
     h, w = image.shape
+    linear = _rotation(angle)
+    centre = np.array([w / 2, h / 2])
+    offset = centre + linear @ (np.array([dx, dy]) - centre)
+    matrix = np.hstack([linear, offset[:, None]]).astype(np.float32)
     return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+
+
+def _compose(rotation: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Similarity parameters (a, b, tx, ty) of ``p -> rotation @ ((I + [[a, -b], [b, a]]) p + t)``."""
+    a, b, tx, ty = params
+    linear = rotation @ np.array([[1 + a, -b], [b, 1 + a]])
+    shift = rotation @ np.array([tx, ty])
+    return np.array([linear[0, 0] - 1, linear[1, 0], shift[0], shift[1]])
 
 
 def _fit_similarity(
@@ -196,10 +231,15 @@ def estimate_registration(ir: np.ndarray, vi: np.ndarray) -> Registration:
         A :class:`Registration`.
 
     Raises:
-        ValueError: the images differ in size.
+        ValueError: the images differ in size or are smaller than MIN_SIDE px.
     """
     if ir.shape[:2] != vi.shape[:2]:
         raise ValueError(f"infrared {ir.shape[:2]} and visible {vi.shape[:2]} differ in size")
+    if min(ir.shape[:2]) < MIN_SIDE:
+        raise ValueError(
+            f"the images are {ir.shape[1]}x{ir.shape[0]} px: too small to estimate their "
+            f"registration (at least {MIN_SIDE}x{MIN_SIDE} px)"
+        )
     gray_ir, gray_vi = to_gray(ir), to_gray(vi)
     full_h, full_w = gray_ir.shape
 
@@ -207,17 +247,25 @@ def estimate_registration(ir: np.ndarray, vi: np.ndarray) -> Registration:
     coarse_ir, factor = _resize(gray_ir, COARSE_SIDE)
     coarse_vi, _ = _resize(gray_vi, COARSE_SIDE)
     window = np.outer(np.hanning(coarse_ir.shape[0]), np.hanning(coarse_ir.shape[1]))
-    surface = _correlate(orientation_field(coarse_vi), orientation_field(coarse_ir), window)
     reach = max(coarse_ir.shape) // 4
-    dx0, dy0, _ = _peak(surface, reach)
-    dx0, dy0 = round(dx0), round(dy0)
+    # ... at a few rotations: beyond a few degrees the fields no longer correlate unrotated.
+    coarse_field_vi = orientation_field(coarse_vi)
+    best_height, angle0, dx0, dy0 = -np.inf, 0.0, 0, 0
+    for angle in ROTATIONS_DEG:
+        rotated = _rotate(coarse_ir, angle, 0.0, 0.0)
+        dx, dy, height = _peak(_correlate(coarse_field_vi, orientation_field(rotated), window), reach)
+        if angle != 0.0:
+            height /= ROTATION_MARGIN  # a rotation must beat none clearly
+        if height > best_height:
+            best_height, angle0, dx0, dy0 = height, angle, round(dx), round(dy)
 
-    # 2. Blocks, fine: each block's shift around the coarse one.
+    # 2. Blocks, fine: each block's shift around the coarse one (in the rotated frame).
     fine_ir, fine_factor = _resize(gray_ir, FINE_SIDE)
     fine_vi, _ = _resize(gray_vi, FINE_SIDE)
     scale_up = fine_factor / factor
     base_dx, base_dy = dx0 * scale_up, dy0 * scale_up
-    moved_ir = _shift(fine_ir, base_dx, base_dy)
+    moved_ir = _rotate(fine_ir, angle0, base_dx, base_dy)
+    rotation0 = _rotation(angle0)
     field_ir, field_vi = orientation_field(moved_ir), orientation_field(fine_vi)
     h, w = fine_vi.shape
     bh, bw = 2 * h // (BLOCKS + 1), 2 * w // (BLOCKS + 1)
@@ -235,19 +283,22 @@ def estimate_registration(ir: np.ndarray, vi: np.ndarray) -> Registration:
             weights.append(height)
     if len(points) < 3:
         coarse = (dx0 / factor, dy0 / factor)
-        return Registration(float(np.hypot(*coarse)), coarse, 0.0, 1.0, 0.0, len(points))
+        return Registration(float(np.hypot(*coarse)), coarse, 0.0, 1.0, 0.0, len(points), 0.0)
 
     points_a, shifts_a, weights_a = np.array(points), np.array(shifts), np.array(weights)
-    similarity, _ = _fit_similarity(points_a, shifts_a, weights_a)
-    median = np.median(shifts_a, axis=0)
+    fitted, _ = _fit_similarity(points_a, shifts_a, weights_a)
+    # In the rotated frame a visible point p' (centred) is at s R p' + t; in the infrared
+    # image at R0 (s R p' + t): composed, the parameters of one similarity.
+    similarity = _compose(rotation0, fitted)
+    median = _compose(rotation0, np.array([0.0, 0.0, *np.median(shifts_a, axis=0)]))
     # Which explains the images best: no displacement, a shift, or shift + rotation + scale?
     # Scored on the whole image, so parallax or a few wrong blocks cannot decide it.
     window = np.outer(np.hanning(h), np.hanning(w))
     score = {name: _agreement(field_vi, fine_ir, params, window)
-             for name, params in (("none", np.zeros(4)), ("shift", np.array([0, 0, *median])),
+             for name, params in (("none", np.zeros(4)), ("shift", median),
                                   ("similarity", similarity))}  # fmt: skip
     best = "similarity" if score["similarity"] > SIMILARITY_MARGIN * score["shift"] else "shift"
-    a, b, tx, ty = similarity if best == "similarity" else (0.0, 0.0, *median)
+    a, b, tx, ty = similarity if best == "similarity" else median
     # shift(p) = (s R - I) p + t, so s R = [[1 + a, -b], [b, 1 + a]].
     scale = float(np.hypot(1 + a, b))
     rotation = 0.0 - float(np.degrees(np.arctan2(b, 1 + a)))  # counter-clockwise as displayed
@@ -257,9 +308,9 @@ def estimate_registration(ir: np.ndarray, vi: np.ndarray) -> Registration:
     to_input = full_w / w  # fine px -> input px
     displacement = float(max(np.hypot(tx, ty), np.linalg.norm(moved, axis=1).max())) * to_input
     # How much better the estimate aligns the images than leaving them as they are.
-    confidence = float(max(0.0, 1.0 - score["none"] / max(score[best], 1e-9)))
+    confidence = float(np.clip(1.0 - score["none"] / max(score[best], 1e-9), 0.0, 1.0))
     return Registration(displacement, (float(tx) * to_input, float(ty) * to_input),
-                        rotation, scale, confidence, len(points))  # fmt: skip
+                        rotation, scale, confidence, len(points), score[best])  # fmt: skip
 
 
 def _agreement(

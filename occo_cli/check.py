@@ -45,7 +45,7 @@ def check(
 
     Misregistered pairs fuse into ghosted images (double edges). The estimate compares the two images' edge orientations (not intensities, which differ between modalities), over the whole image and in blocks, and fits a shift, rotation and scale; the displacement is the largest distance a pixel moves under it. A pair is flagged when the estimate is reliable (it aligns the images clearly better than no displacement) and the displacement exceeds --threshold. `occo fuse` runs the same check on every pair it fuses.
 
-    --json prints {"threshold_px", "pairs": [{"stem", "misaligned", "displacement_px", "shift_px", "rotation_deg", "scale", "confidence", "reliable", "blocks"}], "misaligned", "failed"}.
+    --json prints {"threshold_px", "pairs": [{"stem", "misaligned", "displacement_px", "shift_px", "rotation_deg", "scale", "confidence", "agreement", "reliable", "blocks", "residual_px", "alignment"}], "misaligned", "uncertain", "failed"}. For --json each pair is also aligned as `occo align` would (nothing is written): "residual_px" is what is left after alignment (median shift of 3x3 blocks, px; null when the pair would be left alone as unreliable) and "alignment" holds the transform, its confidence, the border it fills and why a pair would be left alone.
 
     \b
     Example:
@@ -61,6 +61,7 @@ def check(
 
     import cv2
 
+    from occo.data.align import align_pair
     from occo.data.io import read_image
     from occo.data.pairing import pair_images
     from occo.data.registration import DEFAULT_THRESHOLD_PX, estimate_registration
@@ -99,9 +100,17 @@ def check(
                     ),
                 )
             vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA)
-        return stem, estimate_registration(ir, vi), None
+        try:
+            registration = estimate_registration(ir, vi)
+            if as_json:
+                record = align_pair(ir, vi, estimate=registration).record()
+                record.pop("estimate")  # the pair's own fields
+                alignments[stem] = record
+        except ValueError as exc:  # e.g. too small to estimate: this pair fails, not the run
+            return stem, None, f"{ir_path.name} + {vi_path.name}: {exc}"
+        return stem, registration, None
 
-    results, failed = [], {}
+    results, failed, alignments = [], {}, {}
     with progress_bar(disable=as_json and not err.is_terminal) as progress:
         task = progress.add_task("checking", total=len(pairing.pairs), status="")
         with ThreadPoolExecutor(workers) as pool:
@@ -117,7 +126,9 @@ def check(
     if as_json:
         record = {
             "threshold_px": threshold,
-            "pairs": [{"stem": stem, **r.to_dict(threshold)} for stem, r in results],
+            "pairs": [{"stem": stem, **r.to_dict(threshold),
+                       "residual_px": alignments[stem].get("residual_px"),
+                       "alignment": alignments[stem]} for stem, r in results],  # fmt: skip
             "misaligned": len(flagged),
             "uncertain": sum(not r.reliable for _, r in results),
             "failed": failed,

@@ -1,0 +1,150 @@
+"""Alignment before fusion (data.align), `occo align`, and `occo check`'s residual."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from occo.cli.app import app
+from occo.data.align import AlignSettings, align_arrays, align_pair, matrix_displacement
+from occo.data.io import read_image, read_png_text, write_image_atomic
+from tests.test_data_registration import move, scene
+
+runner = CliRunner()
+
+
+def _matrix(shape, dx, dy, angle, scale) -> np.ndarray:
+    h, w = shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    matrix[:, 2] += (dx, dy)
+    return matrix
+
+
+@pytest.mark.parametrize(
+    ("dx", "dy", "angle", "scale"),
+    [(14.3, -9.6, 0.0, 1.0), (0.0, 0.0, 5.0, 1.0), (2.0, 3.0, 0.0, 1.04), (20, -12, -6.0, 0.97)],
+    ids=["shift", "rotation", "scale", "combined"],
+)
+def test_known_transform_is_recovered_to_a_fraction_of_a_pixel(dx, dy, angle, scale):
+    # scene(): the infrared is the visible inverted and squared (other polarity, other
+    # contrast, other noise): only the edges' orientations are shared.
+    ir, vi = scene(2)
+    applied = _matrix(ir.shape, dx, dy, angle, scale)
+    result = align_pair(move(ir, dx, dy, angle, scale), vi)
+    assert result.left_alone is None, result.left_alone
+    error = matrix_displacement(result.matrix - applied + np.eye(2, 3), ir.shape)
+    assert error < 0.6, (error, result.record())
+    assert result.rotation_deg == pytest.approx(angle, abs=0.15)
+    assert result.scale == pytest.approx(scale, abs=0.003)
+    # The warped image is the original again, inside the frame (its border is filled).
+    inner = (slice(40, -40), slice(40, -40))
+    before = np.abs(move(ir, dx, dy, angle, scale).astype(float) - ir)[inner].mean()
+    after = np.abs(result.ir.astype(float) - ir)[inner].mean()
+    assert after < 0.35 * before, (before, after)
+    assert result.residual_px is not None and result.residual_px < 0.6
+
+
+def test_registered_pair_is_left_alone():
+    ir, vi = scene(1)
+    result = align_pair(ir, vi)
+    assert result.left_alone is not None and result.left_alone.startswith("already aligned")
+    assert result.ir is ir and np.array_equal(result.matrix, np.eye(2, 3))
+    assert result.displacement_px < 1.0
+    record = json.loads(json.dumps(result.record()))
+    assert record["aligned"] is False and record["border_fraction"] == 0
+
+
+@pytest.mark.parametrize("kind", ["noise", "flat", "other-scene"])
+def test_unreliable_pairs_are_left_alone(kind):
+    rng = np.random.default_rng(3)
+    _, vi = scene(1)
+    ir = {
+        "noise": rng.integers(0, 256, vi.shape[:2]).astype(np.uint8),
+        "flat": (100 + rng.integers(0, 3, vi.shape[:2])).astype(np.uint8),
+        "other-scene": scene(7)[0],
+    }[kind]
+    result = align_pair(ir, vi)
+    assert result.left_alone is not None and "unreliable" in result.left_alone, result.left_alone
+    assert result.ir is ir and result.residual_px is None
+
+
+def test_colour_16_bit_infrared_keeps_its_type_and_gets_no_dark_frame():
+    ir, vi = scene(4)
+    ir16 = np.dstack([ir, ir, ir]).astype(np.uint16) * 257
+    moved = move(ir16, 24, -16)
+    result = align_pair(moved, vi)
+    assert result.ir.dtype == np.uint16 and result.ir.shape == ir16.shape
+    assert 0.05 < result.border_fraction < 0.2
+    left, top, right, bottom = result.border_px
+    # Content moved right and up: the infrared has nothing for the right and top edges.
+    assert right >= 20 and top >= 12 and left <= 2 and bottom <= 2, result.border_px
+    filled = result.ir[:12, 30:-30].astype(float).mean()  # inside the filled band
+    assert filled > 0.5 * ir16.astype(float).mean()  # not black
+    replicate = align_pair(moved, vi, AlignSettings(border="replicate"))
+    assert np.array_equal(replicate.matrix, result.matrix)
+
+
+def test_align_arrays_never_raises_for_a_pair():
+    image, record = align_arrays(np.zeros((1, 40), np.uint8), np.zeros((1, 40), np.uint8))
+    assert image.shape == (1, 40) and record["aligned"] is False and "too small" in record["error"]
+    ir, vi = scene(5)
+    aligned, record = align_arrays(move(ir, 9, 4), vi)
+    assert record["aligned"] and json.dumps(record)
+    assert np.abs(np.array(record["matrix"])[:, 2] - (9, 4)).max() < 0.5
+
+
+def _folders(tmp_path):
+    for seed, (stem, shift) in enumerate({"a": (12, -7), "b": (0, 0)}.items()):
+        ir, vi = scene(20 + seed)
+        write_image_atomic(tmp_path / "ir" / f"{stem}.png", move(ir, *shift))
+        write_image_atomic(tmp_path / "vi" / f"{stem}.png", vi)
+    return tmp_path / "ir", tmp_path / "vi", tmp_path / "aligned"
+
+
+def test_align_command_writes_resumes_and_refuses_to_overwrite(tmp_path):
+    ir_dir, vi_dir, out = _folders(tmp_path)
+    result = runner.invoke(app, ["align", str(ir_dir), str(vi_dir), str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 of 2 infrared image(s) warped" in result.output
+    manifest = json.loads((out / "occo-align.json").read_text())
+    assert manifest["aligned"] == ["a"] and list(manifest["left_alone"]) == ["b"]
+    assert np.abs(np.array(manifest["pairs"]["a"]["matrix"])[:, 2] - (12, -7)).max() < 0.5
+    assert read_image(out / "b.png").tobytes() == read_image(ir_dir / "b.png").tobytes()
+    recorded = json.loads(read_png_text(out / "a.png")["occo-align"])
+    assert recorded["alignment"]["aligned"] and recorded["settings"]["model"] == "similarity"
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+
+    again = runner.invoke(app, ["align", str(ir_dir), str(vi_dir), str(out)])
+    assert again.exit_code == 0 and "resuming: 2 of 2" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    assert json.loads((out / "occo-align.json").read_text())["aligned"] == ["a"]
+
+    other = runner.invoke(app, ["align", str(ir_dir), str(vi_dir), str(out), "--min-px", "0.5"])
+    assert other.exit_code == 1 and "made otherwise" in other.output and "--overwrite" in other.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    replaced = runner.invoke(app, ["align", str(ir_dir), str(vi_dir), str(out), "--min-px", "0.5",
+                                   "--overwrite"])  # fmt: skip
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "occo-align.json").read_text())["settings"]["min_displacement_px"] == 0.5
+
+    inside = runner.invoke(app, ["align", str(ir_dir), str(vi_dir), str(ir_dir / "x")])
+    assert inside.exit_code == 1 and "inside the input folder" in inside.output
+
+
+def test_check_json_has_the_residual_and_a_tiny_pair_fails_alone(tmp_path):
+    ir_dir, vi_dir, _ = _folders(tmp_path)
+    write_image_atomic(ir_dir / "thin.png", np.zeros((1, 64), np.uint8))
+    write_image_atomic(vi_dir / "thin.png", np.zeros((1, 64), np.uint8))
+    result = runner.invoke(app, ["check", str(ir_dir), str(vi_dir), "--json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    record = json.loads(result.stdout)
+    assert "too small" in record["failed"]["thin"]
+    pairs = {p["stem"]: p for p in record["pairs"]}
+    assert set(pairs) == {"a", "b"}
+    assert pairs["a"]["alignment"]["aligned"] and pairs["a"]["residual_px"] < 0.6
+    assert pairs["a"]["displacement_px"] > 10
+    assert not pairs["b"]["alignment"]["aligned"] and pairs["b"]["residual_px"] < 1.0
