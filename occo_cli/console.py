@@ -91,19 +91,17 @@ def listing(paths: Sequence[object], limit: int = 5) -> str:
 
 
 def speed(count: int, seconds: float, unit: str = "pair") -> str:
-    """``"2.88 pairs/s"``, or for slow work ``"12.4 s/pair"`` (never "0.00 pairs/s")."""
+    """``"2.88 pairs/s"``, ``"0.004 pairs/s"``: always a rate, three significant digits
+    (one unit everywhere, never "0.00 pairs/s")."""
     if count <= 0 or seconds <= 0:
-        return f"0 {unit}s"
-    per_second = count / seconds
-    if per_second >= 1:
-        return f"{per_second:.2f} {unit}s/s"
-    return f"{seconds / count:.3g} s/{unit}"
+        return f"0 {unit}s/s"
+    return f"{count / seconds:.3g} {unit}s/s"
 
 
 def progress_bar(disable: bool = False) -> Progress:
     """A progress bar with count, elapsed time and ETA, drawn on stderr."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # row names as they are
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -9,8 +9,8 @@ import typer
 from occo.cli.console import (
     fail,
     note,
-    out,
     quiet_option,
+    say,
     set_quiet,
 )
 
@@ -60,9 +60,7 @@ def convert(
             f"dropped {len(report.dropped)} unused tensors ({', '.join(levels)}: space_weight2, "
             "a second spatial-weight module the released network never applies)"
         )
-    out.print(
+    say(
         f"wrote {dst}: FIFN widths {list(report.config.widths)}, heads {list(report.config.heads)}, "
-        f"{report.converted} tensors, {report.parameters:,} parameters",
-        highlight=False,
-        soft_wrap=True,
+        f"{report.converted} tensors, {report.parameters:,} parameters"
     )

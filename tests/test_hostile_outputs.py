@@ -245,6 +245,17 @@ def test_messages_are_printed_as_text_not_markup(capsys):
     assert "error: cannot read a[/]b.json: bbox must be [x, y, width, height]" in err
 
 
+def test_progress_bars_show_row_names_and_stems_as_they_are():
+    from rich.progress import TextColumn
+
+    from occo.cli.console import progress_bar
+
+    bar = progress_bar(disable=True)
+    bar.add_task("lab[red]", total=2, status="a[/]b.png")
+    shown = " ".join(c.render(bar.tasks[0]).plain for c in bar.columns if isinstance(c, TextColumn))
+    assert "lab[red]" in shown and "a[/]b.png" in shown
+
+
 def test_the_error_printer_survives_brackets_in_a_path(tmp_path):
     missing = tmp_path / "lab[/]el[red]"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
