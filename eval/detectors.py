@@ -1,6 +1,6 @@
 """Object detectors for downstream evaluation, loaded with ``from_pretrained(ID or DIR)``.
 
-Two kinds, chosen from the model's config:
+Three kinds, chosen from the model's config (or the ``yolov5:`` prefix):
 
 - zero-shot: Grounding DINO prompted with the class names (``"person . car ."``); every
   query gets a score per class (mean over the class's tokens), and each (query, class)
@@ -8,8 +8,10 @@ Two kinds, chosen from the model's config:
 - closed-set: any ``AutoModelForObjectDetection`` (DETR, Deformable DETR, RT-DETR,
   YOLOS, ...) whose ``id2label`` names the classes; its own post-processing gives boxes,
   labels and scores; labels of other classes are dropped.
+- YOLOv5: ``yolov5:PATH``, an Ultralytics YOLOv5 ``.pt`` read without running its pickle
+  and run as Ultralytics' val.py does (:mod:`occo.eval.yolov5`); COCO names matched by name.
 
-Both keep at most ``max_dets`` detections per image (best first) and run batched, in
+All keep at most ``max_dets`` detections per image (best first) and run batched, in
 float16 autocast on GPU when asked.
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,11 @@ import torch
 from occo.data.annotations import ImageBoxes
 from occo.data.classes import ClassTableError, name_key
 from occo.data.io import read_image
+from occo.eval.yolov5 import YoloSettings, YoloV5Detector, checkpoint_path, file_fingerprint
 from occo.masks.detector import (
     DEFAULT_DETECTOR,
     GroundingDinoDetector,
+    ModelLoadError,
     autocast,
     image_processor_on_device,
     load_pretrained,
@@ -48,7 +52,8 @@ class DetectorConfig:
     """What makes the detections of ``occo eval detect``; every field keys the cache."""
 
     model: str = DEFAULT_DETECTOR
-    """Hub id or folder: Grounding DINO (zero-shot) or any transformers object detector."""
+    """Hub id or folder: Grounding DINO (zero-shot) or any transformers object detector;
+    or ``yolov5:PATH``, an Ultralytics YOLOv5 checkpoint."""
     score_threshold: float = 0.001
     """Keep detections scoring above this (COCO evaluation keeps almost all: 0.001)."""
     max_dets: int = 100
@@ -195,7 +200,7 @@ class ClosedSetDetector:
         return results
 
 
-Detector = ZeroShotDetector | ClosedSetDetector
+Detector = ZeroShotDetector | ClosedSetDetector | YoloV5Detector
 
 
 def load_detector(
@@ -206,7 +211,15 @@ def load_detector(
     Raises:
         ModelLoadError: the model is missing offline or not a model folder.
         ClassTableError: a closed-set model that does not know a class.
+        CheckpointError: a ``yolov5:`` file that is not a readable YOLOv5 checkpoint
+            (UnsafeCheckpointError: one whose pickle asks to run code; nothing is run).
     """
+    yolo = checkpoint_path(config.model)
+    if yolo is not None:
+        settings = YoloSettings(conf_threshold=config.score_threshold)
+        return YoloV5Detector(
+            yolo, classes, settings, config.max_dets, device, DTYPES[config.dtype]
+        )
     from transformers import AutoConfig
 
     model_config = load_pretrained(AutoConfig, config.model, "detector", "--detector")
@@ -217,6 +230,20 @@ def load_detector(
 
 def detector_settings(config: DetectorConfig, classes: Sequence[str]) -> dict[str, Any]:
     """The settings that change detections (the cache key), without loading the model."""
+    yolo = checkpoint_path(config.model)
+    if yolo is not None:
+        if not yolo.is_file():
+            raise ModelLoadError(
+                f"YOLOv5 checkpoint not found: {yolo}; pass --detector yolov5:FILE.pt"
+            )
+        return {
+            "detector": f"yolov5:{yolo.resolve()}",
+            "weights": file_fingerprint(yolo),
+            "classes": list(classes),
+            "max_dets": int(config.max_dets),
+            "dtype": config.dtype,
+            "yolov5": asdict(YoloSettings(conf_threshold=config.score_threshold)),
+        }
     return {
         "detector": model_source(config.model),
         "weights": model_fingerprint(config.model),

@@ -280,7 +280,9 @@ class YoloV5(nn.Module):
             elif kind == "Detect":
                 args = [args[0], args[1], [channels[x] for x in f]]
                 if isinstance(args[1], int):
-                    raise CheckpointError("Detect with a number of anchors, not anchors, has no sizes")
+                    raise CheckpointError(
+                        "Detect with a number of anchors, not anchors, has no sizes"
+                    )
             else:
                 c2 = channels[f]
             build = _LAYERS[kind]
@@ -326,7 +328,11 @@ class YoloV5(nn.Module):
             for layer in self.model[:-1]:
                 if layer.f != -1:
                     f = layer.f
-                    x = outputs[f] if isinstance(f, int) else [x if j == -1 else outputs[j] for j in f]
+                    x = (
+                        outputs[f]
+                        if isinstance(f, int)
+                        else [x if j == -1 else outputs[j] for j in f]
+                    )
                 x = layer(x)
                 outputs.append(x)
         self.head.stride = torch.tensor([256 / outputs[j].shape[-2] for j in self.head.f])
@@ -541,3 +547,83 @@ def detect_raw(
         for k, dets in zip(members, non_max_suppression(net(x), settings), strict=True):
             found[k] = scale_back(dets, boxed[k]).cpu()
     return [f for f in found if f is not None]
+
+
+# ----------------------------------------------------------------------------- detector
+
+
+def checkpoint_path(spec: str) -> Path | None:
+    """The file of a ``yolov5:PATH`` detector spelling, or None for other detectors."""
+    return Path(spec[len(PREFIX) :]).expanduser() if spec.startswith(PREFIX) else None
+
+
+def file_fingerprint(path: Path) -> str:
+    """SHA-256 (first 16 hex digits) of a checkpoint file, so new weights never reuse detections."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class YoloV5Detector:
+    """A YOLOv5 checkpoint as an ``occo eval detect`` detector (closed-set, COCO names).
+
+    Images come as ``(H, W, 3)`` uint8 RGB (gray images repeated to three channels).
+
+    Args:
+        path: the Ultralytics ``.pt``.
+        classes: class names to score; each must be one of the model's names.
+        settings: letterbox and NMS settings.
+        max_dets: detections kept per image after the class filter, best first.
+        device: where the network runs.
+        dtype: float32, or float16/bfloat16 (the network cast, as val.py --half).
+
+    Raises:
+        CheckpointError / UnsafeCheckpointError: see :func:`load_yolov5`.
+        ClassTableError: a class the model does not know.
+    """
+
+    kind = "closed-set"
+
+    def __init__(
+        self,
+        path: str | Path,
+        classes: Sequence[str],
+        settings: YoloSettings,
+        max_dets: int = 100,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        from occo.data.classes import ClassTableError, name_key
+
+        loaded = load_yolov5(path)
+        self.names, self.model_type = loaded.names, loaded.model_type
+        self.settings, self.max_dets = settings, max_dets
+        self.device, self.dtype = torch.device(device), dtype
+        self.net = loaded.net.to(self.device).to(dtype)
+        by_key = {name_key(name): name for name in classes}
+        self.label_of = {
+            i: by_key[name_key(n)] for i, n in enumerate(self.names) if name_key(n) in by_key
+        }
+        missing = [c for c in classes if c not in self.label_of.values()]
+        if missing:
+            raise ClassTableError(
+                f"the detector {path} does not know {', '.join(missing)} (its classes: "
+                f"{', '.join(self.names)}); score only classes it knows (--classes)"
+            )
+
+    def detect(self, images: Sequence[np.ndarray]) -> list:
+        """Detections per image, boxes in its pixels, labels from ``classes``."""
+        from occo.data.annotations import ImageBoxes
+
+        results = []
+        for dets in detect_raw(self.net, images, self.settings, self.device, self.dtype):
+            ids = dets[:, 5].long().tolist()
+            keep = [k for k, c in enumerate(ids) if c in self.label_of][: self.max_dets]
+            rows = dets[keep].double().numpy()
+            labels = [self.label_of[ids[k]] for k in keep]
+            results.append(ImageBoxes(rows[:, :4], labels, rows[:, 4]))
+        return results
