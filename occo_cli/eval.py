@@ -171,7 +171,10 @@ def detect(
         str,
         typer.Option(
             help="Hub id or folder: Grounding DINO (zero-shot, prompted with the class names) or "
-            "any transformers object detector (DETR, RT-DETR, ...) whose labels name the classes."
+            "any transformers object detector (DETR, RT-DETR, ...) whose labels name the classes; "
+            "or yolov5:FILE.pt, an Ultralytics YOLOv5 checkpoint (read without running its "
+            "pickle; letterbox, NMS and box mapping as Ultralytics val.py). Gray images "
+            "(infrared, fused) are fed as three equal channels, colour images as they are."
         ),
     ] = "IDEA-Research/grounding-dino-tiny",
     score_threshold: Annotated[
@@ -222,6 +225,7 @@ def detect(
         occo eval detect fused/occo --labels-ir MSRS/labels/infrared --labels-vi MSRS/labels/visible --labels MSRS/labels/fusion
         occo eval detect runs/yolo-occo/labels --images fused/occo --labels M3FD/Annotations --classes People,Car
         occo eval detect fused/occo --labels LLVIP/Annotations --detector ./detr-resnet-50 --json > det.json
+        occo eval detect fused/occo --labels MSRS/labels/fusion --detector yolov5:yolov5s.pt
     """
     set_quiet(quiet)
     from occo.runtime import set_threads
