@@ -74,6 +74,29 @@ def _guard_output(path: Path, inputs: list[Path], option: str) -> None:
             check_writable_folder(path, option)
 
 
+def _hold_csv(path: Path, overwrite: bool) -> None:
+    """Take ``--csv``'s output lock for the rest of the command, then check it is free.
+
+    A second run writing the same CSV is refused at once instead of the last writer
+    winning; the final write re-checks too (a file that appeared meanwhile is kept).
+    """
+    from contextlib import ExitStack
+
+    from occo.data.io import output_lock
+
+    try:  # Typer >= 0.22 runs on its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+
+    held = ExitStack()
+    with user_errors():
+        held.enter_context(output_lock(path, "occo eval"))
+    get_current_context().call_on_close(held.close)  # released when the command ends
+    if path.exists() and not overwrite:
+        fail(f"--csv {path} exists; pass --overwrite or another path")
+
+
 def _show_targets(
     show: Path, names: list[str], stems: dict[str, list[str]], overwrite: bool
 ) -> None:
@@ -260,8 +283,8 @@ def detect(
     for path, option in ((csv_path, "--csv"), (show, "--show"), (cache, "--cache")):
         if path is not None:
             _guard_output(path, inputs, option)
-    if csv_path is not None and csv_path.exists() and not overwrite:
-        fail(f"--csv {csv_path} exists; pass --overwrite or another path")
+    if csv_path is not None:
+        _hold_csv(csv_path, overwrite)
 
     image_rows = [r for r in plan if r.kind == "images"]
     try:
@@ -518,8 +541,8 @@ def segment(
     for path, option in ((csv_path, "--csv"), (show, "--show"), (cache, "--cache")):
         if path is not None:
             _guard_output(path, inputs, option)
-    if csv_path is not None and csv_path.exists() and not overwrite:
-        fail(f"--csv {csv_path} exists; pass --overwrite or another path")
+    if csv_path is not None:
+        _hold_csv(csv_path, overwrite)
 
     bar = _RowBar(enabled=not quiet)
     try:

@@ -326,3 +326,16 @@ def test_a_full_disk_is_found_before_the_work(tmp_path, monkeypatch):
     monkeypatch.setattr("shutil.disk_usage", lambda p: shutil_usage(4096))  # an empty file fits
     result = runner.invoke(app, ["metrics", str(fused), "--csv", str(tmp_path / "s.csv"), "-q"])
     _one_line_error(result, str(tmp_path), "disk is full")
+
+
+def test_eval_csv_is_refused_while_another_run_writes_it(tmp_path):
+    for folder in ("labels", "preds"):
+        write_image_atomic(tmp_path / folder / "a.png", np.ones((8, 8), np.uint8))
+    csv = tmp_path / "iou.csv"
+    args = ["eval", "segment", str(tmp_path / "preds"), "--labels", str(tmp_path / "labels"),
+            "--csv", str(csv), "-q"]  # fmt: skip
+    with output_lock(csv, "occo eval"):
+        _one_line_error(runner.invoke(app, args), str(csv), "busy")
+    assert not csv.exists()
+    assert runner.invoke(app, args).exit_code == 0 and csv.exists()  # the lock went with the run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iou.csv", "labels", "preds"]
