@@ -88,7 +88,7 @@ def fuse_video(
     note(_stream_line("visible", vi_source))
     with user_errors():
         setup = build_fuser(settings, FuseEvents(note=note, warn=warn))
-    sink = VideoSink(out_path, out_fps)
+    sink = VideoSink(out_path, out_fps, overwrite=overwrite)  # locked; re-checked at the end
     runner = VideoFuser(setup.fuser, resize_vi=resize_vi)
     started = time.perf_counter()
     try:
