@@ -14,7 +14,6 @@ out by rank and rank 0 writes the one manifest (:func:`fuse_folder`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -78,9 +77,13 @@ class FuseSettings:
     def validate(self) -> None:
         """Raise :class:`FuseSetupError` for a value no run can use."""
         if self.backend not in BACKENDS:
-            raise FuseSetupError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+            raise FuseSetupError(
+                f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
         if self.ir16 not in IR16_MODES:
-            raise FuseSetupError(f"--ir16 must be one of {', '.join(IR16_MODES)}, got {self.ir16!r}")
+            raise FuseSetupError(
+                f"--ir16 must be one of {', '.join(IR16_MODES)}, got {self.ir16!r}"
+            )
         if self.batch_size < 1 or self.workers < 1:
             raise FuseSetupError("--batch-size and --workers must be at least 1")
 
@@ -160,7 +163,9 @@ class FuserSetup:
     """Pixel settings as resolved (amp dtype, method name), for the provenance."""
 
 
-def build_fuser(settings: FuseSettings, events: FuseEvents | None = None, device=None) -> FuserSetup:
+def build_fuser(
+    settings: FuseSettings, events: FuseEvents | None = None, device=None
+) -> FuserSetup:
     """The Fuser for ``settings``: the method's network and weights on the device.
 
     Args:
@@ -183,7 +188,9 @@ def build_fuser(settings: FuseSettings, events: FuseEvents | None = None, device
 
     spec = get_network(settings.method)
     if settings.weights is not None and Path(settings.weights).suffix.lower() == ".onnx":
-        raise FuseSetupError(f"{settings.weights} is an ONNX model: run it with --backend onnxruntime")
+        raise FuseSetupError(
+            f"{settings.weights} is an ONNX model: run it with --backend onnxruntime"
+        )
     from occo.models.fuser import Fuser
     from occo.runtime import cpu_amp_warning, keep_freed_memory, resolve_device
 
@@ -208,11 +215,18 @@ def build_fuser(settings: FuseSettings, events: FuseEvents | None = None, device
     except ValueError as exc:
         raise FuseSetupError(str(exc)) from None
     label = "" if spec.name == "fifn" else f"{spec.name} "
-    events._say("note", f"weights: {label}{loaded.path}" + (f" ({loaded.source})" if loaded.source else ""))
+    events._say(
+        "note", f"weights: {label}{loaded.path}" + (f" ({loaded.source})" if loaded.source else "")
+    )
     if message := cpu_amp_warning(torch_device, fuser.amp_dtype):
         events._say("warn", message)
     amp = str(fuser.amp_dtype).removeprefix("torch.") if fuser.amp_dtype else None
-    backend = {"backend": "torch", "tile": settings.tile, "tile_margin": fuser.tile_margin, "amp": amp}
+    backend = {
+        "backend": "torch",
+        "tile": settings.tile,
+        "tile_margin": fuser.tile_margin,
+        "amp": amp,
+    }
     if spec.name != "fifn":
         backend["method"] = spec.name
     return FuserSetup(fuser, loaded.path, loaded.source, str(torch_device), spec.name,
@@ -249,9 +263,10 @@ def _onnxruntime_fuser(settings: FuseSettings, events: FuseEvents) -> FuserSetup
         payload, report = onnx_from_weights(
             weights_path if is_occo_weights(weights_path) else loaded.model
         )
-        events._say("note", 
+        events._say(
+            "note",
             f"exported {weights_path.name} to ONNX in memory and checked it against PyTorch "
-            f"({report.seconds:.1f} s; `occo export` saves it once)"
+            f"({report.seconds:.1f} s; `occo export` saves it once)",
         )
         engine = OnnxEngine(payload, device=settings.device)
     if engine.network_name != settings.method.strip().lower():
@@ -494,13 +509,19 @@ def fuse_folder(
         lock = folder_lock(out_dir, "occo fuse") if lead else _no_lock()
         with lock:
             if lead and (stale := remove_stale_temporaries(out_dir)):
-                events._say("note", f"removed {stale} temporary file(s) an interrupted run left in {out_dir}")
+                events._say(
+                    "note",
+                    f"removed {stale} temporary file(s) an interrupted run left in {out_dir}",
+                )
             plan = plan_resume([(j.out_path, j.ir_path, j.vi_path) for j in jobs], record,
                                settings.overwrite, defaults=pixel_defaults())  # fmt: skip
             dist.barrier()  # every rank planned before any writes
             todo = [jobs[i] for i in plan.todo][dist.rank :: dist.world_size]
             if lead and plan.done:
-                events._say("note", f"skipping {len(plan.done)} pair(s) already fused in {out_dir} with the same settings")
+                events._say(
+                    "note",
+                    f"skipping {len(plan.done)} pair(s) already fused in {out_dir} with the same settings",
+                )
             if lead:
                 for reason in found.failures.values():
                     events._say("warn", reason)

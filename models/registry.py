@@ -34,8 +34,18 @@ _MODULES: dict[str, str] = {
     **{
         name: f"occo.models.peers.{name}"
         for name in (
-            "seafusion", "densefuse", "ifcnn", "refusion", "mmdrfuse", "datfuse",
-            "sage", "lrrnet", "gifnet", "mufusion", "didfuse", "tardal",
+            "seafusion",
+            "densefuse",
+            "ifcnn",
+            "refusion",
+            "mmdrfuse",
+            "datfuse",
+            "sage",
+            "lrrnet",
+            "gifnet",
+            "mufusion",
+            "didfuse",
+            "tardal",
         )
     },
 }

@@ -168,7 +168,9 @@ def _run(ir_dir: Path, vi_dir: Path, out_dir: Path, settings):
         def line(kind: str):
             def show(text: str) -> None:
                 if kind == "warn":
-                    progress.console.print(f"[yellow]warning:[/] {plain(text)}", highlight=False, soft_wrap=True)
+                    progress.console.print(
+                        f"[yellow]warning:[/] {plain(text)}", highlight=False, soft_wrap=True
+                    )
                 elif not is_quiet():
                     progress.console.print(plain(text), highlight=False, soft_wrap=True)
 
@@ -180,7 +182,11 @@ def _run(ir_dir: Path, vi_dir: Path, out_dir: Path, settings):
         def pair(outcome) -> None:
             if outcome.error:
                 failed["n"] += 1
-                progress.console.print(f"[yellow]failed:[/] {plain(outcome.stem)}: {plain(outcome.error)}", highlight=False, soft_wrap=True)
+                progress.console.print(
+                    f"[yellow]failed:[/] {plain(outcome.stem)}: {plain(outcome.error)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             progress.advance(task)
             progress.update(task, status=f"{failed['n']} failed" if failed["n"] else "")
 

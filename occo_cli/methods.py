@@ -34,7 +34,15 @@ def methods(
     from rich.table import Table
 
     table = Table(show_lines=False)
-    for column in ("method", "paper", "params", "GFLOPs", "tiling", "colour", "licence (code / weights)"):
+    for column in (
+        "method",
+        "paper",
+        "params",
+        "GFLOPs",
+        "tiling",
+        "colour",
+        "licence (code / weights)",
+    ):
         table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(

@@ -40,3 +40,28 @@ def dtype(request) -> torch.dtype:
 @pytest.fixture
 def device() -> torch.device:
     return torch.device("cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random Grounding DINO, transformers SAM and Meta SAM checkpoints, built once
+    per test run (building them is the slow part of the mask tests)."""
+    from tests import eval_tiny, masks_tiny
+
+    shared = eval_tiny.tiny_models(tmp_path_factory)  # the eval tests' copies, the same models
+    return {
+        "detector": shared["gdino"],
+        "segmenter": shared["sam"],
+        "meta": masks_tiny.save_tiny_meta_sam(tmp_path_factory.mktemp("meta-sam") / "sam_tiny.pth"),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """An occo weight file of the tiny FIFN (seed 0), written once per test run."""
+    from occo.models.checkpoint import save_weights
+    from tests.helpers import random_fifn
+
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, random_fifn(0), metadata={"source": "random test weights"})
+    return path

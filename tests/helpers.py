@@ -1,4 +1,5 @@
-"""Shared test helpers: the tiny FIFN configuration and a release-format state dict."""
+"""Shared test helpers: the tiny FIFN and its random weights, pair folders, a release-format
+state dict and a tiny training config."""
 
 from __future__ import annotations
 
@@ -65,3 +66,51 @@ def release_state_dict(widths, seed: int = 0) -> dict[str, torch.Tensor]:
         conv(f"up_concat{k}.conv2", widths[k - 1], widths[k - 1], 3)
     conv("final", 1, widths[0], 1)
     return sd
+
+
+def random_fifn(seed: int = 0, config: FIFNConfig = TINY_FIFN):
+    """A FIFN with seeded random weights and non-trivial BatchNorm statistics (folding and
+    export must carry them), in eval mode."""
+    from torch import nn
+
+    from occo.models.fifn import FIFN
+
+    torch.manual_seed(seed)
+    model = FIFN(config)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def write_pairs(root, sizes=((30, 41), (30, 41), (27, 35)), color: bool = True, seed: int = 0):
+    """``root/ir`` and ``root/vi`` with one random pair per size (``p0``, ``p1``...), the
+    visible images colour or gray. Returns ``(ir_dir, vi_dir)``."""
+    import numpy as np
+
+    from occo.data.io import write_image_atomic
+
+    rng = np.random.default_rng(seed)
+    ir_dir, vi_dir = root / "ir", root / "vi"
+    for i, (h, w) in enumerate(sizes):
+        write_image_atomic(ir_dir / f"p{i}.png", rng.integers(0, 256, (h, w), dtype=np.uint8))
+        shape = (h, w, 3) if color else (h, w)
+        write_image_atomic(vi_dir / f"p{i}.png", rng.integers(0, 256, shape, dtype=np.uint8))
+    return ir_dir, vi_dir
+
+
+#: A tiny training config file (YAML), for the CLI tests that train.
+TINY_TRAIN_YAML = """
+crop: 32
+batch_size: 4
+num_workers: 0
+log_every: 1
+checkpoint_every: 1000
+val_every: 0
+tensorboard: false
+model: {widths: [4, 8, 8, 8], heads: [1, 1, 1, 1]}
+# CPU processes under DDP stay contiguous; so does the single process they are compared
+# with (a layout change alters float rounding, which Adam turns into lr-sized steps).
+channels_last: false
+"""

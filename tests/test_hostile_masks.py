@@ -30,21 +30,14 @@ from occo.masks.store import (
     write_pair,
 )
 from tests import eval_tiny as tiny
+from tests.helpers import TINY_TRAIN_YAML
 
 runner = CliRunner()
 H, W = tiny.SIZE
 STEMS = tiny.STEMS
 SECRET = (b"SECRET-TOKEN=hunter2;" * 200)[: H * W]
-TINY_YAML = """
-crop: 32
-batch_size: 4
-num_workers: 0
-log_every: 1
-checkpoint_every: 1000
-val_every: 0
-tensorboard: false
-model: {widths: [4, 8, 8, 8], heads: [1, 1, 1, 1]}
-"""
+
+TINY_YAML = TINY_TRAIN_YAML
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,9 @@ def app():
     return app
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("tiny-models")
-    return {
-        "detector": tiny.save_grounding_dino(folder / "gdino"),
-        "segmenter": tiny.save_sam(folder / "sam"),
-        "meta": tiny.save_tiny_meta_sam(folder / "sam_tiny.pth"),
-    }
+@pytest.fixture(scope="session")
+def models(tiny_hf_models) -> dict[str, Path]:
+    return tiny_hf_models
 
 
 def gen_args(dataset: Path, models: dict, *extra: str) -> list[str]:

@@ -9,15 +9,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from occo.cli.app import app
 from occo.data.io import read_image, write_image_atomic
 from occo.models.checkpoint import save_weights
-from occo.models.fifn import FIFN
 from occo.models.onnx_engine import MissingDependencyError, require_onnxruntime
-from tests.helpers import TINY_FIFN
+from tests.helpers import TINY_FIFN, random_fifn
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -26,22 +24,11 @@ from occo.models import export as export_module  # noqa: E402
 from occo.models.onnx_engine import OnnxEngine  # noqa: E402
 
 
-def _random_fifn(seed: int) -> FIFN:
-    """Random weights, BatchNorm statistics included (folding must carry them)."""
-    torch.manual_seed(seed)
-    model = FIFN(TINY_FIFN)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A random-weights FIFN saved as occo weights and exported with `occo export`."""
     folder = tmp_path_factory.mktemp("export")
-    model = _random_fifn(3)
+    model = random_fifn(3)
     weights = folder / "tiny.safetensors"
     save_weights(weights, model, metadata={"source": "random test weights"})
     path = folder / "tiny.onnx"
@@ -93,7 +80,7 @@ def test_failed_check_writes_nothing(exported, tmp_path, monkeypatch):
     _, _, path, _ = exported
     # The graph of one network checked against another: the check must catch it.
     monkeypatch.setattr(export_module, "_trace_to_onnx", lambda *a, **k: path.read_bytes())
-    other = _random_fifn(4)
+    other = random_fifn(4)
     target = tmp_path / "new.onnx"
     shapes = [(1, 9, 11)]
     with pytest.raises(export_module.ExportError, match="nothing written"):
@@ -107,7 +94,7 @@ def test_failed_check_writes_nothing(exported, tmp_path, monkeypatch):
 
 
 def test_static_fp16_export(tmp_path):
-    model = _random_fifn(5)
+    model = random_fifn(5)
     path = tmp_path / "static16.onnx"
     report = export_module.export_onnx(model, path, static_size=(24, 40), fp16=True, minmax=True)
     assert report.precision == "float16" and report.output == "minmax"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from occo.data.normalize import (
     compose_color,
@@ -19,17 +18,7 @@ from occo.data.normalize import (
 )
 from occo.models.fifn import FIFN, minmax_normalize
 from occo.models.fuser import Fuser
-from tests.helpers import TINY_FIFN
-
-
-def _tiny_fifn(seed: int = 0) -> FIFN:
-    torch.manual_seed(seed)
-    model = FIFN(TINY_FIFN)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+from tests.helpers import TINY_FIFN, random_fifn
 
 
 def _smooth_images(
@@ -41,16 +30,16 @@ def _smooth_images(
 
 
 def test_batch_of_one_equals_pair_inside_batch():
-    fuser = Fuser(_tiny_fifn(), batch_size=3)
+    fuser = Fuser(random_fifn(), batch_size=3)
     vi, ir = _smooth_images(3, 3, 40, 52), _smooth_images(3, 1, 40, 52, seed=1)
     batched = fuser.fuse(vi, ir)
-    single = Fuser(_tiny_fifn(), batch_size=1).fuse(vi[1:2], ir[1:2])
+    single = Fuser(random_fifn(), batch_size=1).fuse(vi[1:2], ir[1:2])
     assert batched.shape == (3, 3, 40, 52)
     torch.testing.assert_close(batched[1:2], single, atol=1e-5, rtol=0)
 
 
 def test_output_is_minmax_normalised_per_image():
-    fused = Fuser(_tiny_fifn()).fuse(
+    fused = Fuser(random_fifn()).fuse(
         _smooth_images(2, 1, 24, 30), _smooth_images(2, 1, 24, 30, seed=2)
     )
     for image in fused:
@@ -61,7 +50,7 @@ def test_output_is_minmax_normalised_per_image():
 def test_range_margin_of_the_weights_sets_the_output_range():
     import dataclasses
 
-    model = _tiny_fifn()
+    model = random_fifn()
     margined = FIFN(dataclasses.replace(TINY_FIFN, range_margin=3))
     margined.load_state_dict(model.state_dict())
     vi, ir = _smooth_images(2, 1, 24, 30), _smooth_images(2, 1, 24, 30, seed=2)
@@ -85,7 +74,7 @@ def test_color_round_trip_within_one_grey_level():
 
 
 def test_gray_colour_and_gray_content_visible_inputs():
-    fuser = Fuser(_tiny_fifn())
+    fuser = Fuser(random_fifn())
     rng = np.random.default_rng(1)
     ir = rng.integers(0, 256, size=(20, 28), dtype=np.uint8)
     colour = rng.integers(0, 256, size=(20, 28, 3), dtype=np.uint8)
@@ -122,7 +111,7 @@ def test_tiled_fuser_equals_whole_images():
     # Larger than one window (tile + 2 x 80 px of context), so the Fuser really tiles; the
     # min-max runs over the whole image.
     vi, ir = _smooth_images(2, 3, 200, 236), _smooth_images(2, 1, 200, 236, seed=5)
-    model = _tiny_fifn()
+    model = random_fifn()
     whole = Fuser(model).fuse(vi, ir)
     tiled_fuser = Fuser(model, tile=24, batch_size=2)
     assert tiled_fuser.tile_margin == 80
@@ -131,7 +120,7 @@ def test_tiled_fuser_equals_whole_images():
 
 def test_bf16_autocast_on_cpu_is_close():
     vi, ir = _smooth_images(1, 1, 32, 40), _smooth_images(1, 1, 32, 40, seed=6)
-    model = _tiny_fifn()
+    model = random_fifn()
     fp32 = Fuser(model, amp=False).fuse(vi, ir)
     bf16_fuser = Fuser(model, amp=True)
     assert bf16_fuser.amp_dtype == torch.bfloat16

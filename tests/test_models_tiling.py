@@ -8,11 +8,10 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from occo.models.blocks import upsample_to
 from occo.models.config import FIFNConfig
-from occo.models.fifn import FIFN, fold_batchnorm
+from occo.models.fifn import fold_batchnorm
 from occo.models.tiling import (
     FusionContext,
     axis_spans,
@@ -23,7 +22,7 @@ from occo.models.tiling import (
     upsample_window,
     window_forward,
 )
-from tests.helpers import TINY_FIFN
+from tests.helpers import TINY_FIFN, random_fifn
 
 THREE_LEVELS = FIFNConfig(widths=(4, 8, 8), heads=(1, 2, 2))
 _SWITCHES = ("spatial_enhancement", "cross_channel", "cross_attention")
@@ -35,14 +34,6 @@ ABLATED = [
 ]
 
 
-def _random_fifn(config: FIFNConfig, seed: int = 0) -> FIFN:
-    torch.manual_seed(seed)
-    model = FIFN(config)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):  # non-trivial eval statistics
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
-    return model.eval()
 
 
 def _inputs(batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -91,7 +82,7 @@ def test_upsample_window_matches_whole_upsampling():
     ],
 )
 def test_tiled_forward_equals_whole(config, size, tile):
-    model = _random_fifn(config)
+    model = random_fifn(config=config)
     vi, ir = _inputs(2, *size)
     with torch.inference_mode():
         whole = model(vi, ir)
@@ -106,7 +97,7 @@ def test_tiled_forward_equals_whole(config, size, tile):
 
 @pytest.mark.parametrize("config", ABLATED, ids=lambda c: "-".join(c.ablations))
 def test_tiled_forward_equals_whole_for_every_ablation(config):
-    model = _random_fifn(config)
+    model = random_fifn(config=config)
     vi, ir = _inputs(1, 61, 97, seed=2)
     with torch.inference_mode():
         whole = model(vi, ir)
@@ -115,7 +106,7 @@ def test_tiled_forward_equals_whole_for_every_ablation(config):
 
 
 def test_contexts_from_windows_equal_whole_image_ones():
-    model = _random_fifn(TINY_FIFN)
+    model = random_fifn(config=TINY_FIFN)
     vi, ir = _inputs(1, 150, 190, seed=3)
     with torch.inference_mode():
         tiled = fusion_contexts(model, vi, ir, core=24, margin=32)
@@ -129,7 +120,7 @@ def test_contexts_from_windows_equal_whole_image_ones():
 def test_margin_covers_the_receptive_field(config):
     # With the FIFB contexts held fixed the network is local: the input pixels an output
     # pixel depends on (non-zero gradient) lie within the margin, which is not far over.
-    model = _random_fifn(config)
+    model = random_fifn(config=config)
     size = 176
     vi, ir = _inputs(1, size, size, seed=4)
     with torch.no_grad():

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from occo.data.io import read_image, write_image_atomic
+from occo.data.io import read_image
 from occo.models.checkpoint import load_weights, save_weights
 from occo.models.fuser import Fuser
 from occo.models.fusing import (
@@ -36,6 +36,7 @@ from occo.models.registry import (
     register_network,
     spec_of,
 )
+from tests.helpers import random_fifn, write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,16 +91,6 @@ def _tiny_net(seed: int = 0) -> TinyNet:
     return net.eval()
 
 
-def _pairs(root: Path, sizes=((30, 41), (30, 41), (27, 35)), color: bool = True) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    ir_dir, vi_dir = root / "ir", root / "vi"
-    for i, (h, w) in enumerate(sizes):
-        write_image_atomic(ir_dir / f"p{i}.png", rng.integers(0, 256, (h, w), dtype=np.uint8))
-        shape = (h, w, 3) if color else (h, w)
-        write_image_atomic(vi_dir / f"p{i}.png", rng.integers(0, 256, shape, dtype=np.uint8))
-    return ir_dir, vi_dir
-
-
 def test_a_second_network_fuses_tiles_exactly_and_round_trips_its_weights(tmp_path):
     net = _tiny_net()
     assert spec_of(net) is get_network("TinyNet")
@@ -123,7 +114,7 @@ def test_a_second_network_trains_one_step_and_fuses_a_folder(tmp_path):
     from occo.data.pairing import pair_images
     from occo.train import TrainConfig, Trainer
 
-    ir_dir, vi_dir = _pairs(tmp_path / "d", sizes=[(40, 48)] * 6)
+    ir_dir, vi_dir = write_pairs(tmp_path / "d", sizes=[(40, 48)] * 6)
     config = TrainConfig(network="tinynet", crop=32, batch_size=2, num_workers=0, max_steps=1,
                          log_every=1, tensorboard=False, val_every=0,
                          objective={"objective": "pixel"})  # fmt: skip
@@ -136,15 +127,23 @@ def test_a_second_network_trains_one_step_and_fuses_a_folder(tmp_path):
     assert isinstance(after, TinyNet)
     assert any(not torch.equal(before[k], v) for k, v in after.state_dict().items())
     out = tmp_path / "fused"
-    result = fuse_folder(ir_dir, vi_dir, out, FuseSettings(
-        method="tinynet", weights=tmp_path / "run" / "last.safetensors", device="cpu"))
+    result = fuse_folder(
+        ir_dir,
+        vi_dir,
+        out,
+        FuseSettings(method="tinynet", weights=tmp_path / "run" / "last.safetensors", device="cpu"),
+    )
     assert result.fused == 6 and not result.failures
     manifest = json.loads((out / "occo-fuse.json").read_text())
     assert manifest["provenance"]["method"] == "tinynet"
     assert "occo train run run, step 1" in manifest["weights_source"]
     with pytest.raises(Exception, match="holds tinynet weights, not fifn"):
-        fuse_folder(ir_dir, vi_dir, tmp_path / "other", FuseSettings(
-            weights=tmp_path / "run" / "last.safetensors", device="cpu"))
+        fuse_folder(
+            ir_dir,
+            vi_dir,
+            tmp_path / "other",
+            FuseSettings(weights=tmp_path / "run" / "last.safetensors", device="cpu"),
+        )
 
 
 def test_a_second_network_exports_to_onnx_through_the_same_code(tmp_path):
@@ -157,7 +156,9 @@ def test_a_second_network_exports_to_onnx_through_the_same_code(tmp_path):
     engine = OnnxEngine(payload)
     assert engine.network_name == "tinynet" and engine.config == net.config
     vi, ir = torch.rand(1, 1, 33, 29), torch.rand(1, 1, 33, 29)
-    torch.testing.assert_close(Fuser(engine).fuse(vi, ir), Fuser(net).fuse(vi, ir), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        Fuser(engine).fuse(vi, ir), Fuser(net).fuse(vi, ir), atol=1e-4, rtol=0
+    )
 
 
 def test_no_isinstance_fifn_left_in_library_code():
@@ -192,7 +193,7 @@ def test_every_fuse_setting_is_classified_and_each_pixel_setting_changes_the_pro
 
 
 def test_a_rerun_differing_only_in_a_pixel_setting_is_refused(tmp_path):
-    ir_dir, vi_dir = _pairs(tmp_path / "d")
+    ir_dir, vi_dir = write_pairs(tmp_path / "d")
     weights = tmp_path / "tiny.safetensors"
     save_weights(weights, _tiny_net())
     settings = FuseSettings(method="tinynet", weights=weights, device="cpu")
@@ -208,7 +209,7 @@ def test_a_rerun_differing_only_in_a_pixel_setting_is_refused(tmp_path):
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):
-    ir_dir, vi_dir = _pairs(tmp_path / "d")
+    ir_dir, vi_dir = write_pairs(tmp_path / "d")
     with pytest.raises(FuseSetupError, match="--ir16 must be one of"):
         fuse_folder(ir_dir, vi_dir, tmp_path / "o", FuseSettings(ir16="log"))
     with pytest.raises(Exception, match="unknown network 'nope'"):
@@ -220,13 +221,11 @@ def test_bad_settings_are_one_line_errors(tmp_path):
 
 
 def test_torchrun_two_processes_fuse_what_one_process_fuses(tmp_path):
-    ir_dir, vi_dir = _pairs(tmp_path / "d", sizes=[(30, 41)] * 3 + [(27, 35)] * 2)
+    ir_dir, vi_dir = write_pairs(tmp_path / "d", sizes=[(30, 41)] * 3 + [(27, 35)] * 2)
     weights = tmp_path / "tiny.safetensors"
-    from occo.models.fifn import FIFN
     from occo.models.config import FIFNConfig
 
-    torch.manual_seed(0)
-    save_weights(weights, FIFN(FIFNConfig(widths=(4, 8), heads=(1, 1))).eval())
+    save_weights(weights, random_fifn(0, FIFNConfig(widths=(4, 8), heads=(1, 1))))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
     common = [str(ir_dir), str(vi_dir)]
     options = ["--weights", str(weights), "--device", "cpu", "--batch-size", "2", "-q"]

@@ -22,21 +22,10 @@ from typer.testing import CliRunner
 
 from occo.data.io import write_image_atomic
 from occo.train.state import load_checkpoint
+from tests.helpers import TINY_TRAIN_YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_YAML = """
-crop: 32
-batch_size: 4
-num_workers: 0
-log_every: 1
-checkpoint_every: 1000
-val_every: 0
-tensorboard: false
-model: {widths: [4, 8, 8, 8], heads: [1, 1, 1, 1]}
-# CPU processes under DDP stay contiguous; so does the single process they are compared
-# with (a layout change alters float rounding, which Adam turns into lr-sized steps).
-channels_last: false
-"""
+TINY_YAML = TINY_TRAIN_YAML
 
 
 def _dataset(root: Path, count: int = 6) -> Path:
