@@ -32,14 +32,33 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])
-def dtype(request) -> torch.dtype:
-    return request.param
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+           "float16": torch.float16}  # fmt: skip
+
+
+def pytest_addoption(parser) -> None:
+    # As kornia's: `pytest --device cuda --dtype float32,float64` runs the model tests there.
+    parser.addoption("--device", default="cpu", help="device of the model tests (cpu, cuda, cuda:N)")
+    parser.addoption("--dtype", default="float32,float64",
+                     help=f"comma-separated dtypes of the model tests ({', '.join(_DTYPES)})")  # fmt: skip
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "dtype" in metafunc.fixturenames:
+        names = [n.strip() for n in metafunc.config.getoption("--dtype").split(",") if n.strip()]
+        unknown = [n for n in names if n not in _DTYPES]
+        if unknown:
+            raise pytest.UsageError(f"--dtype: unknown {', '.join(unknown)}; use {', '.join(_DTYPES)}")
+        metafunc.parametrize("dtype", [_DTYPES[n] for n in names], ids=names)
 
 
 @pytest.fixture
-def device() -> torch.device:
-    return torch.device("cpu")
+def device(request) -> torch.device:
+    """The device of the model tests (``--device``); skips when it is not available."""
+    device = torch.device(request.config.getoption("--device"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda but no CUDA device is available")
+    return device
 
 
 @pytest.fixture(scope="session")

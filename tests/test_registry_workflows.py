@@ -290,3 +290,22 @@ def test_occo_methods_lists_every_registered_network():
     assert fifn["parameters"] > 0 and 50 < fifn["gflops_640x480"] < 500
     assert fifn["tiling"] == "exact (80 px margin)" and fifn["onnx"]
     assert rows["tinynet"]["parameters"] == sum(p.numel() for p in _tiny_net().parameters())
+
+
+def test_every_registered_network_runs_at_the_device_and_dtype_asked(device, dtype):
+    """Each network (tiny configs where the defaults are large) takes odd sizes in
+    ``--device``/``--dtype`` and returns a finite map of the input's size."""
+    from occo.models.config import FIFNConfig
+    from occo.models.registry import network_names
+
+    tiny = {"fifn": FIFNConfig(widths=(4, 8), heads=(1, 1)), "tinynet": TinyNetConfig(width=2)}
+    for name in network_names():
+        spec = get_network(name)
+        torch.manual_seed(0)
+        net = spec.make(tiny.get(name)).eval().to(device, dtype)
+        size = max(33, spec.min_size(net.config))
+        vi, ir = (torch.rand(1, 1, size, size + 2, device=device, dtype=dtype) for _ in range(2))
+        with torch.no_grad():
+            fused = spec.finish(net(vi, ir), net.config)
+        assert fused.shape == (1, 1, size, size + 2), name
+        assert fused.dtype == dtype and torch.isfinite(fused).all(), name
