@@ -218,6 +218,8 @@ def train(
             )
             if message := cpu_amp_warning(trainer.device, trainer.amp_dtype):
                 warn(message)
+            if info["step"]:
+                say(f"resuming {run} at step {info['step']} of {info['total_steps']}", bar.console)
             bar.start()
             task.append(
                 bar.add_task("train", total=info["total_steps"], completed=info["step"], status="")
@@ -239,7 +241,8 @@ def train(
         elif kind == "validation":
             scores = " ".join(f"{k} {info[k]:.4g}" for k in cfg.val_metrics if k in info)
             best = " (best)" if info.get("best") else ""
-            say(f"validation after epoch {info['epoch']}: {scores}{best}", bar.console)
+            epoch = info.get("epoch_shown", info["epoch"])
+            say(f"validation at step {info['step']} (epoch {epoch}): {scores}{best}", bar.console)
 
     with ExitStack() as held:
         if is_main:  # one run per folder: a second is refused in one line, not interleaved
@@ -274,7 +277,13 @@ def train(
         err.print(f"[yellow]stopped at step {result.state.step}[/]; checkpoint saved in {plain(run)}")
         say(f"continue with: occo train {dataset} --out {run} --resume", err)
         raise typer.Exit(130)
-    out.print(f"trained {result.state.step} steps ({result.state.skipped} skipped); weights:")
+    before = getattr(trainer, "resumed_from", 0)
+    if before and result.state.step == before:
+        out.print(f"nothing to train: the run is already at step {before} (--max-steps/--epochs); weights:")
+    else:
+        done = result.state.step - before
+        out.print(f"trained {done} steps" + (f" (steps {before + 1}-{result.state.step})" if before else "")
+                  + f" ({result.state.skipped} skipped); weights:")  # fmt: skip
     say(f"  last: {result.last_weights}")
     if result.best_weights is not None:
         say(f"  best: {result.best_weights} ({cfg.best_metric} {result.state.best_value:.4f})")

@@ -274,6 +274,8 @@ class Trainer:
         if checkpoint.get("scaler"):
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState(**checkpoint["state"])
+        #: The step a resumed run continued from (0 for a new run).
+        self.resumed_from = self.state.step
         set_rng_state(checkpoint["rng"])
 
     # --- control -----------------------------------------------------------------------
@@ -507,6 +509,8 @@ class Trainer:
             "event": "validation",
             "step": state.step,
             "epoch": state.epoch,
+            # 1-based, as the progress bar counts: the epoch validated (finished or cut).
+            "epoch_shown": state.epoch + (1 if state.batch_in_epoch else 0),
             "pairs": len(pairs),
             **means,
         }
