@@ -232,10 +232,8 @@ def hard_child(group: h5py.Group, name: str, path: Path) -> Any:
     """``group[name]`` if that is a hard link, None if absent; never follows another link."""
     key = name.encode()
     try:
-        if not group.id.links.exists(key):
-            return None
         kind = group.id.links.get_info(key).type
-    except H5_ERRORS:  # a name h5py cannot look up ("a/b", "."): not a member
+    except H5_ERRORS:  # absent, or a name h5py cannot look up ("a/b", "."): not a member
         return None
     if kind != h5l.TYPE_HARD:
         base = group.name.rstrip("/")
@@ -257,9 +255,14 @@ def mask_dataset(h5: h5py.File, modality: str, stem: str, path: Path) -> h5py.Da
     return dataset
 
 
-def read_mask(h5: h5py.File, modality: str, stem: str, path: Path) -> np.ndarray:
-    """One mask as ``(H, W)`` uint8 0/1, checked before it is read and after (its values)."""
-    data = mask_dataset(h5, modality, stem, path)[()]
+def read_mask(
+    h5: h5py.File, modality: str, stem: str, path: Path, dataset: h5py.Dataset | None = None
+) -> np.ndarray:
+    """One mask as ``(H, W)`` uint8 0/1, checked before it is read and after (its values).
+
+    ``dataset``: the mask's dataset if :func:`mask_dataset` has just given it (checked).
+    """
+    data = (dataset if dataset is not None else mask_dataset(h5, modality, stem, path))[()]
     if data.dtype == np.bool_:
         return data.view(np.uint8)
     if data.size and int(data.max()) > 1:
@@ -270,13 +273,13 @@ def read_mask(h5: h5py.File, modality: str, stem: str, path: Path) -> np.ndarray
 
 
 def read_detections(
-    h5: h5py.File, modality: str, stem: str, path: Path
+    h5: h5py.File, modality: str, stem: str, path: Path, mask: h5py.Dataset | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Boxes ``(N, 4)``, scores ``(N,)`` and phrases of one image.
 
     Stores of this version keep them as one record dataset ``/detections/<modality>/<stem>``
     (absent when the image has none); version 1 stores as attributes of the mask dataset
-    (at most 64 KiB each): both are read.
+    (at most 64 KiB each): both are read. ``mask``: the image's checked mask dataset.
     """
     group = hard_child(h5, DETECTIONS, path)
     group = hard_child(group, modality, path) if isinstance(group, h5py.Group) else None
@@ -288,7 +291,7 @@ def read_detections(
         records = dataset[()]
         found = {"boxes": records["box"], "scores": records["score"], "labels": records["label"]}
     else:  # none, or a version 1 store: attributes of the mask
-        attrs = mask_dataset(h5, modality, stem, path).attrs
+        attrs = (mask if mask is not None else mask_dataset(h5, modality, stem, path)).attrs
         found = {kind: attrs[kind] for kind in DETECTION_ATTRS if kind in attrs}
     boxes = np.asarray(found.get("boxes", np.zeros((0, 4))), np.float32)
     scores = np.asarray(found.get("scores", np.zeros((0,))), np.float32)

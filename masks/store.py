@@ -184,8 +184,9 @@ def read_pair(h5: h5py.File, stem: str, path: str | Path = "") -> PairMasks:
     path = Path(path or h5.filename)
     entries = {}
     for modality in MODALITIES:
-        boxes, scores, labels = read_detections(h5, modality, stem, path)
-        source = mask_dataset(h5, modality, stem, path).attrs.get("source", "")
+        dataset = mask_dataset(h5, modality, stem, path)
+        boxes, scores, labels = read_detections(h5, modality, stem, path, dataset)
+        source = dataset.attrs.get("source", "")
         source = source.decode(errors="replace") if isinstance(source, bytes) else str(source)
         if source in (".", "..") or any(c in source for c in "/\\\0"):
             # `masks show` reads IMAGE_DIR/source: a path here would read any image on disk
@@ -194,7 +195,7 @@ def read_pair(h5: h5py.File, stem: str, path: str | Path = "") -> PairMasks:
                 "make the masks again with `occo masks gen`"
             )
         entries[modality] = ModalityMasks(
-            mask=read_mask(h5, modality, stem, path),
+            mask=read_mask(h5, modality, stem, path, dataset),
             boxes=boxes,
             scores=scores,
             labels=labels,
@@ -283,7 +284,7 @@ def _copy_pair(source: h5py.File, stem: str, dest: h5py.File, count_empty: bool)
         group = dest.require_group(modality)
         if stem in group:
             raise MaskStoreError(f"stem '{stem}' appears twice while merging into {dest.filename}")
-        boxes, scores, labels = read_detections(source, modality, stem, path)
+        boxes, scores, labels = read_detections(source, modality, stem, path, dataset)
         source.copy(dataset, group, name=stem)
         copied = group[stem]
         for kind in DETECTION_ATTRS:  # a version 1 store's
@@ -291,7 +292,7 @@ def _copy_pair(source: h5py.File, stem: str, dest: h5py.File, count_empty: bool)
                 del copied.attrs[kind]
         _write_detections(dest, modality, stem, boxes, scores, labels)
         if count_empty:
-            empty[modality] = not read_mask(source, modality, stem, path).any()
+            empty[modality] = not read_mask(source, modality, stem, path, dataset).any()
     return empty
 
 
