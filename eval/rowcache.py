@@ -76,7 +76,7 @@ class RowCache:
         """Stems whose cached outputs are valid for these image fingerprints."""
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # damaged or hostile: redone
             return set()
         if state.get("format") != CACHE_FORMAT or state.get("settings") != self.settings:
             return set()  # another occo's layout, or a hash collision: never trust it
@@ -103,7 +103,7 @@ class RowCache:
         try:
             record = json.loads(self.results_path.read_text(encoding="utf-8"))
             boxes = parse_coco_results(record, self.results_path, self.settings["classes"])
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # damaged or hostile: redone
             return {}
         return {stem: boxes.get(stem)[0] for stem in stems}
 

@@ -260,3 +260,12 @@ def test_a_damaged_cached_class_map_is_made_again(tmp_path):
     assert result.confusion.iou(1) == 1.0
     again = segment_row(row, {"a": label}, Segmenter, cache, ignore_index=255)  # now cached
     assert again.recomputed == [] and again.cached == 1 and Segmenter.calls == 1
+
+
+def test_a_cache_state_nested_100k_deep_is_redone_not_a_traceback(tmp_path):
+    from occo.eval.rowcache import RowCache
+
+    cache = RowCache(tmp_path / "cache", "row", tmp_path, {"classes": ["person"]})
+    cache.state_path.parent.mkdir(parents=True)
+    cache.state_path.write_text("[" * 100_000 + "]" * 100_000)
+    assert cache.done({"a": "1:2"}) == set()
