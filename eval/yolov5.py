@@ -176,7 +176,7 @@ class Detect(nn.Module):
         for i in range(self.nl):
             x = self.m[i](xs[i])
             bs, _, ny, nx = x.shape
-            y = x.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).sigmoid()
+            y = x.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous().sigmoid()
             grid, anchor_grid = self._grid(nx, ny, i, y)
             xy = (y[..., 0:2] * 2 + grid) * self.stride[i].to(y)
             wh = (y[..., 2:4] * 2) ** 2 * anchor_grid
