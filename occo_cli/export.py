@@ -68,7 +68,7 @@ def export(
 ) -> None:
     """Export FIFN weights to ONNX for deployment (onnxruntime, TensorRT, edge runtimes).
 
-    The graph is FIFN as `occo fuse` runs it (BatchNorm folded). Inputs `vi_y` (visible luminance Y) and `ir`: float32 (B, 1, H, W) in [0, 1]. Output `fused_y`: float32 (B, 1, H, W), the raw network output: normalise each image by its min and max to get the fused luminance (--minmax does it in the graph), then put it back with the visible image's Cb/Cr for colour. Before anything is written, onnxruntime runs the model at a few sizes (odd ones included) against PyTorch; a model that differs is not written. The model's metadata records occo's version, the network config, the weights' SHA-256 and their provenance. Needs `pip install "occo[onnx]"`.
+    The graph is FIFN as `occo fuse` runs it (BatchNorm folded). Inputs `vi_y` (visible luminance Y) and `ir`: float32 (B, 1, H, W) in [0, 1]. Output `fused_y`: float32 (B, 1, H, W), the raw network output: normalise each image by its min and max to get the fused luminance (--minmax does it in the graph), then put it back with the visible image's Cb/Cr for colour. Before anything is written, onnxruntime runs the model at a few sizes (odd ones included) against PyTorch; a model that differs is not written. The model's metadata records occo's version, the network config, the weights' SHA-256 and their provenance. Needs `pip install "occo\\[onnx]"`.
 
     \b
     Example:

@@ -125,7 +125,7 @@ def gen(
         str | None,
         typer.Option(
             help="SAM: hub id or folder (SlimSAM too), or sam:KIND:PATH for a Meta checkpoint. "
-            "[default: facebook/sam-vit-huge; with --boxes: none, masks are the filled boxes]"
+            "\\[default: facebook/sam-vit-huge; with --boxes: none, masks are the filled boxes]"
         ),
     ] = None,
     box_threshold: Annotated[float, typer.Option(help="Keep boxes scoring above this.")] = 0.3,
