@@ -64,10 +64,15 @@ FIELD_SIGMA_FINE = 1.5
 #: corner more than STOP_PX (level px).
 ITERATIONS = 20
 STOP_PX = 0.05
+#: Robust (Cauchy) weights: a pixel whose fields disagree by this many times the median
+#: disagreement counts half; 0 turns them off.
+ROBUST_SCALE = 0.7
 #: Largest move (level px, at a corner) of one step.
 MAX_STEP_PX = 2.0
-#: An unreliable estimate displacing the images less than this (px) is still a start
-#: (registered pairs give such estimates); a larger unreliable one leaves the pair alone.
+#: An unreliable estimate (images sharing structure, but the estimate hardly better than
+#: none) displacing the images less than this (px) is replaced by no transform as the
+#: start (registered pairs give such estimates); a larger one is tried beside no
+#: transform, and the refinement that aligns the images better is kept.
 UNTRUSTED_START_PX = 3.0
 #: Least agreement (normalised correlation of the orientation fields, 0..1) of the refined
 #: transform: images without shared structure stay as they are. Real pairs measure 0.2-0.65.
@@ -285,11 +290,17 @@ def _refine_level(
         if inside.mean() < 0.2:
             break
         mask = np.concatenate([inside.ravel(), inside.ravel()]).astype(np.float32)
-        sd_ir = _steepest_descent(warped, dx_basis, dy_basis)
-        weighted_vi = sd_vi * mask[:, None]
         current = np.concatenate([warped[..., 0].ravel(), warped[..., 1].ravel()]) * mask
         # The fields' contrasts differ: compare T with the best multiple of G.
         gain = float(current @ template) / max(float(current @ current), 1e-12)
+        if ROBUST_SCALE > 0:  # structure only one image has (or made-up edges) weighs little
+            r = (template - gain * current).reshape(2, -1)
+            size = np.sqrt(r[0] ** 2 + r[1] ** 2)
+            scale = ROBUST_SCALE * float(np.median(size[inside.ravel()])) + 1e-9
+            weight = inside.ravel() / (1.0 + (size / scale) ** 2)
+            mask = np.concatenate([weight, weight]).astype(np.float32)
+        sd_ir = _steepest_descent(warped, dx_basis, dy_basis)
+        weighted_vi = sd_vi * mask[:, None]
         gradient = (sd_ir.T @ ((template - gain * current) * mask)).astype(np.float64)
         cross = (weighted_vi.T @ sd_ir).astype(np.float64)
         curvature = 0.5 * (cross + cross.T)
@@ -583,18 +594,20 @@ def align_pair(
         residual = block_residual(ir, vi, settings.max_side) if measure else None
         return _left_alone(ir, estimate, model, reason, estimated, confidence, extra, residual)
 
+    if estimate.agreement < MIN_AGREEMENT or estimate.blocks < 3:
+        return leave(
+            f"unreliable estimate (agreement {estimate.agreement:.2f}, {estimate.blocks} "
+            "structured blocks): too little structure shared by the two images")  # fmt: skip
     if estimate.reliable:
-        start = _initial_matrix(estimate, ir.shape)
+        starts = [_initial_matrix(estimate, ir.shape)]
     elif estimate.displacement_px <= UNTRUSTED_START_PX:
         # Registered pairs look "unreliable" to the estimate (nothing beats no displacement):
         # the refinement starts from no transform and decides.
-        start = _identity()
-    else:
-        return leave(
-            f"unreliable estimate (agreement {estimate.agreement:.2f}, confidence "
-            f"{estimate.confidence:.2f}, {estimate.blocks} structured blocks): too little "
-            "structure shared by the two images")  # fmt: skip
-    refined, info = refine_transform(ir, vi, start, model, settings.max_side)
+        starts = [_identity()]
+    else:  # shared structure, but the estimate is not clearly better than none: try both
+        starts = [_initial_matrix(estimate, ir.shape), _identity()]
+    tries = [refine_transform(ir, vi, start, model, settings.max_side) for start in starts]
+    refined, info = max(tries, key=lambda t: t[1]["agreement"]["refined"])
     agreement = info["agreement"]
     confidence = min(1.0, max(0.0, 1.0 - agreement["none"] / max(agreement["refined"], 1e-9)))
     displacement = matrix_displacement(refined, ir.shape)

@@ -1,4 +1,4 @@
-"""How well `occo check` finds misregistered pairs: detections and false alarms per set.
+"""How well `occo check` finds misregistered pairs, and how well `occo align` undoes them.
 
 Runs occo's registration estimate (data.registration) on every pair of the shared data
 sets and on misaligned copies of the registered ones, made here with known transforms
@@ -12,8 +12,19 @@ own residual misregistration; RoadScene has some visibly misaligned pairs. The c
 made from pairs (of all three sets, at most --copies per set) whose own estimated
 displacement is under 3 px, so that the displacement applied is the one to find.
 
+The second table (alignment, data.align) takes --align-pairs pairs of each set, spread
+over the set, aligns each as it is (the "registered" row: how far alignment moves a pair
+published as registered, and how many are left alone), then displaced copies of each with
+known transforms M (up to 40 px shifts and 8 degree rotations, and combinations), and
+measures the residual: the largest distance, over the frame, between where the
+alignment puts each visible pixel in the infrared and where it belongs. It belongs at
+M B p, with B the alignment found for the pair as published (so a set's own small
+misregistration, e.g. MSRS's 1% scale, is not counted as an error); the column "vs M
+alone" takes the published pair as exactly registered instead.
+
 Usage:
     python scripts/registration_table.py                     # ../shared/data, threshold 10 px
+    python scripts/registration_table.py --align-only --align-pairs 6
     python scripts/registration_table.py --threshold 4 --list roadscene
     python scripts/registration_table.py --quick             # 5 pairs per set
     python scripts/registration_table.py --data /path/to/shared/data
@@ -29,6 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from occo.data.align import AlignSettings, align_pair, matrix_displacement
 from occo.data.io import read_image
 from occo.data.pairing import pair_images
 from occo.data.registration import DEFAULT_THRESHOLD_PX, estimate_registration
@@ -49,6 +61,26 @@ TRANSFORMS = (
     ("scale 1.02", 0, 0, 0.0, 1.02),
     ("scale 0.96", 0, 0, 0.0, 0.96),
     ("shift 6 px + rotation 2 deg + scale 1.03", 6, 0, 2.0, 1.03),
+)
+
+
+#: Displacements for the alignment table: (name, dx, dy, rotation degrees, scale).
+ALIGN_TRANSFORMS = (
+    ("shift 3 px", 3, 0, 0.0, 1.0),
+    ("shift 8 px", -8, 0, 0.0, 1.0),
+    ("shift 12 px", 0, 12, 0.0, 1.0),
+    ("shift 25 px", 15, -20, 0.0, 1.0),
+    ("shift 40 px", 24, -32, 0.0, 1.0),
+    ("rotation 2 deg", 0, 0, 2.0, 1.0),
+    ("rotation -4 deg", 0, 0, -4.0, 1.0),
+    ("rotation 8 deg", 0, 0, 8.0, 1.0),
+    ("rotation -8 deg", 0, 0, -8.0, 1.0),
+    ("scale 1.02", 0, 0, 0.0, 1.02),
+    ("scale 0.96", 0, 0, 0.0, 0.96),
+    ("scale 1.05", 0, 0, 0.0, 1.05),
+    ("shift 6 px + rotation 2 deg + scale 1.03", 6, 0, 2.0, 1.03),
+    ("shift 25 px + rotation -5 deg + scale 0.97", 20, -15, -5.0, 0.97),
+    ("shift 30 px + rotation 8 deg", 18, 24, 8.0, 1.0),
 )
 
 
@@ -86,6 +118,71 @@ def _pairs(data: Path, name: str, limit: int | None) -> list[tuple[str, np.ndarr
     return out
 
 
+def _h3(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([matrix, [0.0, 0.0, 1.0]])
+
+
+def _quantiles(values: list[float]) -> str:
+    if not values:
+        return "- | -"
+    return f"{np.median(values):.2f} | {np.percentile(values, 90):.2f}"
+
+
+def alignment_table(data: Path, per_set: int, settings: AlignSettings) -> None:
+    """Print the alignment table (see the module's docstring)."""
+    bases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+    moved_by: list[float] = []
+    alone: list[str] = []
+    seconds: list[float] = []
+    for name in SETS:
+        if not (data / name).is_dir():
+            continue
+        pairing = pair_images(data / name / "ir", data / name / "vi")
+        picks = np.unique(np.linspace(0, len(pairing.pairs) - 1, per_set).round().astype(int))
+        for index in picks:
+            stem, ir_path, vi_path = pairing.pairs[index]
+            ir, vi = read_image(ir_path), read_image(vi_path)
+            if ir.shape[:2] != vi.shape[:2]:
+                vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA)
+            start = time.perf_counter()
+            base = align_pair(ir, vi, settings, measure_residual=False)
+            seconds.append(time.perf_counter() - start)
+            moved_by.append(matrix_displacement(base.matrix, ir.shape))
+            if not base.applied:
+                alone.append(f"{name}/{stem}: {base.left_alone}")
+            bases.append((f"{name}/{stem}", ir, vi, base.matrix))
+    print()
+    print(f"alignment ({settings.model}, left alone at <= {settings.min_displacement_px:g} px): "
+          f"{len(bases)} pairs ({per_set} per set: {', '.join(SETS)}); residual = largest distance "
+          "over the frame between where a visible pixel is put and where it belongs, px")  # fmt: skip
+    print("| displacement | pairs | applied (px) | left alone | residual median | residual p90 "
+          "| vs M alone: median | vs M alone: p90 |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print(f"| registered (as published): change applied | {len(bases)} | - | {len(alone)} | "
+          f"{_quantiles(moved_by)} | - | - |")  # fmt: skip
+    for label, dx, dy, angle, scale in ALIGN_TRANSFORMS:
+        residuals, plain, amounts, left = [], [], [], 0
+        for _, ir, vi, base in bases:
+            matrix = _matrix(ir.shape, dx, dy, angle, scale)
+            amounts.append(applied_displacement(ir.shape, matrix))
+            start = time.perf_counter()
+            result = align_pair(misalign(ir, matrix), vi, settings, measure_residual=False)
+            seconds.append(time.perf_counter() - start)
+            left += not result.applied
+            truth = (_h3(matrix) @ _h3(base))[:2]
+            found = _h3(result.matrix)[:2]
+            identity = np.eye(2, 3)
+            residuals.append(matrix_displacement(found - truth + identity, ir.shape))
+            plain.append(matrix_displacement(found - matrix + identity, ir.shape))
+        span = f"{min(amounts):.1f}-{max(amounts):.1f}"
+        print(f"| {label} | {len(bases)} | {span} | {left} | {_quantiles(residuals)} | "
+              f"{_quantiles(plain)} |")  # fmt: skip
+    if alone:
+        print("registered pairs left alone: " + "; ".join(alone))
+    print(f"align: median {statistics.median(seconds):.2f} s per pair (estimate + refinement, "
+          "this machine)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD_PX)
@@ -94,7 +191,15 @@ def main() -> None:
     parser.add_argument("--list", default="", help="print every pair's estimate for these sets")
     parser.add_argument("--data", type=Path, default=DATA, help=f"data folder (default {DATA})")
     parser.add_argument("--copies", type=int, default=20, help="base pairs per set for copies")
+    parser.add_argument("--align-pairs", type=int, default=6, help="pairs per set, alignment table")
+    parser.add_argument("--align-only", action="store_true", help="only the alignment table")
+    parser.add_argument("--no-align", action="store_true", help="no alignment table")
+    parser.add_argument("--model", default="similarity", help="alignment model: similarity, affine")
     args = parser.parse_args()
+    settings = AlignSettings(model=args.model)
+    if args.align_only:
+        alignment_table(args.data, args.align_pairs, settings)
+        return
     data = args.data
     limit = 5 if args.quick else args.limit
     listed = set(filter(None, args.list.split(",")))
@@ -151,6 +256,8 @@ def main() -> None:
         print(
             f"estimate: median {1000 * statistics.median(seconds):.0f} ms per pair (this machine)"
         )
+    if not args.no_align:
+        alignment_table(data, args.align_pairs, settings)
 
 
 if __name__ == "__main__":
