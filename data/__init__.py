@@ -1,13 +1,9 @@
 """Image pairing, reading/writing and colour conversion shared by every occo package."""
 
+from occo.data.lazy import lazy_exports, refuse_bare_import
 
-if not __name__.startswith("occo."):  # the repository root is the package `occo` itself
-    raise ImportError(
-        f"import occo.{__name__}, not {__name__}: from the repository root, a bare "
-        "subpackage name would load a second copy of occo's classes"
-    )
+refuse_bare_import(__name__)  # the repository root is the package `occo` itself
 
-from occo.data.lazy import lazy_exports
 
 # Names resolve on first use (PEP 562): `import occo.data.version` must not import torch,
 # so that `occo --help` starts fast.

@@ -38,3 +38,17 @@ def lazy_exports(
         return getattr(importlib.import_module(module), name)
 
     return __getattr__, sorted(where)
+
+
+def refuse_bare_import(package: str) -> None:
+    """Raise ImportError unless ``package`` was imported as ``occo.<name>``.
+
+    The repository root is the package ``occo`` itself, so from a clone's root
+    ``import models`` would load a second copy of occo's classes (a network the Fuser
+    would not recognise). Every subpackage's ``__init__`` calls this first.
+    """
+    if not package.startswith("occo."):
+        raise ImportError(
+            f"import occo.{package}, not {package}: from the repository root, a bare "
+            "subpackage name would load a second copy of occo's classes"
+        )

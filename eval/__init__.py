@@ -7,14 +7,10 @@ Subpackages and modules: ``occo.eval.metrics`` (the metrics and their registry),
 and ``segmentation`` (downstream tasks).
 """
 
+from occo.data.lazy import lazy_exports, refuse_bare_import
 
-if not __name__.startswith("occo."):  # the repository root is the package `occo` itself
-    raise ImportError(
-        f"import occo.{__name__}, not {__name__}: from the repository root, a bare "
-        "subpackage name would load a second copy of occo's classes"
-    )
+refuse_bare_import(__name__)  # the repository root is the package `occo` itself
 
-from occo.data.lazy import lazy_exports
 
 # Names resolve on first use (PEP 562): `import occo.eval.metrics.table` must not import
 # numpy or OpenCV, so that `occo --help` starts fast.

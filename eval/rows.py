@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from occo.data.errors import OccoError
-from occo.data.pairing import list_images
 from occo.data.fused import MANIFEST_NAME, read_fuse_manifest
+from occo.data.pairing import list_images
 from occo.eval.scoring import unique_method_names
 
 #: Modalities of rows, for per-modality ground truth.

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 from occo.data.errors import OccoError, OccoWarning
+from occo.data.fused import MANIFEST_NAME, read_fuse_manifest
 from occo.data.io import read_image
 from occo.data.pairing import list_images
-from occo.data.fused import MANIFEST_NAME, read_fuse_manifest
 from occo.eval.metrics import (
     METRIC_NAMES,
     SOURCE_FREE,

@@ -2,14 +2,10 @@
 contrastive loss over object regions and the pixel losses; the paper's loss ablations and
 CoCoNet's objective as presets (``occo.losses.objective.PRESETS``)."""
 
+from occo.data.lazy import lazy_exports, refuse_bare_import
 
-if not __name__.startswith("occo."):  # the repository root is the package `occo` itself
-    raise ImportError(
-        f"import occo.{__name__}, not {__name__}: from the repository root, a bare "
-        "subpackage name would load a second copy of occo's classes"
-    )
+refuse_bare_import(__name__)  # the repository root is the package `occo` itself
 
-from occo.data.lazy import lazy_exports
 
 # Names resolve on first use (PEP 562), the policy of every occo subpackage: importing
 # one loss module (`occo.losses.pixel`) imports only what that module needs.

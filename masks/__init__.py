@@ -4,12 +4,9 @@ The trainer needs only :func:`open_mask_store` and :func:`split_regions`; the mo
 imported when mask generation starts, never at ``import masks``.
 """
 
+from occo.data.lazy import refuse_bare_import
 
-if not __name__.startswith("occo."):  # the repository root is the package `occo` itself
-    raise ImportError(
-        f"import occo.{__name__}, not {__name__}: from the repository root, a bare "
-        "subpackage name would load a second copy of occo's classes"
-    )
+refuse_bare_import(__name__)  # the repository root is the package `occo` itself
 
 from occo.masks.regions import Regions, split_regions
 from occo.masks.store import (

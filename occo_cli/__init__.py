@@ -1,8 +1,5 @@
 """occo's command line: Typer commands over the occo library (no tensors, no math here)."""
 
+from occo.data.lazy import refuse_bare_import
 
-if not __name__.startswith("occo."):  # the repository root is the package `occo` itself
-    raise ImportError(
-        f"import occo.{__name__}, not {__name__}: from the repository root, a bare "
-        "subpackage name would load a second copy of occo's classes"
-    )
+refuse_bare_import(__name__)  # the repository root is the package `occo` itself

@@ -67,10 +67,10 @@ def fuse_video(
     from dataclasses import asdict
 
     from occo.cli.console import user_errors
-    from occo.models.fusing import FuseEvents, build_fuser
     from occo.data.errors import OccoError
-    from occo.data.video import FramePairer, VideoError, VideoSink, open_frames
     from occo.data.fused import write_fuse_manifest
+    from occo.data.video import FramePairer, VideoError, VideoSink, open_frames
+    from occo.models.fusing import FuseEvents, build_fuser
     from occo.models.video_fuser import VideoFuser
 
     overwrite, resize_vi = settings.overwrite, settings.resize_vi

@@ -11,7 +11,6 @@ import torch
 from typer.testing import CliRunner
 
 from occo.cli.app import app
-from occo.data.errors import OccoError
 from occo.data.io import file_sha256, folder_lock, read_image, read_png_text, write_image_atomic
 from occo.models.checkpoint import save_weights
 from occo.models.fifn import FIFN

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from occo.data.version import OCCO_VERSION
 from occo.data.fused import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -13,6 +12,7 @@ from occo.data.fused import (
     read_fuse_manifest,
     write_fuse_manifest,
 )
+from occo.data.version import OCCO_VERSION
 
 
 def test_round_trip_with_absolute_sources(tmp_path, monkeypatch):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from occo.data.io import write_image_atomic
 from occo.data.fused import write_fuse_manifest
+from occo.data.io import write_image_atomic
 from occo.eval.segmentation import ConfusionMatrix, paint_class_map
 from tests import eval_tiny as tiny
 

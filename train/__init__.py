@@ -4,14 +4,10 @@ Kept apart from ``occo.models`` (the network and inference), as torchvision keep
 reference training scripts apart from its model package.
 """
 
+from occo.data.lazy import lazy_exports, refuse_bare_import
 
-if not __name__.startswith("occo."):  # the repository root is the package `occo` itself
-    raise ImportError(
-        f"import occo.{__name__}, not {__name__}: from the repository root, a bare "
-        "subpackage name would load a second copy of occo's classes"
-    )
+refuse_bare_import(__name__)  # the repository root is the package `occo` itself
 
-from occo.data.lazy import lazy_exports  # noqa: E402
 
 # Names resolve on first use (PEP 562), the policy of every occo subpackage.
 __getattr__, __all__ = lazy_exports(

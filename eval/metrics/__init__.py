@@ -8,14 +8,10 @@ A = infrared, B = visible, F = fused. See ``CONVENTIONS`` and ``METRICS`` (the r
 ``occo.eval.metrics.table``: one ``MetricInfo`` per metric).
 """
 
+from occo.data.lazy import lazy_exports, refuse_bare_import
 
-if not __name__.startswith("occo."):  # the repository root is the package `occo` itself
-    raise ImportError(
-        f"import occo.{__name__}, not {__name__}: from the repository root, a bare "
-        "subpackage name would load a second copy of occo's classes"
-    )
+refuse_bare_import(__name__)  # the repository root is the package `occo` itself
 
-from occo.data.lazy import lazy_exports
 
 # Names resolve on first use (PEP 562): the registry (``table``) imports no numpy or
 # OpenCV, so that the command line can list the metrics and `occo --help` stays fast.
