@@ -133,7 +133,9 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_: Any) 
     size, stride = _ints(size, "size"), _ints(stride, "stride")
     if len(size) != len(stride) or any(v < 0 for v in size + stride):
         raise pickle.UnpicklingError("tensor size and stride do not match")
-    extent = 0 if 0 in size else offset + 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    extent = (
+        0 if 0 in size else offset + 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    )
     if extent > storage.flat.numel():
         raise pickle.UnpicklingError("a tensor reaches past the end of its storage")
     return storage.flat.as_strided(size, stride, offset)
@@ -198,6 +200,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type,
     ("torch", "Size"): torch.Size,
+    ("torch", "device"): torch.device,
     ("torch", "Tensor"): torch.Tensor,
     ("torch.nn.parameter", "Parameter"): torch.Tensor,
     ("collections", "OrderedDict"): OrderedDict,
