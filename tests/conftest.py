@@ -44,7 +44,11 @@ def pytest_addoption(parser) -> None:
 
 
 def pytest_generate_tests(metafunc) -> None:
-    if "dtype" in metafunc.fixturenames:
+    own = any(
+        "dtype" in (m.args[0] if isinstance(m.args[0], (list, tuple)) else m.args[0].split(","))
+        for m in metafunc.definition.iter_markers("parametrize")
+    )
+    if "dtype" in metafunc.fixturenames and not own:  # a test's own dtypes take precedence
         names = [n.strip() for n in metafunc.config.getoption("--dtype").split(",") if n.strip()]
         unknown = [n for n in names if n not in _DTYPES]
         if unknown:
