@@ -461,3 +461,18 @@ def test_a_hostile_journal_is_ignored_not_a_traceback(data):
         assert journal.read_settings() is None
         with pytest.raises(FileNotFoundError):
             PartsReader(data / "masks.h5")
+
+
+def test_every_hdf5_read_goes_through_the_one_reader():
+    """Only masks/h5read.py opens HDF5 files to read; masks/store.py opens one to write."""
+    root = Path(__file__).resolve().parents[1]
+    opens = {}
+    for source in root.rglob("*.py"):
+        relative = source.relative_to(root)
+        if relative.parts[0] in ("tests", "benchmarks") or ".venv" in relative.parts:
+            continue
+        text = source.read_text(encoding="utf-8", errors="replace")
+        if "h5py.File(" in text:
+            opens[str(relative)] = text.count("h5py.File(")
+    assert opens == {"masks/h5read.py": 1, "masks/store.py": 1}, opens
+    assert 'h5py.File(tmp, "w"' in (root / "masks" / "store.py").read_text()
