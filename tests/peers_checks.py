@@ -31,21 +31,25 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def fuse_arrays(name: str, model, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+def fuse_arrays(
+    name: str, model, ir: np.ndarray, vi: np.ndarray, authors_output: bool = False
+) -> np.ndarray:
     """One pair through ``model`` the way occo's Fuser runs a registered network."""
     spec = get_network(name)
     pair = prepare_pair(ir, vi)
     vi_t, ir_t = pair.vi[None], pair.ir[None]
     with torch.inference_mode():
         y = spec.luminance(vi_t) if spec.luminance else luminance(vi_t)
-        fused = spec.finish(model(y, ir_t), model.config)
-        out = (spec.compose or compose_color)(fused, vi_t)
+        fused = spec.finish(model(y, ir_t), model.config).clamp(0, 1)
+        gray = vi_t.shape[1] == 1 or (authors_output and not spec.authors_color)
+        out = fused if gray else (spec.compose or compose_color)(fused, vi_t)
     return to_uint8(out[0])
 
 
 def golden_diff(name: str, weights: Path, golden: str, vi_name: str) -> np.ndarray:
-    """|occo - authors| on the TNO crop (RGB order); a gray occo output is compared with
-    the OpenCV gray of an authors' three-channel file."""
+    """occo - authors (signed, int32) on the TNO crop (RGB order), occo with
+    ``authors_output``; a gray occo output is compared with the OpenCV gray of an
+    authors' three-channel file."""
     import cv2
 
     spec = get_network(name)
@@ -54,12 +58,14 @@ def golden_diff(name: str, weights: Path, golden: str, vi_name: str) -> np.ndarr
     model.load_state_dict(state)
     model.eval()
     inputs = PEERS_DATA / "tno01"
-    ours = fuse_arrays(name, model, read_image(inputs / "ir.png"), read_image(inputs / vi_name))
+    ours = fuse_arrays(
+        name, model, read_image(inputs / "ir.png"), read_image(inputs / vi_name), True
+    )
     theirs = read_image(PEERS_DATA / name / golden)
     if ours.ndim == 2 and theirs.ndim == 3:
         theirs = cv2.cvtColor(theirs, cv2.COLOR_RGB2GRAY)
     assert ours.shape == theirs.shape
-    return np.abs(ours.astype(np.int32) - theirs.astype(np.int32))
+    return ours.astype(np.int32) - theirs.astype(np.int32)
 
 
 def check_random_network(name: str, config, sizes=((37, 53), (48, 64))) -> None:

@@ -58,6 +58,18 @@ def gray(rgb: Tensor) -> Tensor:
     return (y.to(rgb.dtype) / 255)[:, None]
 
 
+def imread_gray(rgb: Tensor) -> Tensor:
+    """What ``cv2.imread(path, IMREAD_GRAYSCALE)`` gives for a colour PNG, / 255: libpng's
+    own conversion (coefficients 9797, 19234, 3737 / 32768, truncated), not cvtColor's.
+    (B, 3, H, W) -> (B, 1, H, W); gray input is returned as is. (For a JPEG, libjpeg
+    makes the gray from its YCbCr planes instead, rounding: within one level of this.)"""
+    if rgb.shape[1] == 1:
+        return rgb
+    r, g, b = _to_int(rgb)
+    y = (r * 9797 + g * 19234 + b * 3737) >> 15
+    return (y.to(rgb.dtype) / 255)[:, None]
+
+
 def ycrcb_to_rgb(y: Tensor, cr: Tensor, cb: Tensor) -> Tensor:
     """The inverse most fusion scripts apply in float (R = Y + 1.403 (Cr - .5), G = Y -
     .714 (Cr - .5) - .344 (Cb - .5), B = Y + 1.773 (Cb - .5)), clamped to [0, 1] as
