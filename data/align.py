@@ -472,14 +472,16 @@ def _fill_border(warped: np.ndarray, missing: np.ndarray, vi: np.ndarray) -> np.
     y = _luminance(vi)
     y_local = _local_mean(y, weight)
     y_std = float(y[band].std())
-    limit = float(np.iinfo(warped.dtype).max)
+    integer = np.issubdtype(warped.dtype, np.integer)
+    limit = float(np.iinfo(warped.dtype).max) if integer else 1.0  # floats: in [0, 1]
     out = warped.copy()
     channels = [out] if out.ndim == 2 else [out[..., c] for c in range(out.shape[2])]
     for channel in channels:
         values = channel.astype(np.float32)
         gain = min(float(values[band].std()) / y_std, MAX_FILL_GAIN) if y_std > 1e-6 else 0.0
         fill = _local_mean(values, weight) + gain * (y - y_local)
-        channel[missing] = np.clip(np.rint(fill[missing]), 0, limit).astype(warped.dtype)
+        fill = np.rint(fill) if integer else fill
+        channel[missing] = np.clip(fill[missing], 0, limit).astype(warped.dtype)
     return out
 
 
@@ -514,7 +516,7 @@ def warp_infrared(
     """``ir`` resampled at ``matrix @ p`` for every visible pixel p; the uncovered area filled.
 
     Args:
-        ir: infrared image, (H, W) or (H, W, 3), uint8 or uint16.
+        ir: infrared image, (H, W) or (H, W, 3), uint8 or uint16 (or float32 in [0, 1]).
         vi: visible image of the same size (for ``border="visible"``).
         matrix: 2x3 visible px -> infrared px.
         border: ``visible`` or ``replicate`` (see the module's docstring).
@@ -639,7 +641,7 @@ def align_pair(
 
 def align_arrays(
     ir: np.ndarray, vi: np.ndarray, settings: AlignSettings | None = None,
-    measure_residual: bool = False,
+    measure_residual: bool = False, estimate: Registration | None = None,
 ) -> tuple[np.ndarray, dict]:  # fmt: skip
     """For a fusion pipeline: the infrared array aligned, and a JSON-ready record.
 
@@ -647,16 +649,18 @@ def align_arrays(
     ``left_alone`` saying why (the record of an error has ``"error"`` too).
 
     Args:
-        ir: (H, W) or (H, W, 3) uint8/uint16 infrared.
+        ir: (H, W) or (H, W, 3) uint8/uint16 infrared, or float32 in [0, 1] (a prepared
+            pair's).
         vi: visible image of the same size.
         settings: :class:`AlignSettings`.
         measure_residual: also measure the residual (:func:`block_residual`).
+        estimate: the pair's registration estimate when already made.
 
     Returns:
         ``(ir_aligned, record)`` with the record of :meth:`Alignment.record`.
     """
     try:
-        alignment = align_pair(ir, vi, settings, measure_residual=measure_residual)
+        alignment = align_pair(ir, vi, settings, measure_residual, estimate)
     except ValueError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return ir, {"aligned": False, "left_alone": f"cannot estimate: {reason}", "error": reason,

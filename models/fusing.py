@@ -66,6 +66,10 @@ class FuseSettings:
     """Threads reading images ahead."""
     misaligned_px: float | None = _setting(None, pixels=False)
     """Warn about pairs displaced more than this (px); 0: no check; None: the default 10."""
+    align: bool = _setting(False, pixels=True)
+    """Warp each infrared image onto its visible one before fusing (occo.data.align; pairs
+    already aligned or with an unreliable estimate are left as they are); each transform
+    is recorded in its PNG and the manifest."""
     overwrite: bool = _setting(False, pixels=False)
     """Redo every output, replacing files already in the output folder."""
     threads: int | None = _setting(None, pixels=False)
@@ -527,8 +531,12 @@ def fuse_folder(
                     events._say("warn", reason)
             threshold = 10.0 if settings.misaligned_px is None else settings.misaligned_px
             check = RegistrationCheck(threshold)
-            runner = FileFuser(setup.fuser, workers=settings.workers, resize_vi=settings.resize_vi,
-                               inspect=check if threshold > 0 else None)  # fmt: skip
+            runner_class = FileFuser
+            if settings.align:
+                from occo.models.fuse_align import AligningFileFuser as runner_class
+            runner = runner_class(setup.fuser, workers=settings.workers,
+                                  resize_vi=settings.resize_vi,
+                                  inspect=check if threshold > 0 else None)  # fmt: skip
             if setup.budget is not None and events.warn is not None:
                 budget = setup.budget
                 setup.fuser.on_memory_plan = lambda h, w, p: events._say(
@@ -549,7 +557,13 @@ def fuse_folder(
             except KeyboardInterrupt:
                 interrupted = True  # outputs are atomic: what is on disk is complete
             stats = runner.stats
-            merged = _merge_ranks(dist, failures, check, stats, interrupted)
+            merged = _merge_ranks(dist, failures, check, stats, interrupted,
+                                  getattr(runner, "records", {}))  # fmt: skip
+            if lead and settings.align:
+                from occo.models.fuse_align import summary
+
+                if line := summary(merged["alignment"]):
+                    events._say("note", line)
             result = FuseResult(out_dir, len(found.pairs) + len(found.failures),
                                 fused=merged["fused"], skipped=len(plan.done),
                                 failures={**found.failures, **merged["failures"]},
@@ -580,11 +594,13 @@ class _no_lock:
         return None
 
 
-def _merge_ranks(dist, failures: dict, check: RegistrationCheck, stats, interrupted: bool) -> dict:
-    """Every rank's failures, registrations, counts and timings (all on every rank)."""
+def _merge_ranks(dist, failures: dict, check: RegistrationCheck, stats, interrupted: bool,
+                 alignment: dict) -> dict:  # fmt: skip
+    """Every rank's failures, registrations, alignments, counts and timings (on every rank)."""
     mine = {
         "failures": failures,
         "registration": check.results,
+        "alignment": alignment,
         "fused": stats.fused,
         "interrupted": interrupted,
         "timings": {"model": stats.model_s, "decode": stats.decode_s, "encode": stats.encode_s},
@@ -595,11 +611,12 @@ def _merge_ranks(dist, failures: dict, check: RegistrationCheck, stats, interrup
 
     gathered: list = [None] * dist.world_size
     torch_dist.all_gather_object(gathered, mine)
-    merged = {"failures": {}, "registration": {}, "fused": 0, "interrupted": False,
+    merged = {"failures": {}, "registration": {}, "alignment": {}, "fused": 0, "interrupted": False,
               "timings": {"model": 0.0, "decode": 0.0, "encode": 0.0}}  # fmt: skip
     for part in gathered:
         merged["failures"].update(part["failures"])
         merged["registration"].update(part["registration"])
+        merged["alignment"].update(part["alignment"])
         merged["fused"] += part["fused"]
         merged["interrupted"] |= part["interrupted"]
         for key, value in part["timings"].items():
@@ -610,6 +627,7 @@ def _merge_ranks(dist, failures: dict, check: RegistrationCheck, stats, interrup
 def _write_manifest(out_dir, found, setup, settings, record, stats, merged, done, failures,
                     check, world_size) -> str | None:  # fmt: skip
     from occo.data.fused import write_fuse_manifest
+    from occo.models.fuse_align import alignment_record
 
     per_image = stats.wall_s / merged["fused"] if merged["fused"] else None
     timings = {
@@ -634,6 +652,8 @@ def _write_manifest(out_dir, found, setup, settings, record, stats, merged, done
             pairs=len(done), stems=[job.stem for job in done], method=setup.method,
             outputs={job.stem: job.out_path.name for job in done}, failures=failures,
             registration=check.record() if check else None,
+            alignment=alignment_record(merged["alignment"], [(j.stem, j.out_path) for j in done])
+            if settings.align else None,
         )  # fmt: skip
     except (OccoError, OSError) as exc:
         return f"could not write the manifest in {out_dir}: {exc}"

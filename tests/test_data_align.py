@@ -148,3 +148,49 @@ def test_check_json_has_the_residual_and_a_tiny_pair_fails_alone(tmp_path):
     assert pairs["a"]["alignment"]["aligned"] and pairs["a"]["residual_px"] < 0.6
     assert pairs["a"]["displacement_px"] > 10
     assert not pairs["b"]["alignment"]["aligned"] and pairs["b"]["residual_px"] < 1.0
+
+
+def test_fuse_folder_aligns_records_and_resumes_only_with_align(tmp_path):
+    import torch
+
+    from occo.data.errors import OccoError
+    from occo.models.checkpoint import save_weights
+    from occo.models.fifn import FIFN
+    from occo.models.fusing import FuseSettings, fuse_folder
+    from tests.helpers import TINY_FIFN
+
+    ir, vi = scene(30)
+    for folder, image in (("ir", move(ir, 14, -8)), ("vi", vi), ("ir0", ir), ("vi0", vi)):
+        write_image_atomic(tmp_path / folder / "p.png", image)
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_weights(weights, FIFN(TINY_FIFN).eval())
+    settings = FuseSettings(weights=weights, device="cpu", align=True)
+    notes: list[str] = []
+    from occo.models.fusing import FuseEvents
+
+    events = FuseEvents(note=notes.append, warn=notes.append)
+    out = tmp_path / "aligned"
+    result = fuse_folder(tmp_path / "ir", tmp_path / "vi", out, settings, events)
+    assert result.fused == 1 and not result.failures
+    assert any("--align: 1 of 1 infrared image(s) warped" in line for line in notes), notes
+    record = json.loads(read_png_text(out / "p.png")["occo-align"])
+    assert record["aligned"] and np.abs(np.array(record["matrix"])[:, 2] - (14, -8)).max() < 0.5
+    assert json.loads(read_png_text(out / "p.png")["occo-fuse"])["align"] is True
+    manifest = json.loads((out / "occo-fuse.json").read_text())
+    assert manifest["alignment"]["aligned"] == ["p"]
+
+    again = fuse_folder(tmp_path / "ir", tmp_path / "vi", out, settings)
+    assert again.skipped == 1 and again.fused == 0
+    with pytest.raises(OccoError, match="align"):
+        fuse_folder(tmp_path / "ir", tmp_path / "vi", out, FuseSettings(weights=weights, device="cpu"))
+
+    # Against the fused image of the registered pair, the aligned one is far closer.
+    plain = tmp_path / "plain"
+    fuse_folder(tmp_path / "ir", tmp_path / "vi", plain, FuseSettings(weights=weights, device="cpu"))
+    reference = tmp_path / "reference"
+    fuse_folder(tmp_path / "ir0", tmp_path / "vi0", reference, FuseSettings(weights=weights, device="cpu"))
+    truth = read_image(reference / "p.png").astype(float)[20:-20, 20:-20]
+    error = {name: np.abs(read_image(folder / "p.png").astype(float)[20:-20, 20:-20] - truth).mean()
+             for name, folder in (("aligned", out), ("plain", plain))}  # fmt: skip
+    assert error["aligned"] < 0.5 * error["plain"], error

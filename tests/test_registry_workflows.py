@@ -174,7 +174,7 @@ def test_no_isinstance_fifn_left_in_library_code():
 
 #: A value other than the default for every pixel-changing setting.
 _OTHER = {"method": "tinynet", "backend": "onnxruntime", "amp": True, "tile": 64,
-          "ir16": "minmax", "authors_output": True}  # fmt: skip
+          "ir16": "minmax", "authors_output": True, "align": True}  # fmt: skip
 
 
 def test_every_fuse_setting_is_classified_and_each_pixel_setting_changes_the_provenance():
