@@ -43,7 +43,7 @@ def check(
 ) -> None:
     """Estimate how far each infrared image is displaced against its visible image.
 
-    Misregistered pairs fuse into ghosted images (double edges). The estimate compares the two images' edge orientations (not intensities, which differ between modalities), over the whole image and in blocks, and fits a shift, rotation and scale; the displacement is the largest distance a pixel moves under it. A pair is flagged when the estimate is reliable (it aligns the images clearly better than no displacement) and the displacement exceeds --threshold. `occo fuse` runs the same check on every pair it fuses.
+    Misregistered pairs fuse into ghosted images (double edges). The estimate compares the two images' edge orientations (not intensities, which differ between modalities), over the whole image and in blocks, and fits a shift, rotation and scale; the displacement is the largest distance a pixel moves under it. A pair is flagged when the estimate is reliable (the images share structure and it aligns them clearly better than no displacement) and the displacement exceeds --threshold. `occo fuse` runs the same check on every pair it fuses; `occo align` warps misregistered infrared images onto their visible ones.
 
     --json prints {"threshold_px", "pairs": [{"stem", "misaligned", "displacement_px", "shift_px", "rotation_deg", "scale", "confidence", "agreement", "reliable", "blocks", "residual_px", "alignment"}], "misaligned", "uncertain", "failed"}. For --json each pair is also aligned as `occo align` would (nothing is written): "residual_px" is what is left after alignment (median shift of 3x3 blocks, px; null when the pair would be left alone as unreliable) and "alignment" holds the transform, its confidence, the border it fills and why a pair would be left alone.
 
@@ -166,63 +166,3 @@ def check(
     if failed:
         raise typer.Exit(1)
 
-
-class FuseRegistrationCheck:
-    """``occo fuse``'s registration check: an estimate per pair, a warning each, a summary.
-
-    Called as the FileFuser's ``inspect`` hook in its reader threads (beside the network),
-    so it costs no fusing time on machines with a core to spare.
-
-    Args:
-        threshold: displacement in px above which a pair is reported.
-    """
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-        self.results: dict = {}
-
-    def __call__(self, pair):  # noqa: ANN001, ANN204 - a models.fuser.PreparedPair
-        from occo.data.registration import estimate_registration
-
-        try:
-            vi = pair.vi.permute(1, 2, 0).numpy()
-            return estimate_registration(pair.ir[0].numpy(), vi[..., 0] if vi.shape[2] == 1 else vi)
-        except (ValueError, RuntimeError):  # the check must never cost a fused pair
-            return None
-
-    def report(self, stem: str, registration, console) -> None:  # noqa: ANN001
-        """Keep a pair's estimate; print a warning line when it is misaligned."""
-        if registration is None:
-            return
-        self.results[stem] = registration
-        if registration.misaligned(self.threshold):
-            r = registration
-            console.print(
-                f"[yellow]warning:[/] {stem}: the infrared image is displaced about "
-                f"{r.displacement_px:.0f} px against the visible one (shift {r.shift_px[0]:+.1f}, "
-                f"{r.shift_px[1]:+.1f} px, rotation {r.rotation_deg:+.2f}°, scale {r.scale:.3f}); "
-                "its fused image will show double edges",
-                highlight=False,
-                soft_wrap=True,
-            )
-
-    @property
-    def misaligned(self) -> list[str]:
-        """Stems of the pairs displaced more than the threshold, sorted."""
-        return sorted(s for s, r in self.results.items() if r.misaligned(self.threshold))
-
-    def summary(self) -> str | None:
-        """One line about the misaligned pairs, or None when there are none."""
-        stems = self.misaligned
-        if not stems:
-            return None
-        return (f"{len(stems)} of {len(self.results)} fused pair(s) look misaligned (more than "
-                f"{self.threshold:g} px): {listing(stems)}; `occo check IR_DIR VI_DIR` measures them")  # fmt: skip
-
-    def record(self) -> dict:
-        """For the manifest: the threshold, the misaligned stems, every pair's estimate."""
-        return {
-            "threshold_px": self.threshold,
-            "misaligned": self.misaligned,
-            "pairs": {s: r.to_dict(self.threshold) for s, r in sorted(self.results.items())},
-        }
