@@ -149,6 +149,18 @@ class _RowBar:
             self.bar.stop()
 
 
+# Options detect and segment share, defined once.
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")]
+DType = Annotated[str, typer.Option(help="auto (float16 on GPU), float32, float16, bfloat16.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
+NoSources = Annotated[
+    bool,
+    typer.Option("--no-sources", help="Do not add the infrared and visible rows of occo fuse folders."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace existing --csv and --show files.")]
+
+
 # ----------------------------------------------------------------------------- detect
 
 
@@ -206,25 +218,18 @@ def detect(
     max_dets: Annotated[
         int, typer.Option(help="Detections per image kept and scored (COCO: 100).")
     ] = 100,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 4,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    dtype: Annotated[
-        str, typer.Option(help="auto (float16 on GPU), float32, float16, bfloat16.")
-    ] = "auto",
+    batch_size: BatchSize = 4,
+    device: Device = "auto",
+    dtype: DType = "auto",
     cache: Annotated[
         Path,
         typer.Option(help="Folder caching detections per row and settings (COCO results JSON)."),
     ] = Path("occo-eval-cache"),
-    no_sources: Annotated[
-        bool,
-        typer.Option(
-            "--no-sources", help="Do not add the infrared and visible rows of occo fuse folders."
-        ),
-    ] = False,
+    no_sources: NoSources = False,
     csv_path: Annotated[
         Path | None, typer.Option("--csv", help="Write row,class,AP50,AP50_95,... to this CSV.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: AsJson = False,
     show: Annotated[
         Path | None,
         typer.Option(help="Draw ground truth | detections per image into SHOW/ROW/STEM.png."),
@@ -232,9 +237,7 @@ def detect(
     show_threshold: Annotated[
         float, typer.Option(help="Draw detections scoring at least this.")
     ] = 0.3,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace existing --csv and --show files.")
-    ] = False,
+    overwrite: Overwrite = False,
     threads: int | None = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -455,8 +458,12 @@ def segment(
         typer.Option(help="Class table of the label maps: one name per line or ID NAME lines."),
     ] = None,
     ignore_index: Annotated[
-        int, typer.Option(help="Ground-truth value left out of the scores (-1: none).")
-    ] = 255,
+        int | None,
+        typer.Option(
+            help="Ground-truth value left out of the scores (-1: none) \\[default: 255; none "
+            "when the label maps are 0/255 binary masks, whose 255 is the object class]."
+        ),
+    ] = None,
     segmenter: Annotated[
         str | None,
         typer.Option(
@@ -476,31 +483,22 @@ def segment(
     images: Annotated[
         Path | None, typer.Option(help="Images to draw class-map rows over in --show.")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    dtype: Annotated[
-        str, typer.Option(help="auto (float16 on GPU), float32, float16, bfloat16.")
-    ] = "auto",
+    batch_size: BatchSize = 2,
+    device: Device = "auto",
+    dtype: DType = "auto",
     cache: Annotated[
         Path, typer.Option(help="Folder caching zero-shot class maps per row and settings.")
     ] = Path("occo-eval-cache"),
-    no_sources: Annotated[
-        bool,
-        typer.Option(
-            "--no-sources", help="Do not add the infrared and visible rows of occo fuse folders."
-        ),
-    ] = False,
+    no_sources: NoSources = False,
     csv_path: Annotated[
         Path | None, typer.Option("--csv", help="Write row,class,index,IoU,TP,FP,FN to this CSV.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: AsJson = False,
     show: Annotated[
         Path | None,
         typer.Option(help="Draw ground truth | prediction per image into SHOW/ROW/STEM.png."),
     ] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace existing --csv and --show files.")
-    ] = False,
+    overwrite: Overwrite = False,
     threads: int | None = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -535,8 +533,16 @@ def segment(
     if chosen is None and table is not None:
         chosen = sorted(table)
     num_classes = max(table) + 1 if table else None  # label values are checked against it
-    ignore = None if ignore_index < 0 else ignore_index
     truth = label_maps(labels)
+    if ignore_index is None:
+        from occo.eval.segment_rows import binary_mask_labels
+
+        ignore_index = 255
+        if binary_mask_labels(truth):
+            ignore_index = -1
+            note(f"the label maps in {labels} hold only 0 and 255 (binary masks): 255 is scored "
+                 "as the object class, not ignored (--ignore-index 255 ignores it)")  # fmt: skip
+    ignore = None if ignore_index < 0 else ignore_index
     inputs = _inputs([r.path for r in plan], labels, images)
     for path, option in ((csv_path, "--csv"), (show, "--show"), (cache, "--cache")):
         if path is not None:
@@ -547,10 +553,15 @@ def segment(
     bar = _RowBar(enabled=not quiet)
     try:
         if zero_shot:
-            results = _segment_zero_shot(
-                plan, truth, chosen, table, ignore, segmenter, detector, box_threshold,
-                background, batch_size, device, dtype, cache, bar, num_classes,
-            )  # fmt: skip
+            from occo.cli.masks import _quiet_transformers
+            from occo.eval.segment_rows import ZeroShotSettings, zero_shot_rows
+
+            _quiet_transformers()
+            zero_shot = ZeroShotSettings(segmenter, detector, box_threshold, background,
+                                         batch_size, device, dtype)  # fmt: skip
+            with user_errors():
+                results = zero_shot_rows(plan, truth, chosen, table, ignore, zero_shot, cache,
+                                         bar, num_classes, note=note)  # fmt: skip
         else:
             results = [score_maps(row, truth, row.images, ignore, num_classes) for row in plan]
     finally:
@@ -597,76 +608,6 @@ def segment(
         _console().print(_segment_table(results, names, ignore))
     if csv_path is not None:
         note(f"per row and class: {csv_path}")
-
-
-def _segment_zero_shot(
-    plan, truth, chosen, table, ignore, segmenter, detector, box_threshold, background,
-    batch_size, device, dtype, cache, bar, num_classes=None,
-):  # fmt: skip
-    from occo.eval.detectors import DetectorConfig, detector_settings, load_detector
-    from occo.eval.rowcache import RowCache
-    from occo.eval.segmentation import ZeroShotSegmenter, segment_row
-    from occo.masks.generate import DTYPES
-    from occo.masks.segmenter import load_segmenter, segmenter_source
-
-    if table is None or chosen is None:
-        fail(
-            "zero-shot segmentation prompts with class names: give --class-names FILE and --classes"
-        )
-    if background in chosen:
-        fail(
-            f"--background {background} is one of the prompted --classes; pick the unlabelled class"
-        )
-    torch_device, resolved = _device_dtype(device, dtype)
-    names = [table[c] for c in chosen]
-    try:
-        config = DetectorConfig(detector, box_threshold, 100, resolved)
-    except ValueError as exc:
-        fail(str(exc))
-    settings = {
-        **detector_settings(config, names),
-        "segmenter": segmenter_source(segmenter),
-        "class_index": {table[c]: c for c in chosen},
-        "background": background,
-    }
-    loaded: list = []
-
-    def load() -> ZeroShotSegmenter:
-        if not loaded:
-            from occo.cli.masks import _quiet_transformers
-
-            _quiet_transformers()
-            loaded.append(
-                ZeroShotSegmenter(
-                    load_detector(config, names, torch_device),
-                    load_segmenter(segmenter, device=torch_device, dtype=DTYPES[resolved]),
-                    {table[c]: c for c in chosen},
-                    background,
-                )
-            )
-            note(
-                f"zero-shot: {config.model} boxes prompting {segmenter} on {torch_device} ({resolved})"
-            )
-        return loaded[0]
-
-    for row in plan:
-        if row.origin == "manifest":
-            note(
-                f"{row.name}: {row.path} (source of an occo fuse folder; --no-sources leaves it out)"
-            )
-    return [
-        segment_row(
-            row,
-            truth,
-            load,
-            RowCache(cache, row.name, row.path, settings, "segmentations"),
-            ignore,
-            batch_size,
-            bar,
-            num_classes,
-        )  # fmt: skip
-        for row in plan
-    ]
 
 
 def _segment_table(results, names: dict[int, str], ignore) -> Table:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -107,8 +106,6 @@ def train(
     """
     from occo.data.io import folder_lock
     from occo.data.outputs import check_writable_folder, refuse_inside_inputs
-    from occo.data.pairing import pair_images
-    from occo.data.training import find_modality_dirs, split_holdout
     from occo.losses.objective import PRESETS
     from occo.runtime import cpu_amp_warning, set_threads
     from occo.train.config import TrainConfig, load_config_file
@@ -151,58 +148,19 @@ def train(
     )
 
     # Data: pairs, masks, validation pairs.
-    ir_dir, vi_dir = find_modality_dirs(dataset)
+    from occo.train.data import prepare_training_data
+
     with user_errors():
-        refuse_inside_inputs(run, (ir_dir, vi_dir), "--out")
+        data = prepare_training_data(dataset, cfg, masks=masks, val=val, run_name=run.name)
+        refuse_inside_inputs(run, (data.ir_dir, data.vi_dir), "--out")
         check_writable_folder(run, "--out")
-    pairing = pair_images(ir_dir, vi_dir)
-    if pairing.unpaired and is_main:
-        warn(
-            f"{len(pairing.unpaired)} file(s) without a partner are left out, e.g. {pairing.unpaired[0]}"
-        )
-    pairs = pairing.pairs
-    if not pairs:
-        fail(f"no image pairs in {ir_dir} and {vi_dir} (files are paired by stem)")
-    mask_source = None
-    mask_path = masks if masks is not None else dataset / "masks.h5"
-    if cfg.needs_masks or masks is not None:
-        if not mask_path.is_file():
-            fail(
-                f"no mask store at {mask_path}: run `occo masks gen {dataset}` first, pass --masks FILE, "
-                "or train without masks with --objective pixel"
-            )
-        from occo.data.training import pairs_with_masks
-        from occo.masks.store import open_mask_store
-
-        mask_source = functools.partial(open_mask_store, mask_path)
-        kept, missing, empty = pairs_with_masks(pairs, mask_source())
-        if is_main and missing:
-            warn(
-                f"{len(missing)} pair(s) have no masks in {mask_path} and are left out (e.g. {missing[0]})"
-            )
-        if is_main and empty:
-            note(
-                f"{len(empty)} pair(s) with empty masks in both modalities are left out, as in the release"
-            )
-        if not kept:
-            fail(f"none of the {len(pairs)} pairs of {dataset} has usable masks in {mask_path}")
-        pairs = kept
-    if val is not None:
-        val_ir, val_vi = find_modality_dirs(val)
-        train_pairs, val_pairs = pairs, pair_images(val_ir, val_vi).pairs
-        if not val_pairs:
-            fail(f"no image pairs in the validation folder {val}")
-    else:
-        train_pairs, val_pairs = split_holdout(pairs, cfg.val_fraction, cfg.val_max_pairs, cfg.seed)
-
-    sources = [dataset.resolve().name] + ([f"validation {val.resolve().name}"] if val else [])
-    metadata = {
-        "trained_on": f"{dataset.resolve().name} ({len(train_pairs)} pairs)",
-        "datasets": ", ".join(sources),
-        "run": run.name,
-    }
-    if mask_source is not None:
-        metadata["masks"] = str(mask_path.name)
+    if is_main:
+        for line in data.warnings:
+            warn(line)
+        for line in data.notes:
+            note(line)
+    train_pairs, val_pairs = data.train_pairs, data.val_pairs
+    mask_source, metadata = data.mask_source, data.metadata
 
     bar = progress_bar(disable=not is_main)
     task: list[Any] = []

@@ -152,3 +152,23 @@ def test_zero_shot_rows_end_to_end(app, tmp_path_factory, tmp_path, monkeypatch)
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["rows"][2]["classes"] == report["rows"][2]["classes"]
+
+
+def test_binary_0_255_masks_score_255_as_the_object_class(app, tmp_path):
+    """occo's own `masks export` writes 0/255 PNGs: the default ignore value 255 would drop
+    the object class, so such label maps are detected and 255 is scored."""
+    rng = np.random.default_rng(0)
+    labels, pred = tmp_path / "labels", tmp_path / "pred"
+    for stem in ("a", "b"):
+        mask = np.where(rng.random((12, 16)) > 0.6, 255, 0).astype(np.uint8)
+        write_image_atomic(labels / f"{stem}.png", mask)
+        write_image_atomic(pred / f"{stem}.png", mask)
+    result = runner.invoke(app, ["eval", "segment", str(pred), "--labels", str(labels), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "hold only 0 and 255" in result.output
+    report = json.loads(result.stdout)
+    assert report["ignore_index"] is None
+    assert report["rows"][0]["ignored_pixels"] == 0 and report["rows"][0]["mIoU"] == 1.0
+    explicit = runner.invoke(app, ["eval", "segment", str(pred), "--labels", str(labels),
+                                   "--json", "--ignore-index", "255", "-q"])  # fmt: skip
+    assert json.loads(explicit.stdout)["ignore_index"] == 255

@@ -14,6 +14,7 @@ __getattr__, __all__ = lazy_exports(
     __name__,
     {
         "occo.train.config": ("ConfigError", "TrainConfig", "load_config_file"),
+        "occo.train.data": ("TrainingData", "prepare_training_data"),
         "occo.train.state": ("DivergedError", "TrainingError", "load_checkpoint"),
         "occo.train.trainer": ("TrainResult", "Trainer"),
     },
