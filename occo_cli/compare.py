@@ -1,0 +1,115 @@
+"""``occo compare``: the comparison protocol (occo.eval.compare) with progress and an ETA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from occo.cli.console import (
+    err,
+    is_quiet,
+    note,
+    plain,
+    quiet_option,
+    set_quiet,
+    threads_option,
+    user_errors,
+    warn,
+)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def compare(
+    datasets: list[Path] = typer.Argument(
+        ..., metavar="DATASET", help="Dataset folders, each with ir/ and vi/ (pairs by file stem)."
+    ),
+    methods: str = typer.Option(
+        ...,
+        "--methods",
+        help="Comma-separated registered methods (`occo methods`) and folders of fused images "
+        "made elsewhere (a folder inside a dataset's folder is scored on that dataset; one "
+        "elsewhere on each dataset whose pairs it all holds).",
+    ),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder (fused/, results, tables, figures, report.html)."),
+    weights: list[str] = typer.Option(
+        [], "--weights", help="NAME=PATH: the weight file (or folder) of a method; repeatable."
+    ),
+    metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated metrics (default: all)."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Only the first N pairs (by file stem) of each dataset."
+    ),
+    pairs: str | None = typer.Option(
+        None, "--pairs", help="Stems for the qualitative figures (default: where methods differ most)."
+    ),
+    figure_pairs: int = typer.Option(3, "--figure-pairs", min=1, help="Pairs picked for each qualitative figure."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw figures and report.html (matplotlib)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring images."),
+    threads: int | None = threads_option(),
+    quiet: bool = quiet_option(),
+) -> None:
+    """Compare fusion methods on datasets under one protocol: fuse, score, measure, draw.
+
+    Each dataset is fused with each method into OUT/fused/DATASET/METHOD (as `occo fuse`:
+    a rerun reuses finished images and refuses changed settings), scored as `occo metrics`
+    scores (whole image), and each method's parameters, GFLOPs (640x480) and time per pair
+    are measured. A pair a method fails on is reported and the rest goes on. Writes
+    results.csv and results.json (a row per method x dataset x metric), table.md and
+    table.tex (best bold, second red/underlined, third italic), figures/ and report.html.
+
+    \b
+    Example:
+        occo compare data/tno data/msrs --methods fifn,seafusion,data/tno/fused/U2Fusion \\
+            --weights seafusion=SeAFusion.pth --out runs/compare
+    """
+    from occo.eval.compare import CompareEvents, CompareSettings, parse_weights
+    from occo.eval.compare import compare as run_compare
+    from occo.runtime import set_threads
+
+    set_quiet(quiet)
+    set_threads(threads)
+    with user_errors():
+        settings = CompareSettings(
+            datasets=list(datasets),
+            methods=[m.strip() for m in methods.split(",") if m.strip()],
+            out_dir=out_dir,
+            weights=parse_weights(weights),
+            metrics=None if metrics is None else tuple(m.strip() for m in metrics.split(",")),
+            limit=limit,
+            device=device,
+            workers=workers,
+            threads=threads,
+            figures=figures,
+            pairs=None if pairs is None else [p.strip() for p in pairs.split(",") if p.strip()],
+            figure_pairs=figure_pairs,
+        )
+        settings.validate()
+
+    def finished(unit, done: int, total: int, eta: float | None) -> None:
+        mean = unit.mean.get("Qabf")
+        quality = f", Qabf {mean:.4g}" if mean is not None else ""
+        how = (f"fused {unit.fused}, reused {unit.reused}" if unit.kind == "network"
+               else "folder")  # fmt: skip
+        failed = f", {len(unit.failures)} failed" if unit.failures else ""
+        speed = f", {unit.seconds_per_pair:.3g} s/pair" if unit.seconds_per_pair else ""
+        err.print(
+            plain(f"[{done}/{total}] {unit.method} on {unit.dataset}: {unit.images} scored "
+                  f"({how}{failed}){speed}{quality}; ETA {_duration(eta)}"),
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+
+    events = CompareEvents(note=None if is_quiet() else note, warn=warn, finished=finished)
+    with user_errors():
+        result = run_compare(settings, events)  # no matplotlib: its one line says what to install
+    note(f"compared {len(result.methods)} method(s) on {len(result.datasets)} dataset(s) in "
+         f"{_duration(result.seconds)}; wrote {', '.join(p.name for p in result.files[:4])} "
+         f"and {len(result.files) - 4} more in {out_dir}")  # fmt: skip
+    if not is_quiet():
+        typer.echo((Path(out_dir) / "table.md").read_text(encoding="utf-8"))

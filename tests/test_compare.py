@@ -1,0 +1,170 @@
+"""occo compare (occo.eval.compare): places, folder methods, resume, failing pairs, report."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from occo.data.io import write_image_atomic
+from occo.eval.compare import CompareError, CompareEvents, CompareSettings, compare
+from occo.eval.compare_tables import places, table_latex, table_markdown
+from tests.helpers import write_pairs
+
+METRICS = ("EN", "SD", "Qabf", "MSE")
+
+
+def _dataset(root, sizes=((30, 41), (30, 41), (27, 35))):
+    write_pairs(root, sizes=sizes)
+    return root
+
+
+def _folder_method(dataset, name="Published"):
+    """A folder of 'fused' images made elsewhere: the visible images, inside the dataset."""
+    folder = dataset / "fused" / name
+    folder.mkdir(parents=True)
+    for path in sorted((dataset / "vi").iterdir()):
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def _settings(datasets, methods, out, weights, **kw):
+    return CompareSettings(list(datasets), methods, out, weights={"fifn": weights},
+                           metrics=METRICS, figures=False, **kw)  # fmt: skip
+
+
+def test_places_ties_nan_and_direction():
+    assert places({"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.5}) == {"a": 1, "b": 2, "c": 3}
+    assert places({"a": 3.0, "b": 2.0, "c": 1.0}, higher=False) == {"c": 1, "b": 2, "a": 3}
+    # Ties share a place and the next one is skipped; NaN gets none.
+    assert places({"a": 2.0, "b": 2.0, "c": 1.0, "d": math.nan}) == {"a": 1, "b": 1, "c": 3}
+    assert places({"a": 1.0, "b": 2.0, "c": 2.0, "d": 2.0}) == {"b": 1, "c": 1, "d": 1}
+    assert places({"a": math.inf, "b": 30.0}) == {"a": 1, "b": 2}
+    assert places({"a": 1.0, "b": math.nan}) == {}  # one value: nothing to compare
+
+
+def test_compare_rows_folder_method_and_tables(tmp_path, tiny_weights):
+    from occo.eval.report import summarize
+    from occo.eval.scoring import plan_folder, score_jobs
+
+    data = _dataset(tmp_path / "ds")
+    published = _folder_method(data)
+    lines = []
+    result = compare(_settings([data], ["fifn", str(published)], tmp_path / "out", tiny_weights),
+                     CompareEvents(finished=lambda u, d, t, eta: lines.append((u.method, d, t, eta))))  # fmt: skip
+    assert [(m, d, t) for m, d, t, _ in lines] == [("fifn", 1, 2), ("Published", 2, 2)]
+    assert lines[-1][3] == 0  # nothing left
+    rows = result.rows
+    assert len(rows) == 2 * len(METRICS)
+    # The folder method's row is what occo metrics computes on it, exactly.
+    plan = plan_folder(published, data / "ir", data / "vi", list(METRICS))
+    expected = summarize([plan], score_jobs(plan.jobs))[0]
+    mine = {r["metric"]: r for r in rows if r["method"] == "Published"}
+    for metric in METRICS:
+        assert mine[metric]["mean"] == expected.mean[metric]
+        assert mine[metric]["kind"] == "folder" and mine[metric]["parameters"] is None
+    fifn = next(r for r in rows if r["method"] == "fifn")
+    assert fifn["parameters"] > 0 and fifn["gflops_640x480"] > 0 and fifn["seconds_per_pair"] > 0
+    # Places in the files: two methods, one best and one second per metric (unless tied).
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["format"] == "occo-compare" and len(written["rows"]) == len(rows)
+    csv_lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rows)
+    md, tex = table_markdown(result), table_latex(result)
+    for metric in METRICS:
+        a, b = (u.mean[metric] for u in result.units)
+        if a != b:
+            assert {r["place"] for r in rows if r["metric"] == metric} == {1, 2}
+    table = md[md.index("| method"):]
+    assert table.count("**") == 2 * len(METRICS) and table.count("<u>") >= 1
+    assert "MSE ↓" in md and "EN ↑" in md
+    assert "\\textbf{" in tex and "\\textcolor{red}{" in tex and "$\\downarrow$" in tex
+
+
+def test_folder_of_another_dataset_is_skipped(tmp_path, tiny_weights):
+    a = _dataset(tmp_path / "a")
+    b = _dataset(tmp_path / "b", sizes=((20, 24),))
+    published = _folder_method(a)
+    result = compare(_settings([a, b], ["fifn", str(published)], tmp_path / "out", tiny_weights))
+    assert [(u.dataset, u.method) for u in result.units] == [
+        ("a", "fifn"), ("a", "Published"), ("b", "fifn")]  # fmt: skip
+    assert any("not scored on b" in line for line in result.skipped)
+    with pytest.raises(CompareError, match="neither a registered method"):
+        compare(_settings([a], ["fifn", "no-such"], tmp_path / "out2", tiny_weights))
+
+
+def test_resume_after_interruption_reuses_fused_images(tmp_path, tiny_weights):
+    data = _dataset(tmp_path / "ds")
+    settings = _settings([data], ["fifn"], tmp_path / "out", tiny_weights)
+
+    def stop(done, total, what):
+        if what.startswith("fusing"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compare(settings, CompareEvents(progress=stop))
+    fused = tmp_path / "out" / "fused" / "ds" / "fifn"
+    finished = len(list(fused.glob("*.png")))  # the pairs in flight finished, the rest absent
+    assert 1 <= finished < 3
+    result = compare(settings)
+    unit = result.units[0]
+    assert (unit.reused, unit.fused, unit.images) == (finished, 3 - finished, 3)
+    again = compare(settings).units[0]
+    assert (again.reused, again.fused) == (3, 0)
+    assert again.mean == unit.mean
+    assert again.seconds_per_pair == unit.seconds_per_pair  # the record of the run that fused
+
+
+def test_a_method_failing_on_one_pair_is_reported(tmp_path, tiny_weights):
+    data = _dataset(tmp_path / "ds")
+    rng = np.random.default_rng(1)  # p1's visible image has another size: it cannot be fused
+    write_image_atomic(data / "vi" / "p1.png", rng.integers(0, 256, (22, 19, 3), dtype=np.uint8))
+    warnings = []
+    result = compare(_settings([data], ["fifn"], tmp_path / "out", tiny_weights),
+                     CompareEvents(warn=warnings.append))  # fmt: skip
+    unit = result.units[0]
+    assert list(unit.failures) == ["p1"] and unit.images == 2
+    assert set(unit.per_image) == {"p0", "p2"}
+    assert any("p1 failed" in line for line in warnings)
+    assert "(1 failed)" in table_markdown(result)
+
+
+def test_limit_uses_the_first_pairs(tmp_path, tiny_weights):
+    data = _dataset(tmp_path / "ds")
+    result = compare(_settings([data], ["fifn"], tmp_path / "out", tiny_weights, limit=2))
+    assert result.datasets[0].stems == ("p0", "p1") and result.units[0].images == 2
+
+
+def _chromium():
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+def test_report_renders_in_headless_chromium(tmp_path, tiny_weights):
+    pytest.importorskip("matplotlib")
+    data = _dataset(tmp_path / "ds", sizes=((40, 52), (40, 52)))
+    published = _folder_method(data)
+    out = tmp_path / "out"
+    settings = _settings([data], ["fifn", str(published)], out, tiny_weights)
+    settings.figures, settings.figure_pairs = True, 2
+    result = compare(settings)
+    report = out / "report.html"
+    assert report in result.files and (out / "figures" / "qualitative_ds.png").is_file()
+    assert (out / "figures" / "speed_quality.png").is_file()
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium binary (apt-get install chromium)")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+             "--virtual-time-budget=5000"]  # fmt: skip
+    dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True,
+                         timeout=60, check=True).stdout  # fmt: skip
+    assert '<table class="metrics"' in dom
+    n_images = report.read_text().count("<img ")
+    assert f'data-images-loaded="{n_images}"' in dom and 'data-images-broken="0"' in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,900", report.as_uri()],
+                   capture_output=True, timeout=60, check=True)  # fmt: skip
+    assert shot.stat().st_size > 1000
