@@ -11,7 +11,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from occo.cli import align, check, convert, export, fuse, masks, methods, metrics, train
+from occo.cli import align, check, compare, convert, export, fuse, masks, methods, metrics, train
 from occo.cli import eval as eval_cli
 from occo.cli.console import err, error_line, route_warnings
 from occo.data.errors import OccoError
@@ -71,6 +71,7 @@ COMMANDS: tuple[tuple[str, Callable[..., Any] | typer.Typer], ...] = (
     ("fuse", fuse.fuse),
     ("metrics", metrics.metrics_command),
     ("eval", eval_cli.eval_app),
+    ("compare", compare.compare),
     ("methods", methods.methods),
     ("convert", convert.convert),
     ("export", export.export),
