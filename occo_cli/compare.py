@@ -57,12 +57,9 @@ def compare(
 ) -> None:
     """Compare fusion methods on datasets under one protocol: fuse, score, measure, draw.
 
-    Each dataset is fused with each method into OUT/fused/DATASET/METHOD (as `occo fuse`:
-    a rerun reuses finished images and refuses changed settings), scored as `occo metrics`
-    scores (whole image), and each method's parameters, GFLOPs (640x480) and time per pair
-    are measured. A pair a method fails on is reported and the rest goes on. Writes
-    results.csv and results.json (a row per method x dataset x metric), table.md and
-    table.tex (best bold, second red/underlined, third italic), figures/ and report.html.
+    Each dataset is fused with each method into OUT/fused/DATASET/METHOD as `occo fuse` does (a rerun reuses finished images and refuses changed settings), scored as `occo metrics` scores (whole image), and each method's parameters, GFLOPs (640x480) and time per pair are measured. A pair a method fails on is reported and the rest goes on. A folder of fused images made elsewhere is scored as it is, on the dataset whose folder holds it (else on each dataset whose pairs it all has).
+
+    Writes results.csv and results.json (a row per method x dataset x metric), table.md and table.tex (best bold, second underlined / red, third italic; arrows give each metric's direction), figures/ (a qualitative figure per dataset, bar charts per metric, speed against quality) and report.html (opens from disk).
 
     \b
     Example:

@@ -18,6 +18,18 @@ from tests.helpers import write_pairs
 METRICS = ("EN", "SD", "Qabf", "MSE")
 
 
+@pytest.fixture(autouse=True)
+def _fast_cost(monkeypatch):
+    """describe_network counts FLOPs at 640x480 (seconds on a loaded CPU; its own tests
+    check it): the rows must carry what it says."""
+    from types import SimpleNamespace
+
+    import occo.eval.compare as module
+
+    monkeypatch.setattr(module, "_described",
+                        lambda name: SimpleNamespace(parameters=1234, gflops_640x480=5.5))  # fmt: skip
+
+
 def _dataset(root, sizes=((30, 41), (30, 41), (27, 35))):
     write_pairs(root, sizes=sizes)
     return root
@@ -68,7 +80,8 @@ def test_compare_rows_folder_method_and_tables(tmp_path, tiny_weights):
         assert mine[metric]["mean"] == expected.mean[metric]
         assert mine[metric]["kind"] == "folder" and mine[metric]["parameters"] is None
     fifn = next(r for r in rows if r["method"] == "fifn")
-    assert fifn["parameters"] > 0 and fifn["gflops_640x480"] > 0 and fifn["seconds_per_pair"] > 0
+    assert (fifn["parameters"], fifn["gflops_640x480"]) == (1234, 5.5)
+    assert fifn["seconds_per_pair"] > 0 and fifn["pairs_per_s"] == 1 / fifn["seconds_per_pair"]
     # Places in the files: two methods, one best and one second per metric (unless tied).
     written = json.loads((tmp_path / "out" / "results.json").read_text())
     assert written["format"] == "occo-compare" and len(written["rows"]) == len(rows)
@@ -143,13 +156,14 @@ def _chromium():
     return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path, tiny_weights):
     pytest.importorskip("matplotlib")
     data = _dataset(tmp_path / "ds", sizes=((40, 52), (40, 52)))
     published = _folder_method(data)
     out = tmp_path / "out"
     settings = _settings([data], ["fifn", str(published)], out, tiny_weights)
-    settings.figures, settings.figure_pairs = True, 2
+    settings.figures, settings.figure_pairs, settings.metrics = True, 2, ("EN", "Qabf")
     result = compare(settings)
     report = out / "report.html"
     assert report in result.files and (out / "figures" / "qualitative_ds.png").is_file()
@@ -159,12 +173,12 @@ def test_report_renders_in_headless_chromium(tmp_path, tiny_weights):
         pytest.skip("no chromium binary (apt-get install chromium)")
     flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
              "--virtual-time-budget=5000"]  # fmt: skip
-    dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True,
-                         timeout=60, check=True).stdout  # fmt: skip
+    shot = tmp_path / "report.png"  # one run: the DOM after load, and a screenshot
+    dom = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,900", "--dump-dom",
+                          report.as_uri()], capture_output=True, text=True, timeout=60,
+                         check=True, cwd=tmp_path).stdout  # fmt: skip
     assert '<table class="metrics"' in dom
     n_images = report.read_text().count("<img ")
+    assert n_images >= 1 + 2 * 4  # the figure, and per pair ir, vi and two methods
     assert f'data-images-loaded="{n_images}"' in dom and 'data-images-broken="0"' in dom
-    shot = tmp_path / "report.png"
-    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,900", report.as_uri()],
-                   capture_output=True, timeout=60, check=True)  # fmt: skip
     assert shot.stat().st_size > 1000
