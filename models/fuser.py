@@ -304,6 +304,8 @@ class FuseJob:
     """Where the fused PNG goes."""
     text: dict[str, str] | None = None
     """PNG text entries stored with the output (what made it)."""
+    labels: tuple[str, str] = ("infrared", "visible")
+    """What the two images are, for messages (a medical pair: ``("MRI", "PET")``)."""
 
 
 @dataclass
@@ -364,9 +366,10 @@ def read_pair(job: FuseJob, ir16: IR16Mode = "percentile", resize_vi: bool = Fal
         raise PairError(str(exc)) from None
     if ir.shape[:2] != vi.shape[:2]:
         if not resize_vi:
+            first, second = job.labels
             raise PairError(
-                f"infrared {job.ir_path} is {ir.shape[1]}x{ir.shape[0]} but visible {job.vi_path} is "
-                f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to resize visible images to the infrared size"
+                f"{first} {job.ir_path} is {ir.shape[1]}x{ir.shape[0]} but {second} {job.vi_path} is "
+                f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to resize {second} images to the {first} size"
             )
         vi = resize_like(vi, ir)
     return prepare_pair(ir, vi, ir16)
@@ -409,6 +412,8 @@ class FileFuser:
         self.workers = max(1, workers)
         self.resize_vi = resize_vi
         self.stats = FileFuseStats()
+        #: Why the run stopped early (a full or read-only disk), or None.
+        self.stop_error: str | None = None
 
     def _read(self, job: FuseJob) -> tuple[PreparedPair | None, str | None, float]:
         start = time.perf_counter()
@@ -422,11 +427,16 @@ class FileFuser:
 
     def _write(self, job: FuseJob, image: np.ndarray) -> tuple[str | None, float]:
         start = time.perf_counter()
+        from occo.data.outputs import WriteError, is_disk_error
+
         try:
             write_image_atomic(job.out_path, image, job.text)
             error = None
         except (OSError, ValueError) as exc:
-            error = f"cannot write {job.out_path}: {exc}"
+            error = str(exc) if isinstance(exc, WriteError) else f"cannot write {job.out_path}: {exc}"
+            if isinstance(exc, WriteError) or is_disk_error(exc):
+                # A full or read-only disk fails every pair after it: stop, say it once.
+                self.stop_error = error
         return error, time.perf_counter() - start
 
     def _fuse_group(
@@ -488,7 +498,7 @@ class FileFuser:
                         yield FuseOutcome(job.stem, out_path=job.out_path,
                                           inspection=self._inspections.pop(job.stem, None))  # fmt: skip
 
-            while reads:
+            while reads and self.stop_error is None:
                 job, future = reads.popleft()
                 pair, error, seconds = future.result()
                 self.stats.decode_s += seconds
@@ -504,9 +514,11 @@ class FileFuser:
                 elif sum(len(g) for g in groups.values()) > max_waiting:
                     yield from submit_fused(groups.pop(max(groups, key=lambda k: len(groups[k]))))
                 yield from finished_writes(wait=False)
-            for key in list(groups):
+            for key in list(groups) if self.stop_error is None else []:
                 yield from submit_fused(groups.pop(key))
             yield from finished_writes(wait=True)
+            for job, future in reads:  # left unread after a disk error
+                future.cancel()
         self.stats.wall_s = time.perf_counter() - started
 
     def _failed(self, stem: str, error: str) -> FuseOutcome:

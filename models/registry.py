@@ -81,7 +81,11 @@ class JsonConfig:
     def from_json(cls, text: str):
         import json
 
-        return cls.from_dict(json.loads(text))
+        try:
+            values = json.loads(text)
+        except RecursionError:  # a hostile file's metadata nested 100k deep
+            raise ValueError(f"{cls.__name__}: the config JSON is nested too deeply") from None
+        return cls.from_dict(values)
 
 
 class UnknownNetworkError(OccoError, ValueError):

@@ -309,3 +309,24 @@ def test_every_registered_network_runs_at_the_device_and_dtype_asked(device, dty
             fused = spec.finish(net(vi, ir), net.config)
         assert fused.shape == (1, 1, size, size + 2), name
         assert fused.dtype == dtype and torch.isfinite(fused).all(), name
+
+
+def test_folder_fusion_stops_at_the_first_full_disk_error(tmp_path, monkeypatch):
+    import errno
+
+    import occo.models.fuser as fuser_module
+
+    ir_dir, vi_dir = write_pairs(tmp_path / "d", sizes=[(30, 41)] * 6)
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(weights, _tiny_net())
+    written: list[str] = []
+
+    def full_disk(path, image, text=None):
+        written.append(Path(path).name)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fuser_module, "write_image_atomic", full_disk)
+    settings = FuseSettings(method="tinynet", weights=weights, device="cpu", batch_size=1, workers=1)
+    result = fuse_folder(ir_dir, vi_dir, tmp_path / "out", settings)
+    assert result.stopped is not None and "No space left" in result.stopped
+    assert result.fused == 0 and len(written) < 6  # not every pair tried after the first
