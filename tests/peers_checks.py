@@ -46,7 +46,9 @@ def fuse_arrays(
     return to_uint8(out[0])
 
 
-def golden_diff(name: str, weights: Path, golden: str, vi_name: str) -> np.ndarray:
+def golden_diff(
+    name: str, weights: Path, golden: str, vi_name: str, inputs: str = "tno01"
+) -> np.ndarray:
     """occo - authors (signed, int32) on the TNO crop (RGB order), occo with
     ``authors_output``; a gray occo output is compared with the OpenCV gray of an
     authors' three-channel file."""
@@ -57,9 +59,9 @@ def golden_diff(name: str, weights: Path, golden: str, vi_name: str) -> np.ndarr
     model = spec.make(config)
     model.load_state_dict(state)
     model.eval()
-    inputs = PEERS_DATA / "tno01"
+    folder = PEERS_DATA / inputs
     ours = fuse_arrays(
-        name, model, read_image(inputs / "ir.png"), read_image(inputs / vi_name), True
+        name, model, read_image(folder / "ir.png"), read_image(folder / vi_name), True
     )
     theirs = read_image(PEERS_DATA / name / golden)
     if ours.ndim == 2 and theirs.ndim == 3:
