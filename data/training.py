@@ -59,7 +59,8 @@ class MaskReader(Protocol):
 
 
 def find_modality_dirs(root: str | Path) -> tuple[Path, Path]:
-    """The infrared and visible folders of a dataset (``ir/`` and ``vi/`` or common aliases).
+    """The infrared and visible folders of a dataset (``ir/`` and ``vi/`` or common aliases),
+    or a medical dataset's ``MRI/`` and its ``CT/``, ``PET/`` or ``SPECT/`` (any case).
 
     Args:
         root: dataset folder.
@@ -73,6 +74,12 @@ def find_modality_dirs(root: str | Path) -> tuple[Path, Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
+    from occo.data.modality import ModalityError, dataset_folders
+
+    try:  # a medical dataset: MRI/ in the infrared place, CT/, PET/ or SPECT/ in the visible
+        return dataset_folders(root)[:2]
+    except ModalityError:
+        pass
     found = []
     for names, what in ((IR_DIR_NAMES, "infrared"), (VI_DIR_NAMES, "visible")):
         folder = next((root / n for n in names if (root / n).is_dir()), None)

@@ -339,8 +339,13 @@ def plan_source_rows(
     wanted = tuple(m for m in (metrics or METRIC_NAMES) if m in SOURCE_ROW_METRICS)
     taken = {p.method for p in plans}
     rows = []
+    from occo.data.modality import task_of_sources
+
+    # A medical pair's rows are named by modality (MRI, PET), an infrared-visible pair's by role.
+    labels = task_of_sources(base.sources.ir_dir, base.sources.vi_dir).labels
     for role, folder in (("infrared", base.sources.ir_dir), ("visible", base.sources.vi_dir)):
-        name = role if role not in taken else f"{role} (source)"
+        label = labels[role == "visible"]
+        name = label if label not in taken else f"{label} (source)"
         image = "ir" if role == "infrared" else "vi"
         jobs = [
             ImageJob(name, getattr(job, image), job.ir, job.vi, wanted) for job in pairs.values()

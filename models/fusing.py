@@ -70,6 +70,11 @@ class FuseSettings:
     """Warp each infrared image onto its visible one before fusing (occo.data.align; pairs
     already aligned or with an unreliable estimate are left as they are); each transform
     is recorded in its PNG and the manifest."""
+    modalities: str | None = _setting(None, pixels=False)
+    """The pair's images as FIRST,SECOND, e.g. ``MRI,PET`` (medical: MRI first, CT, PET or
+    SPECT second, whose colour is kept); None: from the folder names (MRI/, CT/, PET/,
+    SPECT/, any case; occo.data.modality), else infrared,visible. It names the images in
+    messages and the manifest; the pixels are the same."""
     overwrite: bool = _setting(False, pixels=False)
     """Redo every output, replacing files already in the output folder."""
     threads: int | None = _setting(None, pixels=False)
@@ -90,6 +95,10 @@ class FuseSettings:
             )
         if self.batch_size < 1 or self.workers < 1:
             raise FuseSetupError("--batch-size and --workers must be at least 1")
+        if self.modalities is not None:
+            from occo.data.modality import parse_modalities
+
+            parse_modalities(self.modalities)
 
 
 def pixel_fields() -> tuple[str, ...]:
@@ -314,20 +323,26 @@ class PairSet:
     """Information lines (hidden files left out)."""
     warnings: list[str] = field(default_factory=list)
     """Lines that need attention (subfolders not searched)."""
+    task: Any = None
+    """The pair's modalities (occo.data.modality.Task); None: infrared and visible."""
 
 
-def collect_pairs(ir_in: Path, vi_in: Path, out_dir: Path) -> PairSet:
+def collect_pairs(ir_in: Path, vi_in: Path, out_dir: Path, task=None) -> PairSet:  # noqa: ANN001
     """Two folders paired by stem, or two image files as one pair; the output folder is
-    checked to be outside them and writable before any work.
+    checked to be outside them and writable before any work. ``task`` (an
+    occo.data.modality.Task) names the images in messages (default: infrared, visible).
 
     Raises:
         FuseSetupError, OccoError: inputs that are not folders or images, no pairs, an
         output inside an input or not writable.
     """
+    from occo.data.modality import IVIF
     from occo.data.outputs import check_writable_folder, refuse_inside_inputs
     from occo.data.pairing import IMAGE_EXTENSIONS, pair_images
 
     ir_in, vi_in, out_dir = Path(ir_in), Path(vi_in), Path(out_dir)
+    task = task or IVIF
+    first, second = task.labels
 
     def check_folders(ir_dir: Path, vi_dir: Path) -> None:
         for label, folder in (("IR_DIR", ir_dir), ("VI_DIR", vi_dir)):
@@ -343,14 +358,14 @@ def collect_pairs(ir_in: Path, vi_in: Path, out_dir: Path) -> PairSet:
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 raise FuseSetupError(f"{path} is not an image file ({', '.join(IMAGE_EXTENSIONS)})")
         check_folders(ir_in.parent, vi_in.parent)
-        return PairSet([(ir_in.stem, ir_in, vi_in)], {}, ir_in.parent, vi_in.parent)
+        return PairSet([(ir_in.stem, ir_in, vi_in)], {}, ir_in.parent, vi_in.parent, task=task)
     check_folders(ir_in, vi_in)
     pairing = pair_images(ir_in, vi_in)
-    found = PairSet(list(pairing.pairs), {}, ir_in, vi_in)
+    found = PairSet(list(pairing.pairs), {}, ir_in, vi_in, task=task)
     for path in pairing.only_first:
-        found.failures[path.stem] = f"{path} has no visible partner in {vi_in}"
+        found.failures[path.stem] = f"{path} has no {second} partner in {vi_in}"
     for path in pairing.only_second:
-        found.failures[path.stem] = f"{path} has no infrared partner in {ir_in}"
+        found.failures[path.stem] = f"{path} has no {first} partner in {ir_in}"
     if pairing.hidden:
         found.notes.append(
             f"left out {len(pairing.hidden)} hidden file(s) (name starts with '.'): "
@@ -459,6 +474,8 @@ class FuseResult:
     """Why the manifest could not be written, or None."""
     world_size: int = 1
     """Processes that shared the pairs."""
+    stopped: str | None = None
+    """Why the run stopped before the end (a full or read-only disk), or None."""
 
     @property
     def done(self) -> int:
@@ -496,7 +513,10 @@ def fuse_folder(
     events = events or FuseEvents()
     settings.validate()
     ir, vi, out_dir = Path(ir), Path(vi), Path(out_dir)
-    found = collect_pairs(ir, vi, out_dir)
+    from occo.data.modality import GrayCheck, resolve_task
+
+    task = resolve_task(settings.modalities, ir, vi)
+    found = collect_pairs(ir, vi, out_dir, task)
     dist, device = init_distributed(settings.device)
     try:
         lead = dist.is_main
@@ -507,7 +527,8 @@ def fuse_folder(
                 events._say("warn", line)
         setup = build_fuser(settings, events if lead else FuseEvents(), device=device)
         record = provenance(settings, file_sha256(setup.weights), setup.resolved)
-        jobs = [FuseJob(stem, i, v, out_dir / f"{stem}.png") for stem, i, v in found.pairs]
+        jobs = [FuseJob(stem, i, v, out_dir / f"{stem}.png", labels=task.labels)
+                for stem, i, v in found.pairs]  # fmt: skip
         for job in jobs:
             job.text = {OUTPUT_KEY: output_record(record, job.ir_path, job.vi_path)}
         lock = folder_lock(out_dir, "occo fuse") if lead else _no_lock()
@@ -534,9 +555,10 @@ def fuse_folder(
             runner_class = FileFuser
             if settings.align:
                 from occo.models.fuse_align import AligningFileFuser as runner_class
+            inspect = check if threshold > 0 else None
+            gray = GrayCheck(task, inspect) if task.color_expected else None
             runner = runner_class(setup.fuser, workers=settings.workers,
-                                  resize_vi=settings.resize_vi,
-                                  inspect=check if threshold > 0 else None)  # fmt: skip
+                                  resize_vi=settings.resize_vi, inspect=gray or inspect)  # fmt: skip
             if setup.budget is not None and events.warn is not None:
                 budget = setup.budget
                 setup.fuser.on_memory_plan = lambda h, w, p: events._say(
@@ -550,6 +572,10 @@ def fuse_folder(
                 for outcome in runner.run(todo):
                     if outcome.error:
                         failures[outcome.stem] = outcome.error
+                    if gray is not None:  # the second image gray where colour is expected
+                        outcome.inspection, line = gray.report(outcome.stem, outcome.inspection)
+                        if line:
+                            events._say("warn", line)
                     if line := check.report(outcome.stem, outcome.inspection):
                         events._say("warn", line)
                     if events.pair is not None:
@@ -572,6 +598,7 @@ def fuse_folder(
                                 world_size=dist.world_size)  # fmt: skip
             check.results = merged["registration"]
             result.misaligned_summary = check.summary()
+            result.stopped = runner.stop_error
             # A rerun with nothing to do keeps the record of the run that made the images.
             if lead and (plan.todo or not (out_dir / MANIFEST_NAME).is_file()):
                 done = [j for j in jobs if j.stem not in result.failures and j.out_path.exists()]
@@ -654,6 +681,8 @@ def _write_manifest(out_dir, found, setup, settings, record, stats, merged, done
             registration=check.record() if check else None,
             alignment=alignment_record(merged["alignment"], [(j.stem, j.out_path) for j in done])
             if settings.align else None,
+            **({"task": found.task.name, "modalities": list(found.task.labels)}
+               if found.task is not None and found.task.medical else {}),
         )  # fmt: skip
     except (OccoError, OSError) as exc:
         return f"could not write the manifest in {out_dir}: {exc}"

@@ -27,16 +27,17 @@ def fuse(
         ...,
         metavar="IR_DIR",
         help="Folder of infrared images, or one infrared image file, or an infrared video /"
-        " folder of frames.",
+        " folder of frames. Medical: the MRI folder (MRI_DIR), or a dataset folder holding"
+        " MRI/ and CT/, PET/ or SPECT/ (then give only OUT_DIR after it).",
     ),
     vi_dir: Path = typer.Argument(
         ...,
         metavar="VI_DIR",
         help="Folder of visible images (paired with IR_DIR by file stem), one visible image"
-        " file, or a video.",
+        " file, or a video. Medical: the CT, PET or SPECT folder (its colour is kept).",
     ),
-    out_dir: Path = typer.Argument(
-        ...,
+    out_dir: Path | None = typer.Argument(
+        None,
         metavar="OUT_DIR",
         help="Folder for the fused PNGs (created; outside the inputs), or a video file"
         " (.mp4, .avi, .mkv, .mov).",
@@ -103,6 +104,13 @@ def fuse(
     ),
     start: float = typer.Option(0.0, "--start", min=0.0, help="Video: seconds to skip."),
     frames: int | None = typer.Option(None, "--frames", min=1, help="Video: most frames to fuse."),
+    modalities: str | None = typer.Option(
+        None,
+        "--modalities",
+        help="What the two inputs are, FIRST,SECOND: MRI,PET (or MRI,CT, MRI,SPECT; the"
+        " second image's colour is kept) or ir,vi \\[default: from the folder names MRI/,"
+        " CT/, PET/, SPECT/ (any case), else infrared,visible].",
+    ),
     misaligned_px: float | None = typer.Option(
         None,
         "--misaligned-px",
@@ -117,6 +125,8 @@ def fuse(
 
     Outputs keep the input size, and colour when the visible image is colour (the fused luminance replaces the visible Y; its Cb/Cr are kept). Each PNG records what made it (weights SHA-256, the settings that change pixels, occo version, source files): a rerun with the same settings skips finished outputs, so an interrupted run resumes; other settings, or files occo did not write, are refused unless --overwrite. Bad pairs are reported and skipped; the exit code is 1 if any pair failed. OUT_DIR/occo-fuse.json records sources, weights, settings and timings, so `occo metrics OUT_DIR` finds the sources by itself.
 
+    Medical images: MRI first, then CT, PET or SPECT (`occo fuse MRI_DIR PET_DIR OUT_DIR`, or `occo fuse DATASET OUT_DIR` for a folder holding MRI/ and PET/); the folder names say the task. The fused luminance replaces the PET/SPECT image's Y and its Cb/Cr are kept exactly (YCbCr, as CoCoNet does); MRI-CT pairs are gray. A gray PET/SPECT image is fused gray, with a warning line.
+
     Video: when an input or OUT is a video, two videos (or folders of numbered frames) are fused frame by frame into a video with the visible stream's size and frame rate (.mp4/.mov: mp4v, .avi: MJPG, .mkv: lossless FFV1), streaming, in batches. Streams of different rates or lengths are paired by timestamp; the frames dropped or repeated are counted. OUT appears only when complete (an interrupted run keeps OUT.partial.EXT); OUT.EXT.occo-fuse.json records the run.
 
     \b
@@ -124,6 +134,8 @@ def fuse(
         occo convert occo.pth fifn.safetensors
         occo fuse data/tno/ir data/tno/vi fused/tno --weights fifn.safetensors
         occo fuse ir/0001.png vi/0001.png fused/              # one pair
+        occo fuse medical/PET-MRI/test/MRI medical/PET-MRI/test/PET fused/pet-mri
+        occo fuse medical/SPECT-MRI/test fused/spect-mri      # holds MRI/ and SPECT/
         occo fuse ir/ vi/ fused/ --device cuda --batch-size 16 --tile 1024
         occo fuse ir/ vi/ fused/ --weights runs/fmb/best.safetensors
         occo fuse ir/ vi/ fused-sea/ --method seafusion --weights SeAFusion.pth
@@ -138,10 +150,18 @@ def fuse(
     from occo.runtime import set_threads
 
     set_quiet(quiet)
+    if out_dir is None:  # occo fuse DATASET OUT_DIR: a medical dataset folder
+        from occo.data.modality import ModalityError, dataset_folders
+
+        try:
+            ir_dir, vi_dir, out_dir = (*dataset_folders(ir_dir)[:2], vi_dir)
+        except ModalityError as exc:
+            fail(f"{exc}; or give three paths: IR_DIR VI_DIR OUT_DIR")
     settings = FuseSettings(
         method=method, weights=weights, backend=backend, device=device, amp=amp, tile=tile,
         batch_size=batch_size, ir16=ir16, authors_output=authors_output, resize_vi=resize_vi,
         workers=workers, misaligned_px=misaligned_px, overwrite=overwrite, threads=threads,
+        modalities=modalities,
     )  # fmt: skip
     with user_errors():
         settings.validate()
@@ -204,6 +224,9 @@ def _render(result) -> None:
         warn(result.manifest_warning)
     if result.misaligned_summary:
         warn(result.misaligned_summary)
+    if result.stopped:
+        fail(f"stopped: {result.stopped}; {result.fused} pair(s) fused into {result.out_dir} "
+             "this run; free space (or make it writable) and run the same command again")  # fmt: skip
     if result.interrupted:
         err.print(
             f"[yellow]interrupted:[/] {result.fused} pair(s) fused into {plain(result.out_dir)} this run, "

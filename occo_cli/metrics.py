@@ -248,7 +248,13 @@ def _score_and_report(plans, options, source_rows, workers, csv_path, as_json, o
     # Off a terminal rich assumes 80 columns; give the table room instead of squeezing it.
     console = out if out.is_terminal else Console(width=max(out.width, 160))
     if metric_columns(plans):
-        console.print(metrics_table(summaries, metric_columns(plans)))
+        from occo.data.modality import medical_caption, task_of_sources
+        from occo.eval.metrics import CONVENTIONS
+
+        tasks = {task_of_sources(p.sources.ir_dir, p.sources.vi_dir) for p in plans
+                 if p.sources.ir_dir is not None}  # fmt: skip
+        caption = medical_caption(CONVENTIONS, tasks)
+        console.print(metrics_table(summaries, metric_columns(plans), caption=caption))
     print_region_tables(console, plans, summaries)
     for summary in summaries:
         gaps = {k: v for k, v in summary.undefined.items() if v}
