@@ -45,7 +45,6 @@ from occo.data.errors import OccoError
 from occo.data.io import write_bytes_atomic
 from occo.data.version import OCCO_VERSION
 from occo.models.checkpoint import load_weights, read_weights_metadata
-from occo.models.registry import spec_of
 from occo.models.onnx_engine import (
     INPUT_NAMES,
     INSTALL_HINT,
@@ -55,6 +54,7 @@ from occo.models.onnx_engine import (
     create_session,
     require_onnxruntime,
 )
+from occo.models.registry import spec_of
 
 #: Opset used by default: LayerNormalization is a single ONNX op from 17 on.
 DEFAULT_OPSET = 17

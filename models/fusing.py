@@ -218,7 +218,11 @@ def build_fuser(
 
     budget = None
     if settings.tile is None and spec.memory_scale is not None:
-        budget = memory_budget(torch_device, settings.memory_limit)
+        try:
+            limit = {} if settings.memory_limit is None else {"limit": settings.memory_limit}
+            budget = memory_budget(torch_device, **limit)
+        except ValueError as exc:  # a bad OCCO_MEMORY_LIMIT or memory_limit
+            raise FuseSetupError(str(exc)) from None
     try:
         fuser = Fuser(loaded.model, device=torch_device,
                       amp="auto" if settings.amp is None else settings.amp, tile=settings.tile,
