@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from occo.cli.console import fail, note, out, progress_bar, warn
+from occo.cli.console import fail, note, out, plain, progress_bar, warn
 
 MANIFEST_SUFFIX = ".occo-fuse.json"
 
@@ -153,7 +153,7 @@ def fuse_video(
     except (OccoError, OSError) as exc:
         warn(f"could not write the record {out_path.name}{MANIFEST_SUFFIX}: {exc}")
     out.print(
-        f"fused {stats.frames} frames into {out_path} ({width}x{height}, {out_fps:g} fps, "
+        f"fused {stats.frames} frames into {plain(out_path)} ({width}x{height}, {out_fps:g} fps, "
         f"{sink.codec}) in {wall:.1f} s, {stats.frames / wall:.2f} frames/s on {setup.device}",
         highlight=False,
         soft_wrap=True,
