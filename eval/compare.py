@@ -361,7 +361,9 @@ def compare(settings: CompareSettings, events: CompareEvents | None = None) -> C
     wanted = tuple(settings.metrics) if settings.metrics is not None else METRIC_NAMES
     unknown = [m for m in wanted if m not in METRIC_NAMES]
     if unknown:
-        raise CompareError(f"--metrics: unknown {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)}")
+        raise CompareError(
+            f"--metrics: unknown {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)}"
+        )
     if settings.figures:
         from occo.eval.compare_figures import require_matplotlib
 
@@ -524,7 +526,9 @@ def _score(dataset: Dataset, unit: Unit, settings: CompareSettings, events: Comp
                 scores.append(score_image(job))
             except ScoringError as exc:
                 unit.failures[job.fused.stem] = f"not scored: {exc}"
-                events._say("warn", f"{unit.method} on {dataset.name}: {exc}; the other images go on")
+                events._say(
+                    "warn", f"{unit.method} on {dataset.name}: {exc}; the other images go on"
+                )
             if settings.workers <= 1 or len(plan.jobs) <= 1:
                 progress.step(f"{what}: {job.fused.stem}")
     scores = sorted(scores, key=lambda s: s.image)

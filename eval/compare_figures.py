@@ -65,11 +65,19 @@ class Figures:
     @property
     def files(self) -> list[Path]:
         """Every figure file (thumbnails left out)."""
-        return [*self.qualitative.values(), *self.bars.values(), *([self.speed] if self.speed else [])]
+        return [
+            *self.qualitative.values(),
+            *self.bars.values(),
+            *([self.speed] if self.speed else []),
+        ]
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
-    image = image if image.dtype == np.uint8 else cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    image = (
+        image
+        if image.dtype == np.uint8
+        else cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    )
     if image.ndim == 2:
         return np.repeat(image[..., None], 3, axis=2)
     return image[..., :3]
@@ -109,7 +117,9 @@ def pick_pairs(fused: dict[str, dict[str, Path]], stems, count: int) -> list[str
     return sorted(spread, key=lambda s: -spread[s])[:count]
 
 
-def choose_boxes(ir: np.ndarray, vi: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+def choose_boxes(
+    ir: np.ndarray, vi: np.ndarray
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """``((x, y, size), (x, y, size))``: the red box (salient warm infrared region) and the
     green box (detailed visible region, not overlapping the red one); squares."""
     ir_g, vi_g = _gray(ir), _gray(vi)
@@ -218,7 +228,9 @@ def bar_chart(plt, result, metric: str, path: Path) -> Path:
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel(f"{metric} {'↑' if higher_is_better(metric) else '↓'}")
     ax.set_title(f"{metric} (mean ± std over pairs)", fontsize=9)
-    ax.legend(fontsize=6, ncol=min(4, len(methods)), frameon=False)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high + 0.18 * (high - low))  # room for the legend above the bars
+    ax.legend(fontsize=6, ncol=min(4, len(methods)), frameon=False, loc="upper center")
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
@@ -227,6 +239,8 @@ def bar_chart(plt, result, metric: str, path: Path) -> Path:
 
 def speed_figure(plt, result, path: Path, metric: str = "Qabf") -> Path | None:
     """``metric`` against pairs/s per dataset, marker area by parameter count."""
+    from matplotlib.ticker import FormatStrFormatter
+
     if metric not in result.metrics:
         metric = result.metrics[0]
     timed = [u for u in result.units if u.pairs_per_s and u.parameters]
@@ -247,6 +261,10 @@ def speed_figure(plt, result, path: Path, metric: str = "Qabf") -> Path | None:
                         (unit.pairs_per_s, unit.mean.get(metric, math.nan)),
                         fontsize=6, xytext=(4, 4), textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+        ax.tick_params(axis="x", which="both", labelsize=6)
+        ax.margins(0.2)
         ax.set_xlabel(f"pairs/s ({', '.join(sorted({u.device for u in timed}))})")
         ax.set_ylabel(metric)
         ax.set_title(f"{name}: {metric} against speed; area: parameters", fontsize=8)
@@ -263,7 +281,9 @@ def thumbnail(source: Path, target: Path, width: int = THUMB_WIDTH) -> Path:
     if w > width:
         rgb = cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(target), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88]):
+    if not cv2.imwrite(
+        str(target), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88]
+    ):
         raise OSError(f"could not write {target}")
     return target
 

@@ -54,7 +54,9 @@ def metrics_table_html(result, dataset: str) -> str:
     """One dataset's table, places as classes best / second / third."""
     units = [u for u in result.units if u.dataset == dataset]
     ranks = dataset_places(result, dataset)
-    head = "".join(f"<th>{escape(m)} {'↑' if higher_is_better(m) else '↓'}</th>" for m in result.metrics)
+    head = "".join(
+        f"<th>{escape(m)} {'↑' if higher_is_better(m) else '↓'}</th>" for m in result.metrics
+    )
     rows = []
     for unit in units:
         cells = []
@@ -65,7 +67,9 @@ def metrics_table_html(result, dataset: str) -> str:
         params = "—" if unit.parameters is None else f"{unit.parameters / 1e6:.3g}M"
         gflops = "—" if unit.gflops is None else f"{unit.gflops:.3g}"
         speed = "—" if unit.seconds_per_pair is None else f"{unit.seconds_per_pair:.3g}"
-        failed = f' <span class="warn">({len(unit.failures)} failed)</span>' if unit.failures else ""
+        failed = (
+            f' <span class="warn">({len(unit.failures)} failed)</span>' if unit.failures else ""
+        )
         rows.append(f"<tr><td>{escape(unit.method)}{failed}</td>{''.join(cells)}"
                     f"<td>{params}</td><td>{gflops}</td><td>{speed}</td></tr>")  # fmt: skip
     return (f'<table class="metrics" data-dataset="{escape(dataset)}"><tr><th>method</th>{head}'
@@ -110,11 +114,13 @@ def report_html(result, figures) -> str:
         if dataset.name in figures.qualitative:
             parts.append(f'<img class="fig" src="{_rel(figures.qualitative[dataset.name], base)}" '
                          f'alt="qualitative {escape(dataset.name)}">')  # fmt: skip
-    parts.append("<h2>Metrics per dataset</h2><div class=\"bars\">")
+    parts.append('<h2>Metrics per dataset</h2><div class="bars">')
     parts += [f'<img src="{_rel(p, base)}" alt="{escape(m)}">' for m, p in figures.bars.items()]
     parts.append("</div>")
     if figures.speed is not None:
-        parts.append(f'<h2>Speed and quality</h2><img class="fig" src="{_rel(figures.speed, base)}" alt="speed">')
+        parts.append(
+            f'<h2>Speed and quality</h2><img class="fig" src="{_rel(figures.speed, base)}" alt="speed">'
+        )
     parts.append("<h2>Every pair</h2>")
     for dataset in result.datasets:
         parts.append(f"<h3>{escape(dataset.name)}</h3>")

@@ -38,7 +38,9 @@ def places(values: Mapping[str, float], higher: bool = True) -> dict[str, int]:
         return {}
     ranked = {}
     for key, value in defined.items():
-        better = sum(1 for other in defined.values() if (other > value if higher else other < value))
+        better = sum(
+            1 for other in defined.values() if (other > value if higher else other < value)
+        )
         if better < 3:
             ranked[key] = better + 1
     return ranked
@@ -106,20 +108,47 @@ def results_dict(result) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "metrics": result.metrics,
         "higher_is_better": {m: higher_is_better(m) for m in result.metrics},
-        "datasets": [{"name": d.name, "folder": str(d.root), "ir_dir": str(d.ir_dir),
-                      "vi_dir": str(d.vi_dir), "pairs": list(d.stems)} for d in result.datasets],  # fmt: skip
-        "methods": [{"name": m.name, "network": m.network,
-                     "folder": None if m.folder is None else str(m.folder),
-                     "weights": None if m.weights is None else str(m.weights)}
-                    for m in result.methods],  # fmt: skip
+        "datasets": [
+            {
+                "name": d.name,
+                "folder": str(d.root),
+                "ir_dir": str(d.ir_dir),
+                "vi_dir": str(d.vi_dir),
+                "pairs": list(d.stems),
+            }
+            for d in result.datasets
+        ],  # fmt: skip
+        "methods": [
+            {
+                "name": m.name,
+                "network": m.network,
+                "folder": None if m.folder is None else str(m.folder),
+                "weights": None if m.weights is None else str(m.weights),
+            }
+            for m in result.methods
+        ],  # fmt: skip
         "skipped": result.skipped,
-        "units": [{"dataset": u.dataset, "method": u.method, "kind": u.kind, "folder": str(u.folder),
-                   "images": u.images, "fused": u.fused, "reused": u.reused, "failures": u.failures,
-                   "device": u.device, "parameters": u.parameters, "gflops_640x480": u.gflops,
-                   "seconds_per_pair": u.seconds_per_pair,
-                   "per_image": {s: {k: json_number(v) for k, v in vals.items()}
-                                 for s, vals in u.per_image.items()}}
-                  for u in result.units],  # fmt: skip
+        "units": [
+            {
+                "dataset": u.dataset,
+                "method": u.method,
+                "kind": u.kind,
+                "folder": str(u.folder),
+                "images": u.images,
+                "fused": u.fused,
+                "reused": u.reused,
+                "failures": u.failures,
+                "device": u.device,
+                "parameters": u.parameters,
+                "gflops_640x480": u.gflops,
+                "seconds_per_pair": u.seconds_per_pair,
+                "per_image": {
+                    s: {k: json_number(v) for k, v in vals.items()}
+                    for s, vals in u.per_image.items()
+                },
+            }
+            for u in result.units
+        ],  # fmt: skip
         "rows": [clean(r) for r in result.rows],
     }
 
@@ -156,7 +185,13 @@ def table_markdown(result) -> str:
             continue
         ranks = dataset_places(result, dataset.name)
         lines += [f"### {dataset.name} ({len(dataset.stems)} pairs)", ""]
-        head = ["method", *(f"{m} {_arrow(m)}" for m in result.metrics), "params", "GFLOPs", "s/pair"]
+        head = [
+            "method",
+            *(f"{m} {_arrow(m)}" for m in result.metrics),
+            "params",
+            "GFLOPs",
+            "s/pair",
+        ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for unit in units:
             cells = []

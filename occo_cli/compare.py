@@ -37,19 +37,29 @@ def compare(
         "made elsewhere (a folder inside a dataset's folder is scored on that dataset; one "
         "elsewhere on each dataset whose pairs it all holds).",
     ),
-    out_dir: Path = typer.Option(..., "--out", help="Output folder (fused/, results, tables, figures, report.html)."),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Output folder (fused/, results, tables, figures, report.html)."
+    ),
     weights: list[str] = typer.Option(
         [], "--weights", help="NAME=PATH: the weight file (or folder) of a method; repeatable."
     ),
-    metrics: str | None = typer.Option(None, "--metrics", help="Comma-separated metrics (default: all)."),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="Comma-separated metrics (default: all)."
+    ),
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Only the first N pairs (by file stem) of each dataset."
     ),
     pairs: str | None = typer.Option(
-        None, "--pairs", help="Stems for the qualitative figures (default: where methods differ most)."
+        None,
+        "--pairs",
+        help="Stems for the qualitative figures (default: where methods differ most).",
     ),
-    figure_pairs: int = typer.Option(3, "--figure-pairs", min=1, help="Pairs picked for each qualitative figure."),
-    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw figures and report.html (matplotlib)."),
+    figure_pairs: int = typer.Option(
+        3, "--figure-pairs", min=1, help="Pairs picked for each qualitative figure."
+    ),
+    figures: bool = typer.Option(
+        True, "--figures/--no-figures", help="Draw figures and report.html (matplotlib)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes scoring images."),
     threads: int | None = threads_option(),

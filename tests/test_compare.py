@@ -92,7 +92,7 @@ def test_compare_rows_folder_method_and_tables(tmp_path, tiny_weights):
         a, b = (u.mean[metric] for u in result.units)
         if a != b:
             assert {r["place"] for r in rows if r["metric"] == metric} == {1, 2}
-    table = md[md.index("| method"):]
+    table = md[md.index("| method") :]
     assert table.count("**") == 2 * len(METRICS) and table.count("<u>") >= 1
     assert "MSE ↓" in md and "EN ↑" in md
     assert "\\textbf{" in tex and "\\textcolor{red}{" in tex and "$\\downarrow$" in tex
@@ -153,7 +153,9 @@ def test_limit_uses_the_first_pairs(tmp_path, tiny_weights):
 
 
 def _chromium():
-    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    return next(
+        (b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+    )
 
 
 @pytest.mark.slow
