@@ -234,12 +234,15 @@ class Fuser:
         spec = self.spec
         vi_y = luminance(vi) if vi.shape[1] == 1 or spec.luminance is None else spec.luminance(vi)
         raw = self.raw(vi_y, ir)
-        fused_y = (raw if self._finished else spec.finish(raw, self.config)).clamp_(0, 1)
+        finished = raw if self._finished else spec.finish(raw, self.config)
+        fused_y = finished.clamp(0, 1)
         # A network's own compose also runs for gray (e.g. SeAFusion min-maxes after it).
         gray = vi.shape[1] == 1 and spec.compose is None
         if gray or (self.authors_output and not spec.authors_color):
             return fused_y
-        return (spec.compose or compose_color)(fused_y, vi)
+        # Some authors recolour the unclamped luminance (MUFusion's colour script).
+        y = finished if spec.compose_unclamped else fused_y
+        return (spec.compose or compose_color)(y, vi).clamp_(0, 1)
 
     def fuse_batch(self, pairs: Sequence[PreparedPair]) -> list[np.ndarray]:
         """Fuse pairs of one size and colour in one network call.

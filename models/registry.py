@@ -159,10 +159,15 @@ class NetworkSpec:
     """``config -> px``: the smallest height or width the network takes."""
     luminance: Callable[[Any], Any] | None = None
     """``rgb (B, 3, H, W) in [0, 1] -> (B, 1, H, W)``: the visible luminance the network is
-    fed, with its authors' coefficients; None: occo's (the OCCO release's YCbCr Y)."""
+    fed, with its authors' coefficients; None: occo's (the OCCO release's YCbCr Y). A
+    network that takes the RGB image itself (IFCNN's authors feed it) returns it unchanged
+    (B, 3, H, W): the Fuser, its tiles and batches pass whatever this returns."""
     compose: Callable[[Any, Any], Any] | None = None
     """``(fused_y, vi_rgb) -> rgb``: how colour is put back; None: occo's (fused Y with the
     visible image's Cb/Cr, occo.data.normalize.compose_color)."""
+    compose_unclamped: bool = False
+    """Whether :attr:`compose` gets the finished luminance before it is clamped to [0, 1]
+    (as some authors recolour it); the colour image is clamped after."""
     authors_color: bool = True
     """Whether the authors' own test script writes colour for a colour visible image.
     False: it writes the gray fused luminance; ``--authors-output`` then does the same."""

@@ -139,12 +139,15 @@ register_network(
         config_class=IFCNNConfig,
         build=IFCNN,
         finish=_finish,
+        # The authors feed the visible image's RGB (IFCNN_Main.py): the network takes it.
+        luminance=lambda rgb: rgb,
         # 7x7 conv1, then three 3x3 convs deep (conv2, conv3), 1x1 conv4.
         receptive_margin=lambda config: 5,
         fold=fold_batchnorm,
         authors_color=False,
         memory_scale=_memory_scale,
-        onnx=True,
+        # Exported graphs take one visible channel; IFCNN takes the RGB of colour images.
+        onnx=False,
         read_release=_read_release,
         release=ReleasedWeights(
             url="https://github.com/uzeful/IFCNN/raw/"
