@@ -78,3 +78,17 @@ def ycrcb_to_rgb(y: Tensor, cr: Tensor, cb: Tensor) -> Tensor:
     g = y - 0.714 * (cr - 0.5) - 0.344 * (cb - 0.5)
     b = y + 1.773 * (cb - 0.5)
     return torch.cat((r, g, b), 1).clamp(0, 1)
+
+
+def ycrcb_to_rgb_8bit(y: Tensor, cr: Tensor, cb: Tensor) -> Tensor:
+    """``cv2.cvtColor(uint8, YCrCb2RGB)`` / 255 (14-bit fixed point): Y is truncated to
+    8 bits first (``astype(uint8)``, as scripts do before converting), Cr and Cb are
+    8-bit values / 255. Each input (B, 1, H, W); output (B, 3, H, W) in [0, 1]."""
+    yq = (y.double().clamp(0, 1) * 255).floor().to(torch.int32)
+    crq = (cr.double() * 255).round().to(torch.int32) - 128
+    cbq = (cb.double() * 255).round().to(torch.int32) - 128
+    half = 1 << 13
+    r = yq + ((crq * 22987 + half) >> 14)
+    g = yq + ((cbq * -5636 + crq * -11698 + half) >> 14)
+    b = yq + ((cbq * 29049 + half) >> 14)
+    return (torch.cat((r, g, b), 1).clamp(0, 255).to(y.dtype) / 255)
