@@ -40,8 +40,9 @@ class FuseSettings:
     marks the settings that change fused images: they form the provenance that resume
     compares (with the weights' SHA-256 and occo's version)."""
 
-    method: str = _setting("fifn", pixels=True)
-    """Registered network (``occo methods``)."""
+    method: str | None = _setting(None, pixels=True)
+    """Registered network (``occo methods``); None: the network an occo weight file
+    records (a training run's weights name theirs), else FIFN."""
     weights: Path | None = _setting(None, pixels=False)
     """Weight file or folder; None: the method's default (occo's bundled FIFN weights, or
     the authors' pinned release). Its content enters the provenance as a SHA-256."""
@@ -101,6 +102,20 @@ class FuseSettings:
             parse_modalities(self.modalities)
 
 
+def method_of(settings: FuseSettings) -> str:
+    """The network a run uses: ``settings.method``, else the one its occo weight file
+    records, else FIFN."""
+    if settings.method is not None:
+        return settings.method
+    weights = settings.weights
+    if weights is not None and Path(weights).is_file():
+        from occo.models.checkpoint import is_occo_weights, weights_network
+
+        if is_occo_weights(Path(weights)):
+            return weights_network(weights)
+    return "fifn"
+
+
 def pixel_fields() -> tuple[str, ...]:
     """Names of the :class:`FuseSettings` fields that change fused pixels."""
     return tuple(f.name for f in fields(FuseSettings) if f.metadata["pixels"])
@@ -109,6 +124,7 @@ def pixel_fields() -> tuple[str, ...]:
 def pixel_defaults() -> dict[str, Any]:
     """Each pixel setting's default: what a record written before it existed stands for."""
     defaults = {f.name: f.default for f in fields(FuseSettings) if f.metadata["pixels"]}
+    defaults["method"] = "fifn"  # records from before the registry were all FIFN's
     return _jsonable(defaults)
 
 
@@ -126,6 +142,8 @@ def provenance(settings: FuseSettings, weights_sha256: str, resolved: dict[str, 
             (``amp`` as the dtype name, ``method`` as the registry name).
     """
     values = {name: resolved.get(name, getattr(settings, name)) for name in pixel_fields()}
+    if values["method"] is None:
+        values["method"] = method_of(settings)
     return {"occo_version": OCCO_VERSION, "weights_sha256": weights_sha256, **_jsonable(values)}
 
 
@@ -199,7 +217,7 @@ def build_fuser(
         return _onnxruntime_fuser(settings, events)
     from occo.models.registry import get_network
 
-    spec = get_network(settings.method)
+    spec = get_network(method_of(settings))
     if settings.weights is not None and Path(settings.weights).suffix.lower() == ".onnx":
         raise FuseSetupError(
             f"{settings.weights} is an ONNX model: run it with --backend onnxruntime"
@@ -274,7 +292,7 @@ def _onnxruntime_fuser(settings: FuseSettings, events: FuseEvents) -> FuserSetup
         from occo.models.checkpoint import is_occo_weights
         from occo.models.export import onnx_from_weights
 
-        loaded = load_method(settings.method, settings.weights)
+        loaded = load_method(method_of(settings), settings.weights)
         weights_path = loaded.path
         # occo weight files carry their provenance into the export; release files do not.
         payload, report = onnx_from_weights(
@@ -286,7 +304,7 @@ def _onnxruntime_fuser(settings: FuseSettings, events: FuseEvents) -> FuserSetup
             f"({report.seconds:.1f} s; `occo export` saves it once)",
         )
         engine = OnnxEngine(payload, device=settings.device)
-    if engine.network_name != settings.method.strip().lower():
+    if settings.method is not None and engine.network_name != settings.method.strip().lower():
         raise FuseSetupError(
             f"{weights_path} holds {engine.network_name}, not {settings.method}: pass --method "
             f"{engine.network_name}"
@@ -398,9 +416,11 @@ class RegistrationCheck:
         threshold: displacement in px above which a pair is reported; 0 turns it off.
     """
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, labels: tuple[str, str] = ("infrared", "visible")) -> None:
         self.threshold = threshold
         self.results: dict = {}
+        #: What the two images are, for the lines (a medical pair: MRI, PET).
+        self.labels = labels
 
     def __call__(self, pair):  # noqa: ANN001, ANN204 - a PreparedPair
         from occo.data.registration import estimate_registration
@@ -418,10 +438,10 @@ class RegistrationCheck:
         self.results[stem] = registration
         if not registration.misaligned(self.threshold):
             return None
-        r = registration
+        r, (first, second) = registration, self.labels
         return (
-            f"{stem}: the infrared image is displaced about {r.displacement_px:.0f} px against "
-            f"the visible one (shift {r.shift_px[0]:+.1f}, {r.shift_px[1]:+.1f} px, rotation "
+            f"{stem}: the {first} image is displaced about {r.displacement_px:.0f} px against "
+            f"the {second} one (shift {r.shift_px[0]:+.1f}, {r.shift_px[1]:+.1f} px, rotation "
             f"{r.rotation_deg:+.2f}°, scale {r.scale:.3f}); its fused image will show double edges"
         )
 
@@ -555,7 +575,7 @@ def fuse_folder(
                 for reason in found.failures.values():
                     events._say("warn", reason)
             threshold = 10.0 if settings.misaligned_px is None else settings.misaligned_px
-            check = RegistrationCheck(threshold)
+            check = RegistrationCheck(threshold, task.labels)
             runner_class = FileFuser
             if settings.align:
                 from occo.models.fuse_align import AligningFileFuser as runner_class

@@ -169,3 +169,27 @@ def test_metrics_rows_and_caption_name_the_modalities(tmp_path, tiny_weights):
     caption = medical_caption("A=infrared, B=visible.", {Task("MRI", "SPECT")})
     assert caption.startswith("A=MRI, B=SPECT") and "luma Y" in caption
     assert medical_caption("A=infrared, B=visible.", {IVIF}) == "A=infrared, B=visible."
+
+
+def test_mufusion_medical_weights_take_the_functional_image_first():
+    """MUFusion's medical/test_image_rgbPET.py feeds the PET Y first and the MRI second;
+    occo's pair is (MRI, PET), so the harvard variant swaps them back."""
+    from occo.models.peers.mufusion import MUFusion, MUFusionConfig
+
+    torch.manual_seed(0)
+    plain = MUFusion(MUFusionConfig(width=4, patch=16)).eval()
+    medical = MUFusion(MUFusionConfig(width=4, patch=16, variant="harvard")).eval()
+    medical.load_state_dict(plain.state_dict())
+    mri, pet_y = torch.rand(1, 1, 20, 24), torch.rand(1, 1, 20, 24)
+    with torch.inference_mode():
+        torch.testing.assert_close(medical(pet_y, mri), plain(mri, pet_y))
+
+
+def test_medical_peer_weights_select_the_medical_variant(shared_dir):
+    from occo.models.registry import get_network
+
+    peers = shared_dir / "peers"
+    config, _ = get_network("mufusion").read_release(peers / "mufusion" / "medical_models_harvard.model")
+    assert (config.variant, config.output) == ("harvard", "clip")  # the colour script's output
+    config, _ = get_network("refusion").read_release(peers / "refusion" / "ReFusion_MIF.pth")
+    assert config.variant == "mif"

@@ -58,8 +58,10 @@ class MUFusionConfig(JsonConfig):
     """The authors' output convention: "minmax" (test_image.py, gray: min-max to 0..255)
     or "clip" (test_image_rgb.py, colour: the fused Y as is, clipped)."""
     variant: str = "TNO"
-    """Which released weights these are (informative): "TNO" or "RoadScene" (ir_vis/),
-    "harvard" (medical/, MRI with CT/PET/SPECT), or "" for another file."""
+    """Which released weights these are: "TNO" or "RoadScene" (ir_vis/), "harvard"
+    (medical/, MRI with PET/SPECT: the functional image's Y goes first, as the authors'
+    medical/test_image_rgbPET.py feeds it; pass the MRI as the infrared image and the
+    PET/SPECT as the visible one, so that its colour is kept), or "" for another file."""
 
     def __post_init__(self) -> None:
         for name in ("width", "patch", "overlap"):
@@ -125,6 +127,8 @@ class MUFusion(nn.Module):
         return size, [*range(0, length - size + 1, stride), length - size]
 
     def forward(self, vi_y: Tensor, ir: Tensor) -> Tensor:
+        if self.config.variant == "harvard":  # the functional (visible-place) image first
+            vi_y, ir = ir, vi_y
         height, width = ir.shape[-2:]
         ph, rows = self._starts(height)
         pw, cols = self._starts(width)
@@ -172,7 +176,10 @@ def _read_release(path):
     loaded = load_torch_release(path, "MUFusion")
     state = tensor_dict(loaded, path, "MUFusion")
     width = state["conv1.1.weight"].shape[0] if "conv1.1.weight" in state else 32
-    config = MUFusionConfig(width=width, variant=_VARIANTS.get(file_sha256(path), ""))
+    variant = _VARIANTS.get(file_sha256(path), "")
+    # The medical weights' test script is the colour one (PET/SPECT): no min-max.
+    output = "clip" if variant == "harvard" else "minmax"
+    config = MUFusionConfig(width=width, variant=variant, output=output)
     return config, fit_state(MUFusion(config), state, path, "MUFusion")
 
 
