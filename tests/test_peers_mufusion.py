@@ -45,7 +45,9 @@ def test_output_conventions():
     raw = torch.tensor([[[[-0.2, 0.1], [0.3, 0.6]]]])
     torch.testing.assert_close(spec.finish(raw, TINY), (raw + 0.2) / 0.8)
     clip = MUFusionConfig(width=4, patch=16, output="clip")
-    torch.testing.assert_close(spec.finish(raw, clip), raw.clamp(0, 1))
+    # Unclamped: the colour script recolours this Y; the Fuser clamps (compose_unclamped).
+    torch.testing.assert_close(spec.finish(raw, clip), raw)
+    assert spec.compose_unclamped
     for bad in ({"output": "tanh"}, {"patch": 15}, {"overlap": 16, "patch": 16}):
         with pytest.raises(ValueError):
             MUFusionConfig(**bad)

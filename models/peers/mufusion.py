@@ -151,7 +151,7 @@ class MUFusion(nn.Module):
 def _finish(raw: Tensor, config: MUFusionConfig) -> Tensor:
     if config.output == "minmax":  # scipy.misc.imsave's bytescale of a float image
         return minmax_normalize(raw)
-    return raw.clamp(0, 1)
+    return raw  # the Fuser clamps; the colour script recolours the unclamped Y
 
 
 def _compose(fused_y: Tensor, vi: Tensor) -> Tensor:
@@ -197,6 +197,7 @@ register_network(
         build=MUFusion,
         finish=_finish,
         compose=_compose,
+        compose_unclamped=True,  # test_image_rgb*.py recolour the fused Y before clipping
         # The patch grid depends on the whole image's size: tiles are refused.
         receptive_margin=lambda config: None,
         min_size=lambda config: 2,
