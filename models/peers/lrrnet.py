@@ -21,10 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from occo.models.fifn import minmax_normalize
 from occo.models.peers import cv2color
 from occo.models.peers.common import fit_state, load_torch_release, rename, tensor_dict
 from occo.models.registry import (
