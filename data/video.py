@@ -12,8 +12,8 @@ import math
 import os
 import re
 import shutil
-from contextlib import ExitStack
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -4,7 +4,8 @@ per dataset, per-metric bar charts, speed against quality, and the report's thum
 The qualitative figure shows chosen pairs as rows and infrared, visible and each method
 as columns. Each pair gets two boxes, the same in every column: red around the most
 salient warm region of the infrared image (the largest centre-surround contrast of
-infrared intensity: mean in a box minus mean in the box three times its size) and green
+infrared intensity at object scale: mean in a window of 1/20 of the image's shorter side
+minus the mean in one five times wider; the box, 1/5 of that side, centred on it) and green
 around the most detailed region of the visible image (largest mean gradient magnitude,
 away from the red box); both are enlarged under the image.
 """
@@ -126,18 +127,23 @@ def choose_boxes(
     h, w = ir_g.shape
     size = max(8, min(h, w) // 5)
     half = size // 2
-    salience = cv2.blur(ir_g, (size, size)) - cv2.blur(ir_g, (3 * size, 3 * size))
+    # Warm objects are smaller than the box: find the blob at their scale, box around it.
+    k = max(3, min(h, w) // 20)
+    salience = cv2.blur(ir_g, (k, k)) - cv2.blur(ir_g, (5 * k, 5 * k))
     gx, gy = cv2.Sobel(vi_g, cv2.CV_32F, 1, 0), cv2.Sobel(vi_g, cv2.CV_32F, 0, 1)
     detail = cv2.blur(np.hypot(gx, gy), (size, size))
     valid = np.zeros((h, w), bool)
     valid[half : h - (size - half) + 1, half : w - (size - half) + 1] = True
     if not valid.any():
         valid[:] = True
-    red = _argmax(np.where(valid, salience, -np.inf))
-    away = valid.copy()
-    away[max(0, red[1] - size) : red[1] + size, max(0, red[0] - size) : red[0] + size] = False
+    cx, cy = _argmax(salience)  # anywhere; the box is then kept inside the image
+    red = (min(max(cx - half, 0), max(w - size, 0)), min(max(cy - half, 0), max(h - size, 0)))
+    away = valid.copy()  # green centres whose box does not overlap the red one
+    away[
+        max(0, red[1] - half) : red[1] + size + half, max(0, red[0] - half) : red[0] + size + half
+    ] = False
     green = _argmax(np.where(away if away.any() else valid, detail, -np.inf))
-    return (red[0] - half, red[1] - half, size), (green[0] - half, green[1] - half, size)
+    return (*red, size), (green[0] - half, green[1] - half, size)
 
 
 def _argmax(values: np.ndarray) -> tuple[int, int]:

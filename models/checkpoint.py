@@ -457,6 +457,16 @@ def release_key_to_occo(key: str, levels: int = 4) -> str | None:
     raise KeyError(key)
 
 
+def unpickling_reason(exc: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what the file asked for (e.g.
+    "unsupported GLOBAL posix.system"), without its advice to load unsafely."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "WeightsUnpickler" in line or "Unsupported" in line:
+            return line.rstrip(".")
+    return "a Python object that is not a tensor or a plain container"
+
+
 def _looks_like_torch_file(path: Path) -> bool:
     """A zip archive (torch.save since 1.6) or a raw pickle (protocol 2+ starts with 0x80)."""
     with path.open("rb") as handle:
@@ -523,14 +533,10 @@ def read_release_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            # torch's message is a paragraph; its "WeightsUnpickler error" line says why.
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-            first = next(
-                (line for line in lines if "WeightsUnpickler" in line), lines[0] if lines else ""
-            )
             raise WeightsError(
                 f"refusing to load {path}: it needs arbitrary unpickling, which could run code "
-                f"({first}); only checkpoints of plain tensors and containers are accepted"
+                f"({unpickling_reason(exc)}); only checkpoints of plain tensors and containers "
+                "are accepted"
             ) from None
         except (RuntimeError, OSError, EOFError, ValueError) as exc:
             raise WeightsError(f"cannot read {path} as a torch checkpoint: {exc}") from None

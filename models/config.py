@@ -6,7 +6,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
-
 #: Bounds checked before a network is built: a weight file's metadata or a YAML file with
 #: huge numbers is refused in one line instead of asking for hundreds of GB.
 MAX_LEVELS = 8

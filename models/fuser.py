@@ -520,7 +520,7 @@ class FileFuser:
             for key in list(groups) if self.stop_error is None else []:
                 yield from submit_fused(groups.pop(key))
             yield from finished_writes(wait=True)
-            for job, future in reads:  # left unread after a disk error
+            for _job, future in reads:  # left unread after a disk error
                 future.cancel()
         self.stats.wall_s = time.perf_counter() - started
 

@@ -42,11 +42,12 @@ def fuse(
         help="Folder for the fused PNGs (created; outside the inputs), or a video file"
         " (.mp4, .avi, .mkv, .mov).",
     ),
-    method: str = typer.Option(
-        "fifn",
+    method: str | None = typer.Option(
+        None,
         "--method",
         "-m",
-        help="Registered network (`occo methods`): fifn (OCCO), seafusion, sage, ...",
+        help="Registered network (`occo methods`): fifn (OCCO), seafusion, sage, ..."
+        " \\[default: the network an occo weight file records, else fifn].",
     ),
     weights: Path | None = typer.Option(
         None,

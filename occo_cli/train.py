@@ -239,14 +239,16 @@ def train(
     if before and result.state.step == before:
         out.print(f"nothing to train: the run is already at step {before} (--max-steps/--epochs); weights:")
     else:
-        done = result.state.step - before
-        out.print(f"trained {done} steps" + (f" (steps {before + 1}-{result.state.step})" if before else "")
+        done, last = result.state.step - before, result.state.step
+        span = f"step {last}" if done == 1 else f"steps {before + 1}-{last}"
+        out.print(f"trained {done} step{'s' if done != 1 else ''}" + (f" ({span})" if before else "")
                   + f" ({result.state.skipped} skipped); weights:")  # fmt: skip
     say(f"  last: {result.last_weights}")
     if result.best_weights is not None:
         say(f"  best: {result.best_weights} ({cfg.best_metric} {result.state.best_value:.4f})")
     say(
         f"fuse with: occo fuse IR_DIR VI_DIR OUT_DIR --weights {result.best_weights or result.last_weights}"
+        + (f" (a {cfg.network} network: --method {cfg.network} is implied)" if cfg.network != "fifn" else "")
     )
 
 

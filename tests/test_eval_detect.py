@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from occo.data.annotations import ImageBoxes
-from occo.eval.detection import score_detections
 from occo.data.fused import write_fuse_manifest
+from occo.eval.detection import score_detections
 from tests import eval_tiny as tiny
 
 runner = CliRunner()

@@ -24,7 +24,13 @@ from typer.testing import CliRunner
 from occo.cli.app import app
 from occo.data import io as occo_io
 from occo.data import outputs
-from occo.data.io import FolderBusyError, atomic_path, folder_lock, write_bytes_atomic, write_image_atomic
+from occo.data.io import (
+    FolderBusyError,
+    atomic_path,
+    folder_lock,
+    write_bytes_atomic,
+    write_image_atomic,
+)
 from occo.data.video import VideoError, VideoSink
 
 
@@ -285,7 +291,6 @@ def test_a_killed_video_runs_temporary_is_removed_by_the_rerun(tmp_path):
 
 
 def test_video_cut_short_by_a_full_disk_is_refused_not_committed(tmp_path, monkeypatch):
-    import occo.data.video as video
 
     path = tmp_path / "clip.mkv"
     path.write_bytes(b"the previous video")

@@ -137,12 +137,20 @@ def test_a_second_network_trains_one_step_and_fuses_a_folder(tmp_path):
     manifest = json.loads((out / "occo-fuse.json").read_text())
     assert manifest["provenance"]["method"] == "tinynet"
     assert "occo train run run, step 1" in manifest["weights_source"]
+    # Without --method the weight file names its network; naming another one is refused.
+    inferred = fuse_folder(
+        ir_dir, vi_dir, tmp_path / "inferred",
+        FuseSettings(weights=tmp_path / "run" / "last.safetensors", device="cpu"),
+    )  # fmt: skip
+    assert inferred.fused == 6
+    record = json.loads((tmp_path / "inferred" / "occo-fuse.json").read_text())
+    assert record["provenance"]["method"] == "tinynet"
     with pytest.raises(Exception, match="holds tinynet weights, not fifn"):
         fuse_folder(
             ir_dir,
             vi_dir,
             tmp_path / "other",
-            FuseSettings(weights=tmp_path / "run" / "last.safetensors", device="cpu"),
+            FuseSettings(method="fifn", weights=tmp_path / "run" / "last.safetensors", device="cpu"),
         )
 
 

@@ -122,7 +122,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_cleanly_and_resumes(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert _steps(run)[-1]["step"] == step + 1
     assert f"resuming {run} at step {step} of {step + 1}" in done.stderr
-    assert f"trained 1 steps (steps {step + 1}-{step + 1})" in done.stdout
+    assert f"trained 1 step (step {step + 1})" in done.stdout
     again = subprocess.run(
         _occo(*args[:-6], "--resume", "--max-steps", str(step + 1), "--workers", "0"),
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180,

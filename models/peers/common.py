@@ -25,7 +25,7 @@ def load_torch_release(path: str | Path, method: str) -> object:
     Raises:
         WeightsError: missing, not a torch file, truncated, or needs arbitrary unpickling.
     """
-    from occo.models.checkpoint import WeightsError
+    from occo.models.checkpoint import WeightsError, unpickling_reason
 
     path = Path(path)
     if not path.is_file():
@@ -41,10 +41,7 @@ def load_torch_release(path: str | Path, method: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        why = next(
-            (line for line in lines if "WeightsUnpickler" in line), lines[0] if lines else ""
-        )
+        why = unpickling_reason(exc)
         raise WeightsError(
             f"refusing to load {path}: it needs arbitrary unpickling, which could run code "
             f"({why}); only files of plain tensors and containers are accepted"
