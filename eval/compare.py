@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from occo.data.errors import OccoError
+from occo.eval.compare_objects import ObjectMasks
 
 FORMAT = "occo-compare"
 
@@ -68,6 +69,13 @@ class CompareSettings:
     """Stems shown in the qualitative figures; None: picked where the methods differ most."""
     figure_pairs: int = 3
     """How many pairs the qualitative figure shows when ``pairs`` is None."""
+    objects: bool = True
+    """Also score inside objects where a dataset has masks or box labels (see
+    :mod:`occo.eval.compare_objects`)."""
+    masks: dict[str, Path] = field(default_factory=dict)
+    """Dataset name -> mask store to score it inside (wins over what its folder holds)."""
+    regions: tuple[str, ...] = ("objects",)
+    """Regions scored inside (``occo metrics --regions``' names)."""
 
     def validate(self) -> None:
         """Raise :class:`CompareError` for settings no run can use."""
@@ -79,6 +87,8 @@ class CompareSettings:
             raise CompareError(f"--limit must be at least 1, got {self.limit}")
         if len(set(self.methods)) != len(self.methods):
             raise CompareError(f"--methods names a method twice: {','.join(self.methods)}")
+        if self.masks and not self.objects:
+            raise CompareError("--masks and --no-objects contradict each other; drop one")
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,8 @@ class Dataset:
     """Visible sources."""
     stems: tuple[str, ...]
     """The pairs used, sorted."""
+    masks: ObjectMasks | None = None
+    """The object masks scored inside, or None (no masks, no labels, or not asked)."""
 
 
 @dataclass
@@ -145,6 +157,10 @@ class Unit:
     """Metric -> sample standard deviation."""
     undefined: dict[str, int] = field(default_factory=dict)
     """Metric -> images with an undefined value."""
+    object_columns: list[str] = field(default_factory=list)
+    """Columns scored inside objects (``EN@objects``, ...), in table order; [] without masks."""
+    object_images: dict[str, int] = field(default_factory=dict)
+    """Region -> images where it holds pixels (its columns average over these)."""
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)
     """Stem -> metric -> value."""
 
@@ -186,13 +202,20 @@ class CompareResult:
     units: list[Unit]
     """One per method x dataset that was scored, datasets first."""
     metrics: list[str]
-    """Metric columns, in table order."""
+    """Whole-image metric columns, in table order."""
+    object_columns: list[str] = field(default_factory=list)
+    """Columns inside objects of any dataset (``EN@objects``, ...), in table order."""
     skipped: list[str] = field(default_factory=list)
     """Lines about method x dataset combinations left out (a folder of another dataset)."""
     files: list[Path] = field(default_factory=list)
     """Files written (results, tables, figures, report)."""
     seconds: float = 0.0
     """Wall time of the whole protocol."""
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column: whole-image metrics, then those inside objects."""
+        return [*self.metrics, *self.object_columns]
 
     def unit(self, dataset: str, method: str) -> Unit | None:
         """The unit of a method on a dataset, or None."""
@@ -265,14 +288,27 @@ def parse_weights(items: list[str]) -> dict[str, Path]:
     Raises:
         CompareError: an item without ``NAME=PATH`` or a name given twice.
     """
+    return _assignments(items, "--weights", "seafusion=SeAFusion.pth", lower=True)
+
+
+def parse_masks(items: list[str]) -> dict[str, Path]:
+    """``["msrs=msrs/masks.h5", ...]`` (dataset name = mask store) as a dict.
+
+    Raises:
+        CompareError: an item without ``NAME=PATH`` or a name given twice.
+    """
+    return _assignments(items, "--masks", "msrs=data/msrs/masks.h5", lower=False)
+
+
+def _assignments(items: list[str], option: str, example: str, lower: bool) -> dict[str, Path]:
     mapping: dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
-        name = name.strip().lower()
+        name = name.strip().lower() if lower else name.strip()
         if not sep or not name or not path:
-            raise CompareError(f"--weights {item!r}: write NAME=PATH, e.g. seafusion=SeAFusion.pth")
+            raise CompareError(f"{option} {item!r}: write NAME=PATH, e.g. {example}")
         if name in mapping:
-            raise CompareError(f"--weights gives {name} twice")
+            raise CompareError(f"{option} gives {name} twice")
         mapping[name] = Path(path).expanduser()
     return mapping
 
@@ -390,12 +426,16 @@ def compare(settings: CompareSettings, events: CompareEvents | None = None) -> C
                 plan.append((dataset, method))
     for line in result.skipped:
         events._say("note", line)
+    if settings.objects:
+        result.datasets = datasets = _with_masks(datasets, settings, events)
     described = _describe({m.network for _, m in plan if m.network})
     progress = _Progress(plan, events)
     for dataset, method in plan:
+        dataset = next(d for d in datasets if d.name == dataset.name)  # with its masks
         unit = _run_unit(dataset, method, settings, events, progress, described)
         result.units.append(unit)
         progress.finish(unit)
+    result.object_columns = list(dict.fromkeys(c for u in result.units for c in u.object_columns))
     result.seconds = time.perf_counter() - started
     from occo.eval.compare_tables import write_results
 
@@ -407,6 +447,29 @@ def compare(settings: CompareSettings, events: CompareEvents | None = None) -> C
         figures = write_figures(result, settings.pairs, settings.figure_pairs)
         result.files += [*figures.files, write_report(result, figures)]
     return result
+
+
+def _with_masks(datasets: list[Dataset], settings: CompareSettings,
+                events: CompareEvents) -> list[Dataset]:  # fmt: skip
+    """The datasets with the object masks each is scored inside (before any fusing, so a
+    store that lacks pairs fails at once)."""
+    from dataclasses import replace
+
+    from occo.eval.compare_objects import object_masks
+
+    unknown = sorted(set(settings.masks) - {d.name for d in datasets})
+    if unknown:
+        raise CompareError(f"--masks names {', '.join(unknown)}, which is no dataset compared "
+                           f"({', '.join(d.name for d in datasets)})")  # fmt: skip
+    found = []
+    for dataset in datasets:
+        masks = object_masks(dataset.root, dataset.stems, dataset.name, Path(settings.out_dir),
+                             settings.masks.get(dataset.name),
+                             note=lambda line: events._say("note", line))  # fmt: skip
+        if masks is not None:
+            events._say("note", f"{dataset.name}: scored inside objects too ({masks.origin})")
+        found.append(replace(dataset, masks=masks))
+    return found
 
 
 def _describe(names: set[str]) -> dict[str, Any]:
@@ -509,6 +572,12 @@ def _score(dataset: Dataset, unit: Unit, settings: CompareSettings, events: Comp
         return
     wanted = set(dataset.stems)
     plan.jobs = [job for job in plan.jobs if job.fused.stem in wanted]
+    if dataset.masks is not None:
+        from occo.eval.region_scoring import attach_regions
+
+        # TC (objects against their surround) has no whole-image form: always scored inside.
+        inside = None if metrics is None else [*metrics, "TC"]
+        attach_regions(plan, dataset.masks.store, settings.regions, inside)
     missing = sorted(wanted - {job.fused.stem for job in plan.jobs})
     for stem in missing:
         unit.failures.setdefault(stem, f"no fused image in {unit.folder}")
@@ -518,13 +587,13 @@ def _score(dataset: Dataset, unit: Unit, settings: CompareSettings, events: Comp
         try:
             scores = score_jobs(plan.jobs, settings.workers,
                                 on_done=lambda s: progress.step(f"{what}: {s.image}"))  # fmt: skip
-        except ScoringError:  # the pool stops at the first bad image: redo them one by one
+        except OccoError:  # the pool stops at the first bad image: redo them one by one
             scores = []
     if not scores:
         for job in plan.jobs:
             try:
                 scores.append(score_image(job))
-            except ScoringError as exc:
+            except OccoError as exc:  # unreadable, wrong size, masks of another size
                 unit.failures[job.fused.stem] = f"not scored: {exc}"
                 events._say(
                     "warn", f"{unit.method} on {dataset.name}: {exc}; the other images go on"
@@ -535,6 +604,9 @@ def _score(dataset: Dataset, unit: Unit, settings: CompareSettings, events: Comp
     summary = summarize([plan], scores)[0]
     unit.images = summary.images
     unit.mean, unit.std, unit.undefined = summary.mean, summary.std, summary.undefined
+    if plan.regions is not None:
+        unit.object_columns = plan.regions.all_columns()
+        unit.object_images = dict(summary.region_images)
     unit.per_image = {Path(s.image).stem: dict(s.values) for s in scores}
 
 

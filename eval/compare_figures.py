@@ -13,6 +13,7 @@ away from the red box); both are enlarged under the image.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,27 +106,63 @@ def _fused_paths(result, dataset) -> dict[str, dict[str, Path]]:
     return paths
 
 
-def pick_pairs(fused: dict[str, dict[str, Path]], stems, count: int) -> list[str]:
+def pick_pairs(fused: dict[str, dict[str, Path]], stems, count: int,
+               objects: Callable[[str], np.ndarray | None] | None = None) -> list[str]:  # fmt: skip
     """The ``count`` stems where the methods' fused images differ most (mean per-pixel
-    standard deviation across methods, on gray images); only stems every method has."""
+    standard deviation across methods, on gray images; inside the pair's objects when
+    ``objects(stem)`` gives a mask with any); only stems every method has."""
     common = [s for s in stems if all(s in paths for paths in fused.values())]
     if len(fused) < 2:
         return common[:count]
     spread = {}
     for stem in common:
         stack = np.stack([_gray(read_image(paths[stem])) for paths in fused.values()])
-        spread[stem] = float(stack.std(axis=0).mean())
+        per_pixel = stack.std(axis=0)
+        mask = objects(stem) if objects is not None else None
+        inside = mask is not None and mask.shape == per_pixel.shape and mask.any()
+        spread[stem] = float(per_pixel[mask > 0].mean() if inside else per_pixel.mean())
     return sorted(spread, key=lambda s: -spread[s])[:count]
 
 
+def object_mask_reader(dataset) -> Callable[[str], np.ndarray | None] | None:
+    """``stem -> union of the pair's object masks`` from the dataset's store, or None."""
+    if dataset.masks is None:
+        return None
+    from occo.eval.region_scoring import store_reader
+
+    reader = store_reader(dataset.masks.store)
+
+    def union(stem: str) -> np.ndarray | None:
+        if stem not in reader:
+            return None
+        ir, vi = reader.read(stem)
+        return ((ir > 0) | (vi > 0)).astype(np.uint8)
+
+    return union
+
+
+def largest_object(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(x, y, w, h)`` of the mask's largest 8-connected object, or None when empty."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    return x, y, w, h
+
+
 def choose_boxes(
-    ir: np.ndarray, vi: np.ndarray
+    ir: np.ndarray, vi: np.ndarray, objects: np.ndarray | None = None
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """``((x, y, size), (x, y, size))``: the red box (salient warm infrared region) and the
-    green box (detailed visible region, not overlapping the red one); squares."""
+    """``((x, y, size), (x, y, size))``: the red box (the largest object of ``objects``, a
+    mask of the pair; without one, the salient warm infrared region) and the green box
+    (detailed visible region, not overlapping the red one); squares."""
     ir_g, vi_g = _gray(ir), _gray(vi)
     h, w = ir_g.shape
     size = max(8, min(h, w) // 5)
+    found = largest_object(objects) if objects is not None and objects.shape == (h, w) else None
+    if found is not None:  # a box that holds the object (up to half the image) with a margin
+        size = min(max(size, round(1.2 * max(found[2], found[3]))), max(8, min(h, w) // 2))
     half = size // 2
     # Warm objects are smaller than the box: find the blob at their scale, box around it.
     k = max(3, min(h, w) // 20)
@@ -136,7 +173,10 @@ def choose_boxes(
     valid[half : h - (size - half) + 1, half : w - (size - half) + 1] = True
     if not valid.any():
         valid[:] = True
-    cx, cy = _argmax(salience)  # anywhere; the box is then kept inside the image
+    if found is not None:
+        cx, cy = found[0] + found[2] // 2, found[1] + found[3] // 2
+    else:
+        cx, cy = _argmax(salience)  # anywhere; the box is then kept inside the image
     red = (min(max(cx - half, 0), max(w - size, 0)), min(max(cy - half, 0), max(h - size, 0)))
     away = valid.copy()  # green centres whose box does not overlap the red one
     away[
@@ -179,11 +219,12 @@ def qualitative_figure(plt, result, dataset, stems: list[str], path: Path) -> Pa
     """Rows: ``stems``; columns: infrared, visible, each method (names underneath)."""
     sources = _sources(result, dataset)
     fused = _fused_paths(result, dataset)
+    objects = object_mask_reader(dataset)
     columns = ["infrared", "visible", *fused]
     rows = []
     for stem in stems:
         ir, vi = read_image(sources["infrared"][stem]), read_image(sources["visible"][stem])
-        boxes = choose_boxes(ir, vi)
+        boxes = choose_boxes(ir, vi, objects(stem) if objects is not None else None)
         images = [ir, vi, *(read_image(p[stem]) if stem in p else None for p in fused.values())]
         rows.append([None if im is None else boxed_tile(im, boxes) for im in images])
     ratios = [next(t for t in row if t is not None).shape[0] / TILE_WIDTH for row in rows]
@@ -324,7 +365,7 @@ def write_figures(result, pairs: list[str] | None = None, count: int = 3) -> Fig
             if not chosen:
                 raise CompareError(f"--pairs {','.join(pairs)}: none is a pair of {dataset.name}")
         else:
-            chosen = pick_pairs(fused, dataset.stems, count)
+            chosen = pick_pairs(fused, dataset.stems, count, object_mask_reader(dataset))
         if chosen:
             figures.chosen[dataset.name] = chosen
             figures.qualitative[dataset.name] = qualitative_figure(

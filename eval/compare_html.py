@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 
 from occo.data.io import write_bytes_atomic
-from occo.eval.compare_tables import PLACE_NAMES, _number, dataset_places
+from occo.eval.compare_tables import PLACE_NAMES, _number, dataset_object_columns, dataset_places
 from occo.eval.report import higher_is_better
 
 _STYLE = """
@@ -50,17 +50,21 @@ def _rel(path: Path, base: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
 
 
-def metrics_table_html(result, dataset: str) -> str:
-    """One dataset's table, places as classes best / second / third."""
+def metrics_table_html(result, dataset: str, columns: list[str] | None = None) -> str:
+    """One dataset's table, places as classes best / second / third; ``columns`` (e.g. the
+    inside-object ones) replace the whole-image metrics and drop the cost columns."""
     units = [u for u in result.units if u.dataset == dataset]
     ranks = dataset_places(result, dataset)
+    cost = columns is None
+    columns = result.metrics if columns is None else columns
     head = "".join(
-        f"<th>{escape(m)} {'↑' if higher_is_better(m) else '↓'}</th>" for m in result.metrics
+        f"<th>{escape(m.split('@', 1)[0])} {'↑' if higher_is_better(m) else '↓'}</th>"
+        for m in columns
     )
     rows = []
     for unit in units:
         cells = []
-        for metric in result.metrics:
+        for metric in columns:
             place = ranks[metric].get(unit.method)
             css = f' class="{PLACE_NAMES[place]}"' if place else ""
             cells.append(f"<td{css}>{_number(unit.mean.get(metric, math.nan))}</td>")
@@ -70,10 +74,12 @@ def metrics_table_html(result, dataset: str) -> str:
         failed = (
             f' <span class="warn">({len(unit.failures)} failed)</span>' if unit.failures else ""
         )
-        rows.append(f"<tr><td>{escape(unit.method)}{failed}</td>{''.join(cells)}"
-                    f"<td>{params}</td><td>{gflops}</td><td>{speed}</td></tr>")  # fmt: skip
-    return (f'<table class="metrics" data-dataset="{escape(dataset)}"><tr><th>method</th>{head}'
-            f"<th>params</th><th>GFLOPs</th><th>s/pair</th></tr>{''.join(rows)}</table>")  # fmt: skip
+        tail = f"<td>{params}</td><td>{gflops}</td><td>{speed}</td>" if cost else ""
+        rows.append(f"<tr><td>{escape(unit.method)}{failed}</td>{''.join(cells)}{tail}</tr>")
+    tail = "<th>params</th><th>GFLOPs</th><th>s/pair</th>" if cost else ""
+    kind = "metrics" if cost else "metrics objects"
+    return (f'<table class="{kind}" data-dataset="{escape(dataset)}"><tr><th>method</th>{head}'
+            f"{tail}</tr>{''.join(rows)}</table>")  # fmt: skip
 
 
 def _pair_block(result, figures, dataset, stem: str, base: Path) -> str:
@@ -111,6 +117,10 @@ def report_html(result, figures) -> str:
     for dataset in result.datasets:
         parts.append(f"<h2>{escape(dataset.name)} ({len(dataset.stems)} pairs)</h2>")
         parts.append(metrics_table_html(result, dataset.name))
+        inside = dataset_object_columns(result, dataset.name)
+        if inside:
+            parts.append(f"<h3>Inside objects</h3><p>masks: {escape(dataset.masks.origin)}</p>")
+            parts.append(metrics_table_html(result, dataset.name, inside))
         if dataset.name in figures.qualitative:
             parts.append(f'<img class="fig" src="{_rel(figures.qualitative[dataset.name], base)}" '
                          f'alt="qualitative {escape(dataset.name)}">')  # fmt: skip

@@ -47,11 +47,11 @@ def places(values: Mapping[str, float], higher: bool = True) -> dict[str, int]:
 
 
 def dataset_places(result, dataset: str) -> dict[str, dict[str, int]]:
-    """Metric -> method -> place, for one dataset."""
+    """Metric -> method -> place, for one dataset (whole-image and inside-object columns)."""
     units = [u for u in result.units if u.dataset == dataset]
     return {
         m: places({u.method: u.mean.get(m, math.nan) for u in units}, higher_is_better(m))
-        for m in result.metrics
+        for m in result.columns
     }
 
 
@@ -61,7 +61,7 @@ def result_rows(result) -> list[dict[str, Any]]:
     for dataset in result.datasets:
         ranks = dataset_places(result, dataset.name)
         for unit in (u for u in result.units if u.dataset == dataset.name):
-            for metric in result.metrics:
+            for metric in [*result.metrics, *unit.object_columns]:
                 place = ranks[metric].get(unit.method)
                 rows.append({
                     "dataset": unit.dataset, "method": unit.method, "kind": unit.kind,
@@ -107,7 +107,8 @@ def results_dict(result) -> dict[str, Any]:
         "occo_version": OCCO_VERSION,
         "seconds": round(result.seconds, 3),
         "metrics": result.metrics,
-        "higher_is_better": {m: higher_is_better(m) for m in result.metrics},
+        "object_columns": result.object_columns,
+        "higher_is_better": {m: higher_is_better(m) for m in result.columns},
         "datasets": [
             {
                 "name": d.name,
@@ -115,6 +116,8 @@ def results_dict(result) -> dict[str, Any]:
                 "ir_dir": str(d.ir_dir),
                 "vi_dir": str(d.vi_dir),
                 "pairs": list(d.stems),
+                "masks": None if d.masks is None else str(d.masks.store),
+                "masks_from": None if d.masks is None else d.masks.origin,
             }
             for d in result.datasets
         ],  # fmt: skip
@@ -142,6 +145,7 @@ def results_dict(result) -> dict[str, Any]:
                 "parameters": u.parameters,
                 "gflops_640x480": u.gflops,
                 "seconds_per_pair": u.seconds_per_pair,
+                "object_images": u.object_images,
                 "per_image": {
                     s: {k: json_number(v) for k, v in vals.items()}
                     for s, vals in u.per_image.items()
@@ -185,24 +189,42 @@ def table_markdown(result) -> str:
             continue
         ranks = dataset_places(result, dataset.name)
         lines += [f"### {dataset.name} ({len(dataset.stems)} pairs)", ""]
-        head = [
-            "method",
-            *(f"{m} {_arrow(m)}" for m in result.metrics),
-            "params",
-            "GFLOPs",
-            "s/pair",
-        ]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for unit in units:
-            cells = []
-            for metric in result.metrics:
-                text = _number(unit.mean.get(metric, math.nan))
-                place = ranks[metric].get(unit.method)
-                cells.append(MARKDOWN_MARKS[place].format(text) if place else text)
-            name = unit.method + (f" ({len(unit.failures)} failed)" if unit.failures else "")
-            lines.append("| " + " | ".join([name, *cells, *_cost(unit)]) + " |")
-        lines.append("")
+        lines += _markdown_rows(units, result.metrics, ranks, cost=True)
+        inside = dataset_object_columns(result, dataset.name)
+        if inside:
+            held = max(max(u.object_images.values(), default=0) for u in units)
+            lines += [f"#### {dataset.name}, inside objects ({held} pairs with objects; masks: "
+                      f"{dataset.masks.origin})", ""]  # fmt: skip
+            lines += _markdown_rows(units, inside, ranks, cost=False)
     return "\n".join(lines)
+
+
+def dataset_object_columns(result, dataset: str) -> list[str]:
+    """The inside-object columns any method has on one dataset, in table order."""
+    held = {c for u in result.units if u.dataset == dataset for c in u.object_columns}
+    return [c for c in result.object_columns if c in held]
+
+
+def _header(column: str) -> str:
+    return f"{column.split('@', 1)[0]} {_arrow(column)}"
+
+
+def _markdown_rows(units, columns: list[str], ranks, cost: bool) -> list[str]:
+    head = [
+        "method",
+        *(_header(m) for m in columns),
+        *(("params", "GFLOPs", "s/pair") if cost else ()),
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for unit in units:
+        cells = []
+        for metric in columns:
+            text = _number(unit.mean.get(metric, math.nan))
+            place = ranks[metric].get(unit.method)
+            cells.append(MARKDOWN_MARKS[place].format(text) if place else text)
+        name = unit.method + (f" ({len(unit.failures)} failed)" if unit.failures else "")
+        lines.append("| " + " | ".join([name, *cells, *(_cost(unit) if cost else ())]) + " |")
+    return [*lines, ""]
 
 
 def _latex_escape(text: str) -> str:
@@ -238,7 +260,34 @@ def table_latex(result) -> str:
             cost = [_latex_escape(c).replace("—", "--") for c in _cost(unit)]
             lines.append(" & ".join([_latex_escape(unit.method), *cells, *cost]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
+    if result.object_columns:
+        lines += _latex_objects(result)
     return "\n".join(lines)
+
+
+def _latex_objects(result) -> list[str]:
+    """A second tabular: the metrics inside objects, one block per dataset that has them."""
+    columns = result.object_columns
+    lines = ["% inside objects (masks per dataset below)",
+             "\\begin{tabular}{l" + "r" * len(columns) + "}", "\\toprule",
+             " & ".join(["Method", *(f"{c.split('@', 1)[0]} {_arrow(c, True)}" for c in columns)])
+             + " \\\\"]  # fmt: skip
+    for dataset in result.datasets:
+        units = [u for u in result.units if u.dataset == dataset.name and u.object_columns]
+        if not units:
+            continue
+        ranks = dataset_places(result, dataset.name)
+        lines += ["\\midrule",
+                  f"\\multicolumn{{{len(columns) + 1}}}{{l}}{{\\textit{{{_latex_escape(dataset.name)}}}"
+                  " inside objects} \\\\", "\\midrule"]  # fmt: skip
+        for unit in units:
+            cells = []
+            for column in columns:
+                text = _number(unit.mean.get(column, math.nan))
+                place = ranks[column].get(unit.method)
+                cells.append(LATEX_MARKS[place].format(text) if place else text)
+            lines.append(" & ".join([_latex_escape(unit.method), *cells]) + " \\\\")
+    return [*lines, "\\bottomrule", "\\end{tabular}", ""]
 
 
 def write_results(result) -> list[Path]:

@@ -124,7 +124,8 @@ def check_store_covers(store: Path, stems: Iterable[str]) -> int:
 _READERS: dict[Path, MaskReader] = {}
 
 
-def _reader(store: Path) -> MaskReader:
+def store_reader(store: Path) -> MaskReader:
+    """The process's reader of a mask store (opened once, kept open)."""
     if store not in _READERS:
         from occo.masks.store import open_mask_store
 
@@ -146,7 +147,7 @@ def read_masks(
     Raises:
         RegionMaskError: the stem is missing or a mask's size differs from the image's.
     """
-    reader = _reader(store)
+    reader = store_reader(store)
     if stem not in reader:
         raise RegionMaskError(f"no masks for '{stem}' ({image}) in {store}")
     # Sizes from the store's metadata first: a mask is read only once it fits the image.

@@ -57,6 +57,17 @@ def compare(
     figure_pairs: int = typer.Option(
         3, "--figure-pairs", min=1, help="Pairs picked for each qualitative figure."
     ),
+    objects: bool = typer.Option(
+        True,
+        "--objects/--no-objects",
+        help="Also score inside objects where a dataset has masks (DATASET/masks.h5, --masks) "
+        "or box labels (labels/infrared + labels/visible, or labels/: filled boxes).",
+    ),
+    masks: list[str] = typer.Option(
+        [],
+        "--masks",
+        help="DATASET=STORE: the mask store (occo masks gen) of a dataset; repeatable.",
+    ),
     figures: bool = typer.Option(
         True, "--figures/--no-figures", help="Draw figures and report.html (matplotlib)."
     ),
@@ -67,7 +78,7 @@ def compare(
 ) -> None:
     """Compare fusion methods on datasets under one protocol: fuse, score, measure, draw.
 
-    Each dataset is fused with each method into OUT/fused/DATASET/METHOD as `occo fuse` does (a rerun reuses finished images and refuses changed settings), scored as `occo metrics` scores (whole image), and each method's parameters, GFLOPs (640x480) and time per pair are measured. A pair a method fails on is reported and the rest goes on. A folder of fused images made elsewhere is scored as it is, on the dataset whose folder holds it (else on each dataset whose pairs it all has).
+    Each dataset is fused with each method into OUT/fused/DATASET/METHOD as `occo fuse` does (a rerun reuses finished images and refuses changed settings), scored as `occo metrics` scores (whole image; and inside objects, as `occo metrics --masks --regions objects`, where the dataset has a mask store or box labels), and each method's parameters, GFLOPs (640x480) and time per pair are measured. A pair a method fails on is reported and the rest goes on. A folder of fused images made elsewhere is scored as it is, on the dataset whose folder holds it (else on each dataset whose pairs it all has).
 
     Writes results.csv and results.json (a row per method x dataset x metric), table.md and table.tex (best bold, second underlined / red, third italic; arrows give each metric's direction), figures/ (a qualitative figure per dataset, bar charts per metric, speed against quality) and report.html (opens from disk).
 
@@ -75,8 +86,9 @@ def compare(
     Example:
         occo compare data/tno data/msrs --methods fifn,seafusion,data/tno/fused/U2Fusion \\
             --weights seafusion=SeAFusion.pth --out runs/compare
+        occo compare data/msrs --methods fifn,sage --masks msrs=data/msrs/masks.h5 --out runs/msrs
     """
-    from occo.eval.compare import CompareEvents, CompareSettings, parse_weights
+    from occo.eval.compare import CompareEvents, CompareSettings, parse_masks, parse_weights
     from occo.eval.compare import compare as run_compare
     from occo.runtime import set_threads
 
@@ -96,6 +108,8 @@ def compare(
             figures=figures,
             pairs=None if pairs is None else [p.strip() for p in pairs.split(",") if p.strip()],
             figure_pairs=figure_pairs,
+            objects=objects,
+            masks=parse_masks(masks),
         )
         settings.validate()
 

@@ -152,6 +152,84 @@ def test_limit_uses_the_first_pairs(tmp_path, tiny_weights):
     assert result.datasets[0].stems == ("p0", "p1") and result.units[0].images == 2
 
 
+def _box_labels(dataset):
+    """MSRS-style YOLO boxes per modality (classes.txt one folder up): one object in p0 and
+    p1, none in p2 (an image without objects)."""
+    labels = dataset / "labels"
+    (labels / "classes.txt").parent.mkdir(parents=True)
+    (labels / "classes.txt").write_text("0 person\n1 car\n")
+    for modality, box in (("infrared", "0 0.3 0.4 0.4 0.5"), ("visible", "1 0.6 0.5 0.3 0.4")):
+        (labels / modality).mkdir()
+        for stem in ("p0", "p1"):
+            (labels / modality / f"{stem}.txt").write_text(box + "\n")
+        (labels / modality / "p2.txt").write_text("")
+    return labels
+
+
+def test_scored_inside_objects_of_the_box_labels(tmp_path, tiny_weights):
+    from occo.eval.region_scoring import attach_regions
+    from occo.eval.report import summarize
+    from occo.eval.scoring import plan_folder, score_jobs
+
+    data = _dataset(tmp_path / "ds")
+    _box_labels(data)
+    published = _folder_method(data)
+    notes = []
+    out = tmp_path / "out"
+    result = compare(_settings([data], ["fifn", str(published)], out, tiny_weights),
+                     CompareEvents(note=notes.append))  # fmt: skip
+    store = out / "masks" / "ds.h5"
+    assert result.datasets[0].masks.store == store and store.is_file()
+    assert any("scored inside objects" in line for line in notes)
+    columns = result.object_columns
+    assert "EN@objects" in columns and "TC@objects" in columns and "MSE@objects" in columns
+    # The folder method's values inside objects are occo metrics --masks on it, exactly.
+    plan = plan_folder(published, data / "ir", data / "vi", list(METRICS))
+    attach_regions(plan, store, ("objects",), [*METRICS, "TC"])
+    expected = summarize([plan], score_jobs(plan.jobs))[0]
+    unit = result.unit("ds", "Published")
+    assert unit.object_images == {"objects": 2}  # p2 has no object: left out, counted
+    assert set(columns) == set(expected.mean) - set(METRICS)
+    for column in columns:
+        assert unit.mean[column] == expected.mean[column] or (
+            math.isnan(unit.mean[column]) and math.isnan(expected.mean[column])
+        )
+    # The whole-image values are those without masks.
+    assert unit.mean["EN"] == expected.mean["EN"]
+    rows = [r for r in result.rows if r["metric"] == "EN@objects"]
+    assert len(rows) == 2 and {r["place"] for r in rows} <= {1, 2}
+    md = table_markdown(result)
+    assert "#### ds, inside objects (2 pairs with objects; masks: filled boxes of" in md
+    assert "inside objects" in table_latex(result)
+    written = json.loads((out / "results.json").read_text())
+    assert written["datasets"][0]["masks"] == str(store)
+    # A rerun reuses the store; --no-objects scores the whole image only.
+    notes.clear()
+    again = compare(
+        _settings([data], ["fifn"], out, tiny_weights), CompareEvents(note=notes.append)
+    )
+    assert again.unit("ds", "fifn").mean == result.unit("ds", "fifn").mean
+    assert not any("pairs made" in line for line in notes)
+    plain = compare(_settings([data], ["fifn"], out, tiny_weights, objects=False))
+    assert plain.object_columns == [] and plain.datasets[0].masks is None
+
+
+def test_a_mask_store_without_some_pairs_fails_before_fusing(tmp_path, tiny_weights):
+    data = _dataset(tmp_path / "ds")
+    labels = _box_labels(data)
+    (labels / "infrared" / "p2.txt").unlink()  # still made: p2 gets empty masks
+    out = tmp_path / "out"
+    compare(_settings([data], ["fifn"], out, tiny_weights, limit=2))
+    partial = out / "masks" / "ds.h5"  # made for p0 and p1 only
+    with pytest.raises(CompareError, match="no dataset compared"):
+        compare(_settings([data], ["fifn"], tmp_path / "o2", tiny_weights, masks={"x": partial}))
+    from occo.eval.compare_objects import ObjectMaskError
+
+    with pytest.raises(ObjectMaskError, match="1 of its 3 pairs have no masks"):
+        compare(_settings([data], ["fifn"], tmp_path / "o3", tiny_weights, masks={"ds": partial}))
+    assert not (tmp_path / "o3" / "fused").exists()
+
+
 def _chromium():
     return next(
         (b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
