@@ -12,6 +12,9 @@ a rerun reuses finished images, other settings are refused as by ``occo fuse``),
 scored whole-image by the code ``occo metrics`` runs (:mod:`occo.eval.scoring`,
 :mod:`occo.eval.report`). A method may also be a folder of fused images made elsewhere;
 it is scored as it is, for the dataset it belongs to (see :func:`folder_datasets`).
+Where a dataset has object masks or box labels it is also scored inside objects
+(:mod:`occo.eval.compare_objects`); with a detector, every method's fused images are
+detected and scored against the dataset's labels (:mod:`occo.eval.compare_detect`).
 Parameters and GFLOPs come from :func:`occo.models.registry.describe_network`, the time
 per pair from the fuse run's manifest. Tables, figures and the HTML page are written by
 :mod:`occo.eval.compare_tables`, :mod:`occo.eval.compare_figures` and
@@ -76,6 +79,11 @@ class CompareSettings:
     """Dataset name -> mask store to score it inside (wins over what its folder holds)."""
     regions: tuple[str, ...] = ("objects",)
     """Regions scored inside (``occo metrics --regions``' names)."""
+    detector: str | None = None
+    """Detector run on every method's fused images (``occo eval detect --detector``: a
+    transformers id or folder, or ``yolov5:FILE.pt``); None: no detection scores."""
+    labels: dict[str, Path] = field(default_factory=dict)
+    """Dataset name -> detection ground truth (absent: ``labels/fusion`` or ``labels/``)."""
 
     def validate(self) -> None:
         """Raise :class:`CompareError` for settings no run can use."""
@@ -89,6 +97,8 @@ class CompareSettings:
             raise CompareError(f"--methods names a method twice: {','.join(self.methods)}")
         if self.masks and not self.objects:
             raise CompareError("--masks and --no-objects contradict each other; drop one")
+        if self.labels and self.detector is None:
+            raise CompareError("--labels is the detection ground truth: give --detector too")
 
 
 @dataclass(frozen=True)
@@ -161,6 +171,8 @@ class Unit:
     """Columns scored inside objects (``EN@objects``, ...), in table order; [] without masks."""
     object_images: dict[str, int] = field(default_factory=dict)
     """Region -> images where it holds pixels (its columns average over these)."""
+    detection_columns: list[str] = field(default_factory=list)
+    """Detection scores in ``mean`` (mAP50, mAP50-95, ``AP50 <class>``); [] without."""
     per_image: dict[str, dict[str, float]] = field(default_factory=dict)
     """Stem -> metric -> value."""
 
@@ -205,6 +217,10 @@ class CompareResult:
     """Whole-image metric columns, in table order."""
     object_columns: list[str] = field(default_factory=list)
     """Columns inside objects of any dataset (``EN@objects``, ...), in table order."""
+    detection_columns: list[str] = field(default_factory=list)
+    """Detection columns of any dataset (mAP50, mAP50-95, ``AP50 <class>``), in order."""
+    detection: Any = None
+    """The :class:`occo.eval.compare_detect.Detection` used, or None."""
     skipped: list[str] = field(default_factory=list)
     """Lines about method x dataset combinations left out (a folder of another dataset)."""
     files: list[Path] = field(default_factory=list)
@@ -214,8 +230,8 @@ class CompareResult:
 
     @property
     def columns(self) -> list[str]:
-        """Every column: whole-image metrics, then those inside objects."""
-        return [*self.metrics, *self.object_columns]
+        """Every column: whole-image metrics, those inside objects, detection scores."""
+        return [*self.metrics, *self.object_columns, *self.detection_columns]
 
     def unit(self, dataset: str, method: str) -> Unit | None:
         """The unit of a method on a dataset, or None."""
@@ -291,13 +307,14 @@ def parse_weights(items: list[str]) -> dict[str, Path]:
     return _assignments(items, "--weights", "seafusion=SeAFusion.pth", lower=True)
 
 
-def parse_masks(items: list[str]) -> dict[str, Path]:
-    """``["msrs=msrs/masks.h5", ...]`` (dataset name = mask store) as a dict.
+def parse_masks(items: list[str], option: str = "--masks") -> dict[str, Path]:
+    """``["msrs=msrs/masks.h5", ...]`` (dataset name = path) as a dict (``--masks``,
+    ``--labels``).
 
     Raises:
         CompareError: an item without ``NAME=PATH`` or a name given twice.
     """
-    return _assignments(items, "--masks", "msrs=data/msrs/masks.h5", lower=False)
+    return _assignments(items, option, "msrs=data/msrs/masks.h5", lower=False)
 
 
 def _assignments(items: list[str], option: str, example: str, lower: bool) -> dict[str, Path]:
@@ -428,14 +445,21 @@ def compare(settings: CompareSettings, events: CompareEvents | None = None) -> C
         events._say("note", line)
     if settings.objects:
         result.datasets = datasets = _with_masks(datasets, settings, events)
+    if settings.detector is not None:
+        result.detection = _detection(datasets, settings, events)
     described = _describe({m.network for _, m in plan if m.network})
     progress = _Progress(plan, events)
     for dataset, method in plan:
         dataset = next(d for d in datasets if d.name == dataset.name)  # with its masks
         unit = _run_unit(dataset, method, settings, events, progress, described)
+        if result.detection is not None and dataset.name in result.detection.truths:
+            _detect(unit, dataset, result.detection, events)
         result.units.append(unit)
         progress.finish(unit)
     result.object_columns = list(dict.fromkeys(c for u in result.units for c in u.object_columns))
+    result.detection_columns = list(
+        dict.fromkeys(c for u in result.units for c in u.detection_columns)
+    )
     result.seconds = time.perf_counter() - started
     from occo.eval.compare_tables import write_results
 
@@ -470,6 +494,49 @@ def _with_masks(datasets: list[Dataset], settings: CompareSettings,
             events._say("note", f"{dataset.name}: scored inside objects too ({masks.origin})")
         found.append(replace(dataset, masks=masks))
     return found
+
+
+def _detection(datasets: list[Dataset], settings: CompareSettings, events: CompareEvents):
+    """The shared detector, with the ground truth of every dataset that has some."""
+    from occo.eval.compare_detect import Detection
+
+    unknown = sorted(set(settings.labels) - {d.name for d in datasets})
+    if unknown:
+        raise CompareError(f"--labels names {', '.join(unknown)}, which is no dataset compared "
+                           f"({', '.join(d.name for d in datasets)})")  # fmt: skip
+    detection = Detection(
+        settings.detector, settings.device, Path(settings.out_dir) / "detect-cache"
+    )
+    for dataset in datasets:
+        truth = detection.truth_for(dataset.root, dataset.name, settings.labels.get(dataset.name))
+        if truth is None:
+            events._say("note", f"{dataset.name}: no detection ground truth (labels/fusion or "
+                                f"labels/; or --labels {dataset.name}=DIR): not detected")  # fmt: skip
+        else:
+            events._say("note", f"{dataset.name}: detection with {settings.detector} against "
+                                f"{truth.path} ({', '.join(truth.classes)})")  # fmt: skip
+    if not detection.truths:
+        raise CompareError("--detector: no dataset has detection ground truth; pass --labels "
+                           "DATASET=DIR (YOLO txt, VOC XML or COCO JSON)")  # fmt: skip
+    return detection
+
+
+def _detect(unit: Unit, dataset: Dataset, detection, events: CompareEvents) -> None:
+    """Detection scores of the unit's fused images (those scored), into ``unit.mean``."""
+    from occo.data.pairing import list_images
+    from occo.eval.compare_detect import detection_columns
+
+    found = list_images(unit.folder)
+    images = {s: found[s] for s in dataset.stems if s in found and s not in unit.failures}
+    if not images:
+        return
+    try:
+        values = detection.score(unit.method, dataset.name, images)
+    except OccoError as exc:
+        events._say("warn", f"{unit.method} on {dataset.name}: not detected ({exc})")
+        return
+    unit.mean.update(values)
+    unit.detection_columns = detection_columns(detection.truths[dataset.name].classes)
 
 
 def _describe(names: set[str]) -> dict[str, Any]:

@@ -13,8 +13,14 @@ from html import escape
 from pathlib import Path
 
 from occo.data.io import write_bytes_atomic
-from occo.eval.compare_tables import PLACE_NAMES, _number, dataset_object_columns, dataset_places
-from occo.eval.report import higher_is_better
+from occo.eval.compare_tables import (
+    PLACE_NAMES,
+    _number,
+    dataset_detection_columns,
+    dataset_object_columns,
+    dataset_places,
+    higher_is_better,
+)
 
 _STYLE = """
 body{font-family:sans-serif;margin:1.5em;color:#222}
@@ -121,6 +127,12 @@ def report_html(result, figures) -> str:
         if inside:
             parts.append(f"<h3>Inside objects</h3><p>masks: {escape(dataset.masks.origin)}</p>")
             parts.append(metrics_table_html(result, dataset.name, inside))
+        detected = dataset_detection_columns(result, dataset.name)
+        if detected:
+            truth = result.detection.truths[dataset.name]
+            parts.append(f"<h3>Detection</h3><p>{escape(result.detection.model)} on the fused "
+                         f"images against {escape(str(truth.path))} (COCO AP, pycocotools)</p>")  # fmt: skip
+            parts.append(metrics_table_html(result, dataset.name, detected))
         if dataset.name in figures.qualitative:
             parts.append(f'<img class="fig" src="{_rel(figures.qualitative[dataset.name], base)}" '
                          f'alt="qualitative {escape(dataset.name)}">')  # fmt: skip

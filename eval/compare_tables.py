@@ -19,12 +19,19 @@ from typing import Any
 
 from occo.data.io import write_bytes_atomic
 from occo.data.version import OCCO_VERSION
-from occo.eval.report import higher_is_better, json_number
+from occo.eval.compare_detect import is_detection_column
+from occo.eval.report import higher_is_better as metric_higher_is_better
+from occo.eval.report import json_number
 
 #: How places are written: markdown and LaTeX (the field's bold / red / italic).
 MARKDOWN_MARKS = {1: "**{}**", 2: "<u>{}</u>", 3: "*{}*"}
 LATEX_MARKS = {1: "\\textbf{{{}}}", 2: "\\textcolor{{red}}{{{}}}", 3: "\\textit{{{}}}"}
 PLACE_NAMES = {1: "best", 2: "second", 3: "third"}
+
+
+def higher_is_better(column: str) -> bool:
+    """Direction of a compare column (metrics as ``occo metrics``; detection scores up)."""
+    return True if is_detection_column(column) else metric_higher_is_better(column)
 
 
 def places(values: Mapping[str, float], higher: bool = True) -> dict[str, int]:
@@ -61,7 +68,7 @@ def result_rows(result) -> list[dict[str, Any]]:
     for dataset in result.datasets:
         ranks = dataset_places(result, dataset.name)
         for unit in (u for u in result.units if u.dataset == dataset.name):
-            for metric in [*result.metrics, *unit.object_columns]:
+            for metric in [*result.metrics, *unit.object_columns, *unit.detection_columns]:
                 place = ranks[metric].get(unit.method)
                 rows.append({
                     "dataset": unit.dataset, "method": unit.method, "kind": unit.kind,
@@ -108,6 +115,13 @@ def results_dict(result) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "metrics": result.metrics,
         "object_columns": result.object_columns,
+        "detection_columns": result.detection_columns,
+        "detection": None
+        if result.detection is None
+        else {
+            "detector": result.detection.model,
+            "labels": {name: str(t.path) for name, t in result.detection.truths.items()},
+        },
         "higher_is_better": {m: higher_is_better(m) for m in result.columns},
         "datasets": [
             {
@@ -196,7 +210,19 @@ def table_markdown(result) -> str:
             lines += [f"#### {dataset.name}, inside objects ({held} pairs with objects; masks: "
                       f"{dataset.masks.origin})", ""]  # fmt: skip
             lines += _markdown_rows(units, inside, ranks, cost=False)
+        detected = dataset_detection_columns(result, dataset.name)
+        if detected:
+            truth = result.detection.truths[dataset.name]
+            lines += [f"#### {dataset.name}, detection ({result.detection.model} on the fused "
+                      f"images against {truth.path}; COCO AP, pycocotools)", ""]  # fmt: skip
+            lines += _markdown_rows(units, detected, ranks, cost=False)
     return "\n".join(lines)
+
+
+def dataset_detection_columns(result, dataset: str) -> list[str]:
+    """The detection columns any method has on one dataset, in table order."""
+    held = {c for u in result.units if u.dataset == dataset for c in u.detection_columns}
+    return [c for c in result.detection_columns if c in held]
 
 
 def dataset_object_columns(result, dataset: str) -> list[str]:
@@ -261,25 +287,27 @@ def table_latex(result) -> str:
             lines.append(" & ".join([_latex_escape(unit.method), *cells, *cost]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     if result.object_columns:
-        lines += _latex_objects(result)
+        lines += _latex_extra(result, result.object_columns, "inside objects")
+    if result.detection_columns:
+        lines += _latex_extra(result, result.detection_columns, "detection")
     return "\n".join(lines)
 
 
-def _latex_objects(result) -> list[str]:
-    """A second tabular: the metrics inside objects, one block per dataset that has them."""
-    columns = result.object_columns
-    lines = ["% inside objects (masks per dataset below)",
+def _latex_extra(result, columns: list[str], title: str) -> list[str]:
+    """Another tabular (inside objects, detection), one block per dataset that has it."""
+    lines = [f"% {title}",
              "\\begin{tabular}{l" + "r" * len(columns) + "}", "\\toprule",
              " & ".join(["Method", *(f"{c.split('@', 1)[0]} {_arrow(c, True)}" for c in columns)])
              + " \\\\"]  # fmt: skip
     for dataset in result.datasets:
-        units = [u for u in result.units if u.dataset == dataset.name and u.object_columns]
+        units = [u for u in result.units
+                 if u.dataset == dataset.name and set(columns) & {*u.object_columns, *u.detection_columns}]  # fmt: skip
         if not units:
             continue
         ranks = dataset_places(result, dataset.name)
         lines += ["\\midrule",
                   f"\\multicolumn{{{len(columns) + 1}}}{{l}}{{\\textit{{{_latex_escape(dataset.name)}}}"
-                  " inside objects} \\\\", "\\midrule"]  # fmt: skip
+                  f" {title}}} \\\\", "\\midrule"]  # fmt: skip
         for unit in units:
             cells = []
             for column in columns:

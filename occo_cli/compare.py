@@ -68,6 +68,18 @@ def compare(
         "--masks",
         help="DATASET=STORE: the mask store (occo masks gen) of a dataset; repeatable.",
     ),
+    detector: str | None = typer.Option(
+        None,
+        "--detector",
+        help="Also score detection on every method's fused images with this detector "
+        "(as occo eval detect: a transformers id or folder, or yolov5:FILE.pt).",
+    ),
+    labels: list[str] = typer.Option(
+        [],
+        "--labels",
+        help="DATASET=PATH: detection ground truth of a dataset (default: its labels/fusion "
+        "or labels/); repeatable.",
+    ),
     figures: bool = typer.Option(
         True, "--figures/--no-figures", help="Draw figures and report.html (matplotlib)."
     ),
@@ -78,7 +90,7 @@ def compare(
 ) -> None:
     """Compare fusion methods on datasets under one protocol: fuse, score, measure, draw.
 
-    Each dataset is fused with each method into OUT/fused/DATASET/METHOD as `occo fuse` does (a rerun reuses finished images and refuses changed settings), scored as `occo metrics` scores (whole image; and inside objects, as `occo metrics --masks --regions objects`, where the dataset has a mask store or box labels), and each method's parameters, GFLOPs (640x480) and time per pair are measured. A pair a method fails on is reported and the rest goes on. A folder of fused images made elsewhere is scored as it is, on the dataset whose folder holds it (else on each dataset whose pairs it all has).
+    Each dataset is fused with each method into OUT/fused/DATASET/METHOD as `occo fuse` does (a rerun reuses finished images and refuses changed settings), scored as `occo metrics` scores (whole image; and inside objects, as `occo metrics --masks --regions objects`, where the dataset has a mask store or box labels; with --detector, detection mAP against the dataset's labels), and each method's parameters, GFLOPs (640x480) and time per pair are measured. A pair a method fails on is reported and the rest goes on. A folder of fused images made elsewhere is scored as it is, on the dataset whose folder holds it (else on each dataset whose pairs it all has).
 
     Writes results.csv and results.json (a row per method x dataset x metric), table.md and table.tex (best bold, second underlined / red, third italic; arrows give each metric's direction), figures/ (a qualitative figure per dataset, bar charts per metric, speed against quality) and report.html (opens from disk).
 
@@ -87,6 +99,7 @@ def compare(
         occo compare data/tno data/msrs --methods fifn,seafusion,data/tno/fused/U2Fusion \\
             --weights seafusion=SeAFusion.pth --out runs/compare
         occo compare data/msrs --methods fifn,sage --masks msrs=data/msrs/masks.h5 --out runs/msrs
+        occo compare data/msrs --methods fifn,sage --detector yolov5:yolov5s.pt --out runs/msrs
     """
     from occo.eval.compare import CompareEvents, CompareSettings, parse_masks, parse_weights
     from occo.eval.compare import compare as run_compare
@@ -110,12 +123,16 @@ def compare(
             figure_pairs=figure_pairs,
             objects=objects,
             masks=parse_masks(masks),
+            detector=detector,
+            labels=parse_masks(labels, "--labels"),
         )
         settings.validate()
 
     def finished(unit, done: int, total: int, eta: float | None) -> None:
         mean = unit.mean.get("Qabf")
         quality = f", Qabf {mean:.4g}" if mean is not None else ""
+        if "mAP50" in unit.mean:
+            quality += f", mAP50 {unit.mean['mAP50']:.3g}"
         how = (f"fused {unit.fused}, reused {unit.reused}" if unit.kind == "network"
                else "folder")  # fmt: skip
         failed = f", {len(unit.failures)} failed" if unit.failures else ""

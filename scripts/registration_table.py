@@ -142,7 +142,7 @@ def alignment_table(data: Path, per_set: int, settings: AlignSettings) -> None:
     """Print the alignment table (see the module's docstring)."""
     bases: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
     moved_by: list[float] = []
-    per_set: dict[str, list[float]] = {}
+    moved_per_set: dict[str, list[float]] = {}
     constructed: list[float] = []
     constructed_alone = 0
     alone: list[str] = []
@@ -161,7 +161,7 @@ def alignment_table(data: Path, per_set: int, settings: AlignSettings) -> None:
             base = align_pair(ir, vi, settings, measure_residual=False)
             seconds.append(time.perf_counter() - start)
             moved_by.append(matrix_displacement(base.matrix, ir.shape))
-            per_set.setdefault(name, []).append(moved_by[-1])
+            moved_per_set.setdefault(name, []).append(moved_by[-1])
             exact = align_pair(registered_by_construction(vi, int(index)), vi, settings,
                                measure_residual=False)  # fmt: skip
             constructed.append(matrix_displacement(exact.matrix, ir.shape))
@@ -180,7 +180,7 @@ def alignment_table(data: Path, per_set: int, settings: AlignSettings) -> None:
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     print(f"| registered (as published): change applied | {len(bases)} | - | {len(alone)} | "
           f"{_quantiles(moved_by)} | - | - |")  # fmt: skip
-    for name, moved in per_set.items():
+    for name, moved in moved_per_set.items():
         print(f"| registered (as published), {name} only: change applied | {len(moved)} | - | - | "
               f"{_quantiles(moved)} | - | - |")  # fmt: skip
     print(

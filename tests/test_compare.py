@@ -230,6 +230,54 @@ def test_a_mask_store_without_some_pairs_fails_before_fusing(tmp_path, tiny_weig
     assert not (tmp_path / "o3" / "fused").exists()
 
 
+def test_detection_scores_every_method_with_one_detector(tmp_path, tmp_path_factory,
+                                                         tiny_weights, monkeypatch):  # fmt: skip
+    from typer.testing import CliRunner
+
+    from occo.cli.app import app
+    from tests import eval_tiny
+
+    detr = eval_tiny.tiny_models(tmp_path_factory)["detr"]
+    data = tmp_path / "ds"
+    eval_tiny.write_images(data / "ir", seed=1)
+    eval_tiny.write_images(data / "vi", seed=2)
+    eval_tiny.write_yolo(data / "labels" / "fusion")
+    published = _folder_method(data)
+    out = tmp_path / "out"
+    settings = _settings([data], ["fifn", str(published)], out, tiny_weights,
+                         detector=str(detr), device="cpu")  # fmt: skip
+    result = compare(settings)
+    assert result.detection_columns == ["mAP50", "mAP50-95", "AP50 person", "AP50 bicycle",
+                                        "AP50 car"]  # fmt: skip
+    # Each method's scores are occo eval detect's on its folder (same detector, own cache).
+    for unit in result.units:
+        cli = CliRunner().invoke(app, ["eval", "detect", str(unit.folder), "--no-sources",
+                                       "--labels", str(data / "labels" / "fusion"),
+                                       "--detector", str(detr), "--device", "cpu",
+                                       "--cache", str(tmp_path / f"cache-{unit.method}"),
+                                       "-q", "--json"])  # fmt: skip
+        assert cli.exit_code == 0, cli.output
+        row = json.loads(cli.stdout)["rows"][0]
+        assert unit.mean["mAP50"] == pytest.approx(row["all"]["AP50"], abs=1e-12)
+        assert unit.mean["mAP50-95"] == pytest.approx(row["all"]["AP50_95"], abs=1e-12)
+        assert unit.mean["AP50 car"] == pytest.approx(row["classes"]["car"]["AP50"], abs=1e-12)
+    rows = [r for r in result.rows if r["metric"] == "mAP50"]
+    assert len(rows) == 2 and all(r["higher_is_better"] for r in rows)
+    assert "#### ds, detection (" in table_markdown(result)
+    assert "% detection" in table_latex(result)
+    # A rerun scores from the cache: the detector is never loaded.
+    import occo.eval.detectors as detectors
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the detector was loaded again")
+
+    monkeypatch.setattr(detectors, "load_detector", no_loading)
+    again = compare(settings)
+    assert [u.mean["mAP50"] for u in again.units] == [u.mean["mAP50"] for u in result.units]
+    with pytest.raises(CompareError, match="give --detector too"):
+        compare(_settings([data], ["fifn"], out, tiny_weights, labels={"ds": data / "labels"}))
+
+
 def _chromium():
     return next(
         (b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
