@@ -530,8 +530,12 @@ def _detect(unit: Unit, dataset: Dataset, detection, events: CompareEvents) -> N
     images = {s: found[s] for s in dataset.stems if s in found and s not in unit.failures}
     if not images:
         return
+    from occo.eval.compare_detect import CompareDetectError
+
     try:
         values = detection.score(unit.method, dataset.name, images)
+    except CompareDetectError:
+        raise  # the detector itself: it fails the same for every method
     except OccoError as exc:
         events._say("warn", f"{unit.method} on {dataset.name}: not detected ({exc})")
         return

@@ -115,9 +115,12 @@ class Detection:
 
         def load():
             if self._loaded is None:
-                self._loaded = load_detector(
-                    self._config, truth.classes, resolve_device(self.device)
-                )
+                try:
+                    self._loaded = load_detector(
+                        self._config, truth.classes, resolve_device(self.device)
+                    )
+                except OccoError as exc:  # no use going on: every method needs it
+                    raise CompareDetectError(f"--detector {self.model}: {exc}") from None
             return self._loaded
 
         row = Row(f"{dataset}-{method}", Path(next(iter(images.values()))).parent, "images",

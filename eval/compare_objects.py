@@ -74,8 +74,8 @@ def object_masks(
         The masks, or None when the dataset has neither a store nor box labels.
 
     Raises:
-        ObjectMaskError: a store without some of the pairs, or box labels that make no masks.
-        SettingsMismatchError: the made store holds masks of other labels (then remove it).
+        ObjectMaskError: a store without some of the pairs, box labels that make no masks,
+            or a store made earlier from other labels (it is never replaced).
     """
     if given is not None:
         masks = ObjectMasks(Path(given), f"--masks {given}")
@@ -92,6 +92,7 @@ def object_masks(
 def _masks_from_boxes(root: Path, stems: Sequence[str], labels: tuple[Path, Path], store: Path,
                       note: Callable[[str], None] | None) -> ObjectMasks:  # fmt: skip
     from occo.data.pairing import pair_images
+    from occo.masks.errors import SettingsMismatchError
     from occo.masks.generate import generate_masks
     from occo.masks.sources import MaskSourceError, SourceOptions, build_source
 
@@ -111,7 +112,13 @@ def _masks_from_boxes(root: Path, stems: Sequence[str], labels: tuple[Path, Path
         raise ObjectMaskError(f"box labels {shown}: {exc}; or pass --no-objects") from None
     store.parent.mkdir(parents=True, exist_ok=True)
     meta = {"ir_dir": str(ir_dir.resolve()), "vi_dir": str(vi_dir.resolve()), **built.files}
-    result = generate_masks(pairs, store, built.source, batch_size=16, meta=meta)
+    try:
+        result = generate_masks(pairs, store, built.source, batch_size=16, meta=meta)
+    except SettingsMismatchError:
+        raise ObjectMaskError(
+            f"{store} holds masks of other labels or pairs than {shown}; occo compare made it "
+            "from the labels of an earlier run: delete it to make it anew, or choose another --out"
+        ) from None
     if result.computed and note is not None:
         note(f"object masks of {root.name}: filled boxes of {shown} -> {store} "
              f"({result.computed} pairs made)")  # fmt: skip
@@ -119,20 +126,13 @@ def _masks_from_boxes(root: Path, stems: Sequence[str], labels: tuple[Path, Path
 
 
 def _check_covers(masks: ObjectMasks, stems: Sequence[str], name: str) -> None:
-    from occo.masks.store import open_mask_store
+    from occo.eval.region_scoring import RegionMaskError, check_store_covers
 
     try:
-        with open_mask_store(masks.store) as reader:
-            held = set(reader.stems())
+        check_store_covers(masks.store, stems, remedy=(
+            f"complete it with occo masks gen, name another with --masks {name}=STORE, "
+            "or pass --no-objects"))  # fmt: skip
     except FileNotFoundError:
         raise ObjectMaskError(f"{name}: no mask store at {masks.store}") from None
-    missing = [s for s in stems if s not in held]
-    if missing:
-        shown = ", ".join(missing[:5]) + (
-            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        )
-        raise ObjectMaskError(
-            f"{name}: {len(missing)} of its {len(stems)} pairs have no masks in {masks.store} "
-            f"({shown}); complete it with occo masks gen, name another with --masks "
-            f"{name}=STORE, or pass --no-objects"
-        )
+    except RegionMaskError as exc:
+        raise ObjectMaskError(f"{name}: {exc}") from None

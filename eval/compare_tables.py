@@ -235,6 +235,16 @@ def _header(column: str) -> str:
     return f"{column.split('@', 1)[0]} {_arrow(column)}"
 
 
+def _marked_cells(unit, columns: list[str], ranks, marks: dict[int, str]) -> list[str]:
+    """A unit's values in ``columns``, each with its place's mark (markdown or LaTeX)."""
+    cells = []
+    for column in columns:
+        text = _number(unit.mean.get(column, math.nan))
+        place = ranks[column].get(unit.method)
+        cells.append(marks[place].format(text) if place else text)
+    return cells
+
+
 def _markdown_rows(units, columns: list[str], ranks, cost: bool) -> list[str]:
     head = [
         "method",
@@ -243,11 +253,7 @@ def _markdown_rows(units, columns: list[str], ranks, cost: bool) -> list[str]:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for unit in units:
-        cells = []
-        for metric in columns:
-            text = _number(unit.mean.get(metric, math.nan))
-            place = ranks[metric].get(unit.method)
-            cells.append(MARKDOWN_MARKS[place].format(text) if place else text)
+        cells = _marked_cells(unit, columns, ranks, MARKDOWN_MARKS)
         name = unit.method + (f" ({len(unit.failures)} failed)" if unit.failures else "")
         lines.append("| " + " | ".join([name, *cells, *(_cost(unit) if cost else ())]) + " |")
     return [*lines, ""]
@@ -278,11 +284,7 @@ def table_latex(result) -> str:
                   f"\\multicolumn{{{len(metrics) + 4}}}{{l}}{{\\textit{{{_latex_escape(dataset.name)}}}"
                   f" ({len(dataset.stems)} pairs)}} \\\\", "\\midrule"]  # fmt: skip
         for unit in units:
-            cells = []
-            for metric in metrics:
-                text = _number(unit.mean.get(metric, math.nan))
-                place = ranks[metric].get(unit.method)
-                cells.append(LATEX_MARKS[place].format(text) if place else text)
+            cells = _marked_cells(unit, metrics, ranks, LATEX_MARKS)
             cost = [_latex_escape(c).replace("—", "--") for c in _cost(unit)]
             lines.append(" & ".join([_latex_escape(unit.method), *cells, *cost]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
@@ -309,11 +311,7 @@ def _latex_extra(result, columns: list[str], title: str) -> list[str]:
                   f"\\multicolumn{{{len(columns) + 1}}}{{l}}{{\\textit{{{_latex_escape(dataset.name)}}}"
                   f" {title}}} \\\\", "\\midrule"]  # fmt: skip
         for unit in units:
-            cells = []
-            for column in columns:
-                text = _number(unit.mean.get(column, math.nan))
-                place = ranks[column].get(unit.method)
-                cells.append(LATEX_MARKS[place].format(text) if place else text)
+            cells = _marked_cells(unit, columns, ranks, LATEX_MARKS)
             lines.append(" & ".join([_latex_escape(unit.method), *cells]) + " \\\\")
     return [*lines, "\\bottomrule", "\\end{tabular}", ""]
 

@@ -92,7 +92,11 @@ def attach_regions(
     plan.jobs = [dataclasses.replace(job, regions=spec) for job in plan.jobs]
 
 
-def check_store_covers(store: Path, stems: Iterable[str]) -> int:
+def check_store_covers(
+    store: Path,
+    stems: Iterable[str],
+    remedy: str = "make masks for the same pairs with occo masks gen, or drop --masks",
+) -> int:
     """Check that the store holds masks for every stem scored.
 
     Returns:
@@ -115,7 +119,7 @@ def check_store_covers(store: Path, stems: Iterable[str]) -> int:
         )
         raise RegionMaskError(
             f"{len(missing)} of the {len(wanted)} images scored have no masks in {store} "
-            f"({shown}); make masks for the same pairs with occo masks gen, or drop --masks"
+            f"({shown}); {remedy}"
         )
     return len(held)
 

@@ -225,7 +225,7 @@ def test_a_mask_store_without_some_pairs_fails_before_fusing(tmp_path, tiny_weig
         compare(_settings([data], ["fifn"], tmp_path / "o2", tiny_weights, masks={"x": partial}))
     from occo.eval.compare_objects import ObjectMaskError
 
-    with pytest.raises(ObjectMaskError, match="1 of its 3 pairs have no masks"):
+    with pytest.raises(ObjectMaskError, match="ds: 1 of the 3 images scored have no masks.*--no-objects"):
         compare(_settings([data], ["fifn"], tmp_path / "o3", tiny_weights, masks={"ds": partial}))
     assert not (tmp_path / "o3" / "fused").exists()
 
