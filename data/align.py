@@ -44,7 +44,7 @@ from occo.data.registration import (
 )
 
 #: Changes whenever the same settings would give other pixels (stored with each output).
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 
 Model = Literal["similarity", "affine"]
 Border = Literal["visible", "replicate"]
@@ -423,14 +423,18 @@ def block_residual(ir: np.ndarray, vi: np.ndarray, max_side: int = MAX_SIDE) -> 
     return float(np.median(shifts)) if len(shifts) >= 3 else None
 
 
-def _describe(matrix: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[float, float], float, float]:
+def _describe(
+    matrix: np.ndarray, shape: tuple[int, ...]
+) -> tuple[tuple[float, float], float, float]:
     """(shift at the centre, rotation degrees counter-clockwise as displayed, scale)."""
     h, w = shape[:2]
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
     shift = matrix[:, :2] @ centre + matrix[:, 2] - centre
     linear = matrix[:, :2]
     scale = float(np.sqrt(abs(np.linalg.det(linear))))
-    rotation = float(np.degrees(np.arctan2(linear[0, 1] - linear[1, 0], linear[0, 0] + linear[1, 1])))
+    rotation = float(
+        np.degrees(np.arctan2(linear[0, 1] - linear[1, 0], linear[0, 0] + linear[1, 1]))
+    )
     return (float(shift[0]), float(shift[1])), rotation, scale
 
 
@@ -534,7 +538,12 @@ def warp_infrared(
     qy = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
     ih, iw = ir.shape[:2]
     tolerance = 0.5  # within half a pixel of the edge is the edge pixel itself
-    missing = (qx < -tolerance) | (qx > iw - 1 + tolerance) | (qy < -tolerance) | (qy > ih - 1 + tolerance)
+    missing = (
+        (qx < -tolerance)
+        | (qx > iw - 1 + tolerance)
+        | (qy < -tolerance)
+        | (qy > ih - 1 + tolerance)
+    )
     if border == "visible":
         warped = _fill_border(warped, missing, vi)
     return warped, missing
@@ -596,11 +605,16 @@ def align_pair(
         residual = block_residual(ir, vi, settings.max_side) if measure else None
         return _left_alone(ir, estimate, model, reason, estimated, confidence, extra, residual)
 
-    if estimate.agreement < MIN_AGREEMENT or estimate.blocks < 3:
+    if estimate.blocks < 3:
         return leave(
             f"unreliable estimate (agreement {estimate.agreement:.2f}, {estimate.blocks} "
             "structured blocks): too little structure shared by the two images")  # fmt: skip
-    if estimate.reliable:
+    if estimate.agreement < MIN_AGREEMENT:
+        # The estimate found no match, but the images have structure: a large scale change
+        # defeats the estimate's correlation while the refinement, coarse to fine, still
+        # finds it from no transform. Its own agreement decides below.
+        starts = [_identity()]
+    elif estimate.reliable:
         starts = [_initial_matrix(estimate, ir.shape)]
     elif estimate.displacement_px <= UNTRUSTED_START_PX:
         # Registered pairs look "unreliable" to the estimate (nothing beats no displacement):

@@ -42,6 +42,7 @@ from typing import Any
 
 from occo.data.errors import OccoError
 from occo.data.io import read_png_text, write_bytes_atomic
+from occo.data.pairing import listing
 from occo.data.version import OCCO_VERSION
 
 #: File name of the manifest inside a fuse output folder.
@@ -244,13 +245,13 @@ def plan_resume(
     if foreign:
         raise ResumeError(
             f"{foreign[0].parent} holds {len(foreign)} file(s) that occo fuse did not write "
-            f"({_names(foreign)}); use another OUT_DIR, or --overwrite to replace them"
+            f"({listing(foreign, 3)}); use another OUT_DIR, or --overwrite to replace them"
         )
     if differing:
         paths = [path for path, _ in differing]
         raise ResumeError(
             f"{len(paths)} output(s) in {paths[0].parent} were made with other settings "
-            f"({_names(paths)}: {'; '.join(differing[0][1])}); use the same settings to "
+            f"({listing(paths, 3)}: {'; '.join(differing[0][1])}); use the same settings to "
             "resume, another OUT_DIR, or --overwrite to redo them"
         )
     return plan
@@ -261,6 +262,3 @@ def _short(value: Any) -> str:
     return text[:12] + "..." if len(text) == 64 else text  # SHA-256 digests
 
 
-def _names(paths: Sequence[Path], most: int = 3) -> str:
-    listed = ", ".join(path.name for path in paths[:most])
-    return listed + (f" and {len(paths) - most} more" if len(paths) > most else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,3 +110,9 @@ def pair_images(first: str | Path, second: str | Path) -> Pairing:
             result.only_first.append(path)
     result.only_second = [path for stem, path in b.items() if stem not in a]
     return result
+
+
+def listing(items: Sequence[object], limit: int = 5) -> str:
+    """``"a.png, b.png and 3 more"``: names of the first ``limit`` items (paths or text)."""
+    names = ", ".join(getattr(p, "name", str(p)) for p in items[:limit])
+    return names + (f" and {len(items) - limit} more" if len(items) > limit else "")

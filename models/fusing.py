@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from occo.data.errors import OccoError
+from occo.data.pairing import listing
 from occo.data.version import OCCO_VERSION
 
 BACKENDS = ("torch", "onnxruntime")
@@ -144,6 +145,10 @@ def provenance(settings: FuseSettings, weights_sha256: str, resolved: dict[str, 
     values = {name: resolved.get(name, getattr(settings, name)) for name in pixel_fields()}
     if values["method"] is None:
         values["method"] = method_of(settings)
+    if values.get("align"):  # another alignment algorithm gives other pixels: no resume
+        from occo.data.align import ALGORITHM_VERSION
+
+        values["align_algorithm"] = ALGORITHM_VERSION
     return {"occo_version": OCCO_VERSION, "weights_sha256": weights_sha256, **_jsonable(values)}
 
 
@@ -320,10 +325,6 @@ def _onnxruntime_fuser(settings: FuseSettings, events: FuseEvents) -> FuserSetup
                       {"amp": None, "method": engine.network_name})  # fmt: skip
 
 
-def listing(items, limit: int = 5) -> str:
-    """``"a.png, b.png and 3 more"``: names of the first ``limit`` items."""
-    names = ", ".join(getattr(p, "name", str(p)) for p in items[:limit])
-    return names + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 # --- the pairs -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from occo.data.align_stream import StreamAligner
 from occo.data.video import FramePairer, VideoError, VideoSink
 from occo.models.fuser import Fuser, PreparedPair, prepare_pair, resize_like
 
@@ -56,11 +57,16 @@ class VideoFuser:
         fuser: the :class:`Fuser`; its batch size is the frames per network call.
         resize_vi: resize visible frames to the infrared size when they differ; otherwise
             that is an error before anything is written.
+        aligner: warps each infrared frame onto its visible one before fusing (in the
+            reader thread); None: frames are fused as they are.
     """
 
-    def __init__(self, fuser: Fuser, resize_vi: bool = False) -> None:
+    def __init__(
+        self, fuser: Fuser, resize_vi: bool = False, aligner: StreamAligner | None = None
+    ) -> None:
         self.fuser = fuser
         self.resize_vi = resize_vi
+        self.aligner = aligner
         self.stats = VideoFuseStats()
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame
 
@@ -80,6 +86,13 @@ class VideoFuser:
                 f"{self._size[1]}x{self._size[0]}: a video's frames share one size"
             )
         self._size = pair.size
+        if self.aligner is not None:
+            ir_array = pair.ir[0].numpy()  # (H, W) float32 in [0, 1], the tensor's own memory
+            vi_array = pair.vi.permute(1, 2, 0).numpy()
+            vi_array = vi_array[..., 0] if vi_array.shape[2] == 1 else vi_array
+            aligned = self.aligner.align(k, ir_array, vi_array)
+            if aligned is not ir_array:
+                ir_array[...] = aligned
         return pair
 
     def _read(self, pairer: FramePairer, out: queue.Queue, stop: threading.Event) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from occo.data.errors import OccoError, OccoWarning
+from occo.data.pairing import listing  # noqa: F401 - the commands take it from here
 
 # Results go to stdout; progress, notes and errors to stderr, so `--json` output pipes cleanly.
 out = Console()
@@ -84,10 +85,6 @@ def note(message: str) -> None:
         err.print(plain(message), highlight=False, soft_wrap=True)
 
 
-def listing(paths: Sequence[object], limit: int = 5) -> str:
-    """``"a.png, b.png and 3 more"``: names of the first ``limit`` paths."""
-    names = ", ".join(getattr(p, "name", str(p)) for p in paths[:limit])
-    return names + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def speed(count: int, seconds: float, unit: str = "pair") -> str:

@@ -119,6 +119,21 @@ def fuse(
         help="Warn about pairs whose infrared is displaced more than this many px against the"
         " visible image (as `occo check`); 0 turns the check off \\[default: 10].",
     ),
+    align: bool = typer.Option(
+        False,
+        "--align",
+        help="Warp each infrared image onto its visible one before fusing, as `occo align`"
+        " does (pairs already aligned, or whose estimate is unreliable, are fused as they"
+        " are); each transform is recorded in its PNG and in occo-fuse.json. Video: one"
+        " transform for the whole stream.",
+    ),
+    align_every: int | None = typer.Option(
+        None,
+        "--align-every",
+        min=1,
+        help="Video with --align: estimate the transform again every N frames \\[default:"
+        " once per stream].",
+    ),
     threads: int | None = threads_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -142,8 +157,10 @@ def fuse(
         occo fuse ir/ vi/ fused-sea/ --method seafusion --weights SeAFusion.pth
         torchrun --nproc-per-node 2 -m occo fuse ir/ vi/ fused/   # pairs shared by 2 processes
         occo fuse ir/ vi/ fused/ --backend onnxruntime --weights fifn.onnx
+        occo fuse data/roadscene/ir data/roadscene/vi fused/ --align   # no double edges
         occo fuse ir.mp4 vi.mp4 fused.mp4 --start 10 --frames 300
         occo fuse ir_frames/ vi_frames/ fused.mp4 --fps 30
+        occo fuse ir.mp4 vi.mp4 fused.mp4 --align --align-every 250
         occo metrics fused/tno
     """
     from occo.data.video import is_video_path
@@ -162,7 +179,7 @@ def fuse(
         method=method, weights=weights, backend=backend, device=device, amp=amp, tile=tile,
         batch_size=batch_size, ir16=ir16, authors_output=authors_output, resize_vi=resize_vi,
         workers=workers, misaligned_px=misaligned_px, overwrite=overwrite, threads=threads,
-        modalities=modalities,
+        modalities=modalities, align=align,
     )  # fmt: skip
     with user_errors():
         settings.validate()
@@ -170,8 +187,11 @@ def fuse(
     if any(is_video_path(p) for p in (ir_dir, vi_dir, out_dir)):
         from occo.cli.fuse_video import fuse_video
 
-        fuse_video(ir_dir, vi_dir, out_dir, settings, fps=fps, start=start, frames=frames)
+        fuse_video(ir_dir, vi_dir, out_dir, settings, fps=fps, start=start, frames=frames,
+                   align_every=align_every)  # fmt: skip
         return
+    if align_every is not None:
+        fail("--align-every is for videos (with --align); folders align every pair")
     if fps is not None or start or frames is not None:
         fail("--fps, --start and --frames are for video: give videos, or a video OUT (.mp4, ...)")
     result = _run(ir_dir, vi_dir, out_dir, settings)

@@ -52,6 +52,22 @@ def _use_line(label: str, use) -> str:
     return f"{label} frames: " + ", ".join(parts)
 
 
+def _align_line(aligner, frames: int) -> str:
+    used = [r for r in aligner.records if r["used"]]
+    if not used:
+        reasons = {r.get("left_alone") for r in aligner.records}
+        return (f"--align: no frame pair gave a reliable transform ({len(aligner.records)} "
+                f"tried; {'; '.join(sorted(str(r) for r in reasons))}): frames fused as they are")  # fmt: skip
+    last = used[-1]
+    how = ("already aligned, none warped" if not last["aligned"] else
+           f"shift ({last['shift_px'][0]:.1f}, {last['shift_px'][1]:.1f}) px, rotation "
+           f"{last['rotation_deg']:.2f} deg, scale {last['scale']:.4f}")  # fmt: skip
+    return (
+        f"--align: {aligner.warped_frames} of {frames} infrared frames warped; transform "
+        f"estimated {len(used)} time(s), last on frame {last['from_frame']}: {how}"
+    )
+
+
 def fuse_video(
     ir: Path,
     vi: Path,
@@ -61,6 +77,7 @@ def fuse_video(
     fps: float | None,
     start: float,
     frames: int | None,
+    align_every: int | None = None,
 ) -> None:
     """Fuse two streams into ``out_path`` with ``settings`` (occo.models.fusing.FuseSettings,
     the same as folders take); see ``occo fuse --help``."""
@@ -74,6 +91,8 @@ def fuse_video(
     from occo.models.video_fuser import VideoFuser
 
     overwrite, resize_vi = settings.overwrite, settings.resize_vi
+    if align_every is not None and not settings.align:
+        fail("--align-every N needs --align")
     _check_paths(ir, vi, out_path, overwrite)
     try:
         ir_source, vi_source = open_frames(ir, fps), open_frames(vi, fps)
@@ -89,7 +108,12 @@ def fuse_video(
     with user_errors():
         setup = build_fuser(settings, FuseEvents(note=note, warn=warn))
     sink = VideoSink(out_path, out_fps, overwrite=overwrite)  # locked; re-checked at the end
-    runner = VideoFuser(setup.fuser, resize_vi=resize_vi)
+    aligner = None
+    if settings.align:
+        from occo.data.align_stream import StreamAligner
+
+        aligner = StreamAligner(every=align_every)
+    runner = VideoFuser(setup.fuser, resize_vi=resize_vi, aligner=aligner)
     started = time.perf_counter()
     try:
         with progress_bar() as progress:
@@ -121,6 +145,8 @@ def fuse_video(
     stats, use = runner.stats, pairer.stats
     note(_use_line("infrared", use.ir))
     note(_use_line("visible", use.vi))
+    if aligner is not None:
+        note(_align_line(aligner, stats.frames))
     width, height = sink.size
     if sink.size != sink.input_size:
         warn(f"frames are {sink.input_size[0]}x{sink.input_size[1]}; {sink.codec} stores even "
@@ -128,7 +154,7 @@ def fuse_video(
     run = {
         "batch_size": settings.batch_size, **setup.settings, "ir16": settings.ir16,
         "resize_vi": resize_vi, "overwrite": overwrite, "fps": fps, "start": start,
-        "frames": frames,
+        "frames": frames, "align": settings.align, "align_every": align_every,
     }  # fmt: skip
     timings = {
         "total": round(wall, 3),
@@ -149,6 +175,7 @@ def fuse_video(
             output=out_path, weights=str(setup.weights.resolve()), weights_source=setup.source,
             settings=run, device=setup.device, timings=timings, pairs=stats.frames,
             video=video, pairing={"ir": asdict(use.ir), "vi": asdict(use.vi)},
+            alignment=aligner.summary() if aligner else None,
         )  # fmt: skip
     except (OccoError, OSError) as exc:
         warn(f"could not write the record {out_path.name}{MANIFEST_SUFFIX}: {exc}")

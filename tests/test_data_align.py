@@ -72,6 +72,24 @@ def test_unreliable_pairs_are_left_alone(kind):
     assert result.ir is ir and result.residual_px is None
 
 
+def test_a_failed_estimate_of_a_structured_pair_is_refined_from_no_transform():
+    # A large scale change defeats the estimate's correlation (it then finds nothing,
+    # agreement under the floor) while the coarse-to-fine refinement still recovers it.
+    from dataclasses import replace
+
+    from occo.data.registration import estimate_registration
+
+    ir, vi = scene(2)
+    applied = _matrix(ir.shape, 0.0, 0.0, 0.0, 1.05)
+    moved = move(ir, 0.0, 0.0, 0.0, 1.05)
+    failed = replace(estimate_registration(moved, vi), agreement=0.05, shift_px=(0.0, 0.0),
+                     rotation_deg=0.0, scale=1.0)  # fmt: skip
+    assert not failed.reliable
+    result = align_pair(moved, vi, estimate=failed)
+    assert result.left_alone is None, result.left_alone
+    assert matrix_displacement(result.matrix - applied + np.eye(2, 3), ir.shape) < 0.6
+
+
 def test_colour_16_bit_infrared_keeps_its_type_and_gets_no_dark_frame():
     ir, vi = scene(4)
     ir16 = np.dstack([ir, ir, ir]).astype(np.uint16) * 257
@@ -124,16 +142,37 @@ def test_align_command_writes_resumes_and_refuses_to_overwrite(tmp_path):
     assert json.loads((out / "occo-align.json").read_text())["aligned"] == ["a"]
 
     other = runner.invoke(app, ["align", str(ir_dir), str(vi_dir), str(out), "--min-px", "0.5"])
-    assert other.exit_code == 1 and "made otherwise" in other.output and "--overwrite" in other.output
+    assert (
+        other.exit_code == 1 and "made otherwise" in other.output and "--overwrite" in other.output
+    )
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
     replaced = runner.invoke(app, ["align", str(ir_dir), str(vi_dir), str(out), "--min-px", "0.5",
                                    "--overwrite"])  # fmt: skip
     assert replaced.exit_code == 0, replaced.output
-    assert json.loads((out / "occo-align.json").read_text())["settings"]["min_displacement_px"] == 0.5
+    assert (
+        json.loads((out / "occo-align.json").read_text())["settings"]["min_displacement_px"] == 0.5
+    )
 
     inside = runner.invoke(app, ["align", str(ir_dir), str(vi_dir), str(ir_dir / "x")])
     assert inside.exit_code == 1 and "inside the input folder" in inside.output
 
+
+def test_align_folder_is_the_library_call_under_the_command(tmp_path):
+    from occo.data.align_folder import AlignEvents, AlignFolderError, align_folder
+
+    ir_dir, vi_dir, out = _folders(tmp_path)
+    seen: list[tuple[str, bool]] = []
+    events = AlignEvents(pair=lambda stem, record, error: seen.append((stem, record["aligned"])))
+    result = align_folder(ir_dir, vi_dir, out, residual=False, events=events)
+    assert result.aligned == ["a"] and list(result.left_alone) == ["b"] and not result.failed
+    assert sorted(seen) == [("a", True), ("b", False)] and result.manifest == out / "occo-align.json"
+    again = align_folder(ir_dir, vi_dir, out, residual=False)
+    assert again.resumed == 2 and again.aligned == ["a"]
+    with pytest.raises(AlignFolderError, match="made otherwise"):  # other settings
+        align_folder(ir_dir, vi_dir, out, AlignSettings(min_displacement_px=0.5), residual=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AlignFolderError, match="no pairs"):
+        align_folder(ir_dir, tmp_path / "empty", tmp_path / "elsewhere")
 
 def test_check_json_has_the_residual_and_a_tiny_pair_fails_alone(tmp_path):
     ir_dir, vi_dir, _ = _folders(tmp_path)
@@ -182,15 +221,116 @@ def test_fuse_folder_aligns_records_and_resumes_only_with_align(tmp_path):
 
     again = fuse_folder(tmp_path / "ir", tmp_path / "vi", out, settings)
     assert again.skipped == 1 and again.fused == 0
+    # Made by another alignment algorithm: other pixels, so no resume.
+    from occo.data import align as align_module
+
+    provenance = json.loads(read_png_text(out / "p.png")["occo-fuse"])
+    assert provenance["align_algorithm"] == align_module.ALGORITHM_VERSION
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(align_module, "ALGORITHM_VERSION", align_module.ALGORITHM_VERSION + 1)
+        with pytest.raises(OccoError):
+            fuse_folder(tmp_path / "ir", tmp_path / "vi", out, settings)
     with pytest.raises(OccoError, match="align"):
-        fuse_folder(tmp_path / "ir", tmp_path / "vi", out, FuseSettings(weights=weights, device="cpu"))
+        fuse_folder(
+            tmp_path / "ir", tmp_path / "vi", out, FuseSettings(weights=weights, device="cpu")
+        )
 
     # Against the fused image of the registered pair, the aligned one is far closer.
     plain = tmp_path / "plain"
-    fuse_folder(tmp_path / "ir", tmp_path / "vi", plain, FuseSettings(weights=weights, device="cpu"))
+    fuse_folder(
+        tmp_path / "ir", tmp_path / "vi", plain, FuseSettings(weights=weights, device="cpu")
+    )
     reference = tmp_path / "reference"
-    fuse_folder(tmp_path / "ir0", tmp_path / "vi0", reference, FuseSettings(weights=weights, device="cpu"))
+    fuse_folder(
+        tmp_path / "ir0", tmp_path / "vi0", reference, FuseSettings(weights=weights, device="cpu")
+    )
     truth = read_image(reference / "p.png").astype(float)[20:-20, 20:-20]
     error = {name: np.abs(read_image(folder / "p.png").astype(float)[20:-20, 20:-20] - truth).mean()
              for name, folder in (("aligned", out), ("plain", plain))}  # fmt: skip
     assert error["aligned"] < 0.5 * error["plain"], error
+
+
+# --- videos: one transform per stream, or one every N frames --------------------------------
+
+
+def _frames(n: int, dx: float = 14, dy: float = -8):
+    """n frame pairs of one scene, the infrared displaced by (dx, dy), a little noise each."""
+    ir, vi = scene(11)
+    rng = np.random.default_rng(0)
+    moved = move(ir, dx, dy)
+    noisy = [
+        np.clip(moved + rng.normal(0, 2, moved.shape), 0, 255).astype(np.uint8) for _ in range(n)
+    ]
+    return noisy, [vi] * n, ir
+
+
+def test_stream_aligner_estimates_once_and_warps_every_frame():
+    from occo.data.align_stream import StreamAligner
+
+    irs, vis, truth = _frames(4)
+    aligner = StreamAligner()
+    out = [aligner.align(k, ir, vi) for k, (ir, vi) in enumerate(zip(irs, vis, strict=True))]
+    assert len(aligner.records) == 1 and aligner.records[0]["from_frame"] == 0
+    assert aligner.records[0]["used"] and aligner.warped_frames == 4
+    matrix = np.array(aligner.records[0]["matrix"])
+    assert np.abs(matrix[:, 2] - (14, -8)).max() < 0.5
+    inner = (slice(30, -30), slice(30, -30))
+    for frame, before in zip(out, irs, strict=True):  # every frame warped back, not only the first
+        after_error = np.abs(frame.astype(float) - truth)[inner].mean()
+        assert after_error < 0.4 * np.abs(before.astype(float) - truth)[inner].mean()
+    summary = json.loads(json.dumps(aligner.summary()))
+    assert summary["every"] is None and summary["warped_frames"] == 4
+
+
+def test_stream_aligner_every_n_frames_and_an_unreliable_stream():
+    from occo.data.align_stream import UNDECIDED_RETRY_FRAMES, StreamAligner
+
+    irs, vis, _ = _frames(7)
+    aligner = StreamAligner(every=3)
+    for k, (ir, vi) in enumerate(zip(irs, vis, strict=True)):
+        aligner.align(k, ir, vi)
+    assert [r["from_frame"] for r in aligner.records] == [0, 3, 6]
+
+    rng = np.random.default_rng(5)
+    _, vi = scene(1)
+    noise = rng.integers(0, 256, vi.shape[:2]).astype(np.uint8)
+    blind = StreamAligner()
+    frames = UNDECIDED_RETRY_FRAMES + 2
+    assert all(blind.align(k, noise, vi) is noise for k in range(frames))
+    assert [r["from_frame"] for r in blind.records] == [0, UNDECIDED_RETRY_FRAMES]
+    assert not any(r["used"] for r in blind.records) and blind.warped_frames == 0
+    with pytest.raises(ValueError, match="every"):
+        StreamAligner(every=0)
+
+
+def test_fuse_video_with_align_records_the_transform(tmp_path):
+    import torch
+
+    from occo.models.checkpoint import save_weights
+    from occo.models.fifn import FIFN
+    from tests.helpers import TINY_FIFN
+
+    irs, vis, _ = _frames(3)
+    for k, (ir, vi) in enumerate(zip(irs, vis, strict=True)):
+        write_image_atomic(tmp_path / "ir" / f"{k:04d}.png", ir)
+        write_image_atomic(tmp_path / "vi" / f"{k:04d}.png", vi)
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_weights(weights, FIFN(TINY_FIFN).eval())
+    common = ["--weights", str(weights), "--device", "cpu"]
+    out = tmp_path / "out.mkv"
+    bad = runner.invoke(app, ["fuse", str(tmp_path / "ir"), str(tmp_path / "vi"), str(out),
+                              *common, "--align-every", "2"])  # fmt: skip
+    assert bad.exit_code == 1 and "needs --align" in bad.output and not out.exists()
+    folders = runner.invoke(app, ["fuse", str(tmp_path / "ir"), str(tmp_path / "vi"),
+                                  str(tmp_path / "png"), *common, "--align", "--align-every", "2"])  # fmt: skip
+    assert folders.exit_code == 1 and "for videos" in folders.output
+    result = runner.invoke(app, ["fuse", str(tmp_path / "ir"), str(tmp_path / "vi"), str(out),
+                                 *common, "--align", "--align-every", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "--align: 3 of 3 infrared frames warped" in result.output, result.output
+    record = json.loads((tmp_path / "out.mkv.occo-fuse.json").read_text())
+    alignment = record["alignment"]
+    assert alignment["every"] == 2 and [e["from_frame"] for e in alignment["estimates"]] == [0, 2]
+    assert np.abs(np.array(alignment["estimates"][0]["matrix"])[:, 2] - (14, -8)).max() < 0.5
+    assert record["settings"]["align"] is True
