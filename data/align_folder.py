@@ -16,14 +16,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cv2
-
 from occo.data.align import ALGORITHM_VERSION, AlignSettings, align_pair
 from occo.data.errors import OccoError
 from occo.data.io import (
     file_sha256,
     folder_lock,
-    read_image,
+    read_pair_at_ir_size,
     read_png_text,
     remove_stale_temporaries,
     write_bytes_atomic,
@@ -152,16 +150,9 @@ def align_folder(
     def run(job: tuple[str, Path, Path, Path]) -> tuple[str, dict | None, str | None]:
         stem, ir_path, vi_path, target = job
         try:
-            ir, vi = read_image(ir_path), read_image(vi_path)
+            ir, vi = read_pair_at_ir_size(ir_path, vi_path, resize_vi)
         except (OSError, ValueError) as exc:
             return stem, None, str(exc)
-        if ir.shape[:2] != vi.shape[:2]:
-            if not resize_vi:
-                return stem, None, (
-                    f"infrared {ir_path} is {ir.shape[1]}x{ir.shape[0]} but visible {vi_path} "
-                    f"is {vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to compare them at the "
-                    "infrared size")  # fmt: skip
-            vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA)
         try:
             alignment = align_pair(ir, vi, settings, measure_residual=residual)
         except ValueError as exc:

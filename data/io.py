@@ -138,6 +138,27 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def read_pair_at_ir_size(
+    ir_path: str | Path, vi_path: str | Path, resize_vi: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both images of a pair, the visible one resized to the infrared size when asked.
+
+    For the commands that compare the two images pixel by pixel (check, align).
+
+    Raises:
+        ValueError: a file cannot be read, or the sizes differ without ``resize_vi`` (the
+            message says to pass --resize-vi).
+    """
+    ir, vi = read_image(ir_path), read_image(vi_path)
+    if ir.shape[:2] != vi.shape[:2]:
+        if not resize_vi:
+            raise ValueError(
+                f"infrared {ir_path} is {ir.shape[1]}x{ir.shape[0]} but visible {vi_path} is "
+                f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to compare them at the infrared size"
+            )
+        vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA)
+    return ir, vi
+
 def is_gray_content(image: np.ndarray) -> bool:
     """True for a 2-D image or an RGB image whose three channels are identical."""
     if image.ndim == 2:

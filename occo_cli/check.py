@@ -59,10 +59,8 @@ def check(
 
     from concurrent.futures import ThreadPoolExecutor
 
-    import cv2
-
     from occo.data.align import align_pair
-    from occo.data.io import read_image
+    from occo.data.io import read_pair_at_ir_size
     from occo.data.pairing import pair_images
     from occo.data.registration import DEFAULT_THRESHOLD_PX, estimate_registration
 
@@ -86,20 +84,9 @@ def check(
     def estimate(pair: tuple[str, Path, Path]):
         stem, ir_path, vi_path = pair
         try:
-            ir, vi = read_image(ir_path), read_image(vi_path)
+            ir, vi = read_pair_at_ir_size(ir_path, vi_path, resize_vi)
         except (OSError, ValueError) as exc:
             return stem, None, str(exc)
-        if ir.shape[:2] != vi.shape[:2]:
-            if not resize_vi:
-                return (
-                    stem,
-                    None,
-                    (
-                        f"infrared {ir_path} is {ir.shape[1]}x{ir.shape[0]} but visible {vi_path} is "
-                        f"{vi.shape[1]}x{vi.shape[0]}; pass --resize-vi to compare them at the infrared size"
-                    ),
-                )
-            vi = cv2.resize(vi, (ir.shape[1], ir.shape[0]), interpolation=cv2.INTER_AREA)
         try:
             registration = estimate_registration(ir, vi)
             if as_json:
