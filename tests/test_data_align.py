@@ -249,6 +249,14 @@ def test_fuse_folder_aligns_records_and_resumes_only_with_align(tmp_path):
              for name, folder in (("aligned", out), ("plain", plain))}  # fmt: skip
     assert error["aligned"] < 0.5 * error["plain"], error
 
+    # Alignment comes before the network: tiled, the aligned pair fuses as it does whole.
+    tiled = tmp_path / "tiled"
+    fuse_folder(tmp_path / "ir", tmp_path / "vi", tiled,
+                FuseSettings(weights=weights, device="cpu", align=True, tile=128))  # fmt: skip
+    assert json.loads(read_png_text(tiled / "p.png")["occo-align"])["matrix"] == record["matrix"]
+    whole = read_image(out / "p.png").astype(int)
+    assert np.abs(read_image(tiled / "p.png").astype(int) - whole).max() <= 1
+
 
 # --- videos: one transform per stream, or one every N frames --------------------------------
 
