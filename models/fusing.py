@@ -3,7 +3,7 @@
     from occo.models.fusing import FuseSettings, fuse_folder
 
     result = fuse_folder("tno/ir", "tno/vi", "fused/tno", FuseSettings(method="fifn"))
-    print(result.fused, result.failures)
+    result.fused, result.skipped, result.failures  # counts, and failed stems -> reason
 
 :class:`FuseSettings` holds every option of a run. Each field says whether it changes the
 fused pixels (``pixels=True`` in its metadata); the provenance stored in every PNG and in
@@ -323,8 +323,6 @@ def _onnxruntime_fuser(settings: FuseSettings, events: FuseEvents) -> FuserSetup
     backend = {"backend": "onnxruntime", "tile": None, "amp": None, **engine.describe()}
     return FuserSetup(fuser, weights_path, source, where, engine.network_name, backend, None,
                       {"amp": None, "method": engine.network_name})  # fmt: skip
-
-
 
 
 # --- the pairs -----------------------------------------------------------------------------
